@@ -1,0 +1,44 @@
+//! What a log entry holds: the body of every fact the hub records, and its encoding.
+//!
+//! The log engines store opaque bytes with a `(source, id)` key; this module says what those
+//! bytes mean. Bodies are JSON so that an auditor can read the log with ordinary tools and so
+//! that new fields can be added without rewriting history. Later kinds of fact (consent, access
+//! entries, match decisions) are new variants of [`Record`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+/// One fact in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    /// An event published by a partner system.
+    PartnerEvent(Event),
+}
+
+/// A log body that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable log record: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+impl Record {
+    /// The idempotency key of this record: who published it and their id for it.
+    pub fn key(&self) -> (&str, &str) {
+        match self {
+            Record::PartnerEvent(e) => (&e.source, &e.event_id),
+        }
+    }
+
+    /// Encodes the record as the bytes stored in the log.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising these plain data types to JSON cannot fail: there are no maps with
+        // non-string keys and no custom serialisers that error.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a record from the bytes stored in the log.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
