@@ -1,0 +1,491 @@
+//! The embedded engine: the log in append-only segment files, with group commit.
+//!
+//! Segments are named by the offset of their first entry (`00000000000000000000.seg`) and hold
+//! frames in the [`crate::frame`] format. One writer thread owns the write path: it takes every
+//! append request that is waiting, assigns offsets, checks the idempotency index, writes the
+//! frames with one `write` and makes them durable with one `fdatasync`, then answers them all.
+//! So concurrent publishers share an fsync, and nothing is acknowledged before it is on disk.
+//!
+//! The idempotency index (`(source, id)` → offset) and the position of every entry live in
+//! memory and are rebuilt by scanning the segments at open, which also verifies every checksum
+//! and the hash chain. A torn last entry (a crash mid-write) is cut off and reported; damage
+//! anywhere else is refused as corruption rather than silently dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::frame::{self, Peek};
+use crate::storage::{Dir, SegmentFile};
+use crate::{AppendOutcome, BoxFuture, Hash, Head, Log, LogError, NewEntry, StoredEntry};
+
+/// Settings of the embedded engine.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Start a new segment once the current one reaches this many bytes.
+    pub segment_bytes: u64,
+    /// The most entries written (and synced) as one group.
+    pub max_group_entries: usize,
+    /// The most bytes written (and synced) as one group.
+    pub max_group_bytes: usize,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            segment_bytes: 128 * 1024 * 1024,
+            max_group_entries: 8192,
+            max_group_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// What opening the log found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Entries in the log.
+    pub entries: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of a torn last entry that were cut off (0 if the log ended cleanly).
+    pub torn_bytes: u64,
+    /// The segment the torn bytes were cut from.
+    pub torn_segment: Option<String>,
+}
+
+/// Counters of the write path, for benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteStats {
+    /// Groups written (= fdatasync calls for data).
+    pub groups: u64,
+    /// Entries appended.
+    pub entries: u64,
+}
+
+struct Segment<F> {
+    base: u64,
+    file: Arc<F>,
+    /// Start of each entry, relative to the segment.
+    positions: Vec<u32>,
+    /// Committed (durable) length.
+    len: u64,
+}
+
+struct Index<F> {
+    segments: Vec<Segment<F>>,
+    head: Head,
+}
+
+struct Shared<F> {
+    index: RwLock<Index<F>>,
+    groups: AtomicU64,
+    entries: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Vec<AppendOutcome>, LogError>>;
+
+struct Request {
+    entries: Vec<NewEntry>,
+    reply: Reply,
+}
+
+/// The embedded log engine over a folder `D` (a real folder, or a simulated disk in tests).
+pub struct EmbeddedLog<D: Dir> {
+    shared: Arc<Shared<D::File>>,
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn segment_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".seg")?;
+    if stem.len() != 20 {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+fn key_of(source: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(source.len() + 1 + id.len());
+    k.extend_from_slice(source.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Whether a valid frame starts anywhere in `data`.
+fn valid_frame_in(data: &[u8]) -> Option<usize> {
+    (0..data.len().saturating_sub(frame::HEADER_LEN - 1))
+        .filter(|&i| data[i..].starts_with(&frame::MAGIC))
+        .find(|&i| matches!(frame::peek(&data[i..]), Peek::Frame { .. }))
+}
+
+struct Scanned<F> {
+    index: Index<F>,
+    keys: HashMap<Vec<u8>, u64>,
+    report: OpenReport,
+}
+
+/// Reads and verifies every segment; cuts a torn tail off the last one if `repair`.
+fn scan<D: Dir>(dir: &D, repair: bool) -> Result<Scanned<D::File>, LogError> {
+    let mut bases: Vec<u64> = dir.list()?.iter().filter_map(|n| parse_segment_name(n)).collect();
+    bases.sort_unstable();
+    let mut head = Head::EMPTY;
+    let mut keys = HashMap::new();
+    let mut segments = Vec::with_capacity(bases.len());
+    let mut report = OpenReport::default();
+    let count = bases.len();
+    for (i, &base) in bases.iter().enumerate() {
+        let name = segment_name(base);
+        let is_last = i + 1 == count;
+        if base != head.next_offset {
+            return Err(LogError::Corrupt {
+                offset: head.next_offset,
+                detail: format!(
+                    "segment {name} starts at offset {base} but the log before it ends at {}: a segment is missing or misplaced",
+                    head.next_offset
+                ),
+            });
+        }
+        let file = dir.open(&name)?;
+        let len = file.len()?;
+        let mut data = vec![0u8; len as usize];
+        file.read_exact_at(&mut data, 0)?;
+        let mut positions = Vec::new();
+        let mut pos = 0usize;
+        while pos < data.len() {
+            match frame::peek(&data[pos..]) {
+                Peek::Frame { len } => {
+                    let entry = frame::decode(&data[pos..pos + len], head.next_offset)?;
+                    head = crate::verify_chain(head, std::slice::from_ref(&entry))?;
+                    if keys
+                        .insert(key_of(&entry.source, &entry.id), entry.offset)
+                        .is_some()
+                    {
+                        return Err(LogError::Corrupt {
+                            offset: entry.offset,
+                            detail: format!(
+                                "({}, {}) appears twice in the log",
+                                entry.source, entry.id
+                            ),
+                        });
+                    }
+                    positions.push(pos as u32);
+                    pos += len;
+                }
+                Peek::Short | Peek::Invalid(_) => {
+                    let damaged_then_valid = valid_frame_in(&data[pos + 1..]);
+                    if !is_last || damaged_then_valid.is_some() {
+                        return Err(LogError::Corrupt {
+                            offset: head.next_offset,
+                            detail: format!(
+                                "damaged entry at byte {pos} of {name}, with valid entries after it: refusing to drop acknowledged data"
+                            ),
+                        });
+                    }
+                    let torn = data.len() - pos;
+                    warn!(segment = %name, byte = pos, torn_bytes = torn, "torn entry at the end of the log");
+                    report.torn_bytes = torn as u64;
+                    report.torn_segment = Some(name.clone());
+                    if repair {
+                        file.truncate(pos as u64)?;
+                        info!(segment = %name, byte = pos, "cut the torn entry off the log");
+                    }
+                    data.truncate(pos);
+                }
+            }
+        }
+        segments.push(Segment {
+            base,
+            file: Arc::new(file),
+            positions,
+            len: data.len() as u64,
+        });
+    }
+    report.entries = head.next_offset;
+    report.segments = segments.len();
+    Ok(Scanned {
+        index: Index { segments, head },
+        keys,
+        report,
+    })
+}
+
+/// Verifies a log folder without changing it: every checksum, the hash chain and uniqueness of
+/// keys. A torn tail is reported in the result, not cut off.
+pub fn verify<D: Dir>(dir: &D) -> Result<(Head, OpenReport), LogError> {
+    let s = scan(dir, false)?;
+    Ok((s.index.head, s.report))
+}
+
+impl<D: Dir> EmbeddedLog<D> {
+    /// Opens (or creates) the log in `dir`: locks it, verifies it, cuts a torn tail, and starts
+    /// the writer thread.
+    pub fn open(dir: D, opts: EmbeddedOptions) -> Result<(Self, OpenReport), LogError> {
+        if opts.segment_bytes == 0 || opts.segment_bytes > (u32::MAX as u64) / 2 {
+            return Err(LogError::Invalid("segment_bytes must be between 1 and 2 GiB".into()));
+        }
+        dir.lock()?;
+        let Scanned {
+            mut index,
+            keys,
+            report,
+        } = scan(&dir, true)?;
+        if index.segments.is_empty() {
+            let file = dir.create(&segment_name(0))?;
+            dir.sync_dir()?;
+            index.segments.push(Segment {
+                base: 0,
+                file: Arc::new(file),
+                positions: Vec::new(),
+                len: 0,
+            });
+        }
+        let shared = Arc::new(Shared {
+            index: RwLock::new(index),
+            groups: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel();
+        let mut writer = Writer {
+            dir,
+            shared: shared.clone(),
+            keys,
+            opts,
+            poisoned: None,
+            buf: Vec::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("tellonce-log-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok((
+            EmbeddedLog {
+                shared,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+            },
+            report,
+        ))
+    }
+
+    /// Counters of the write path so far.
+    pub fn stats(&self) -> WriteStats {
+        WriteStats {
+            groups: self.shared.groups.load(Ordering::Relaxed),
+            entries: self.shared.entries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the writer thread after it has answered every waiting request.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = handle.join();
+        }
+    }
+
+    fn read_sync(&self, from: u64, max: usize) -> Result<Vec<StoredEntry>, LogError> {
+        // Plan the reads under the lock, then read without it.
+        let mut plan = Vec::new();
+        {
+            let idx = self.shared.index.read().map_err(|_| LogError::Closed)?;
+            let end = idx.head.next_offset.min(from.saturating_add(max as u64));
+            let mut offset = from;
+            while offset < end {
+                let si = idx.segments.partition_point(|s| s.base <= offset) - 1;
+                let seg = &idx.segments[si];
+                let first = (offset - seg.base) as usize;
+                let last = ((end - seg.base) as usize).min(seg.positions.len());
+                let rel: Vec<u32> = seg.positions[first..last].to_vec();
+                let stop = seg.positions.get(last).map_or(seg.len, |&p| u64::from(p));
+                plan.push((seg.file.clone(), offset, rel, stop));
+                offset = seg.base + last as u64;
+            }
+        }
+        let mut out = Vec::new();
+        for (file, first_offset, rel, stop) in plan {
+            let start = u64::from(rel[0]);
+            let mut data = vec![0u8; (stop - start) as usize];
+            file.read_exact_at(&mut data, start)?;
+            for (i, &p) in rel.iter().enumerate() {
+                let a = (u64::from(p) - start) as usize;
+                let b = rel.get(i + 1).map_or(data.len(), |&q| (u64::from(q) - start) as usize);
+                out.push(frame::decode(&data[a..b], first_offset + i as u64)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<D: Dir> Drop for EmbeddedLog<D> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl<D: Dir> Log for EmbeddedLog<D> {
+    fn append(&self, entries: Vec<NewEntry>) -> BoxFuture<'_, Result<Vec<AppendOutcome>, LogError>> {
+        Box::pin(async move {
+            for e in &entries {
+                if e.source.len() > usize::from(u16::MAX) || e.id.len() > usize::from(u16::MAX) {
+                    return Err(LogError::Invalid("source or id longer than 65535 bytes".into()));
+                }
+                if frame::frame_len(e) > frame::MAX_REST_LEN {
+                    return Err(LogError::Invalid(format!(
+                        "entry of {} bytes exceeds the {} byte limit",
+                        frame::frame_len(e),
+                        frame::MAX_REST_LEN
+                    )));
+                }
+            }
+            if entries.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (reply, rx) = oneshot::channel();
+            {
+                let tx = self.tx.lock().map_err(|_| LogError::Closed)?;
+                let tx = tx.as_ref().ok_or(LogError::Closed)?;
+                tx.send(Request { entries, reply }).map_err(|_| LogError::Closed)?;
+            }
+            rx.await.map_err(|_| LogError::Closed)?
+        })
+    }
+
+    fn read(&self, from: u64, max: usize) -> BoxFuture<'_, Result<Vec<StoredEntry>, LogError>> {
+        Box::pin(async move { self.read_sync(from, max) })
+    }
+
+    fn head(&self) -> Head {
+        self.shared
+            .index
+            .read()
+            .map(|i| i.head)
+            .unwrap_or(Head::EMPTY)
+    }
+}
+
+struct Writer<D: Dir> {
+    dir: D,
+    shared: Arc<Shared<D::File>>,
+    keys: HashMap<Vec<u8>, u64>,
+    opts: EmbeddedOptions,
+    poisoned: Option<String>,
+    buf: Vec<u8>,
+}
+
+impl<D: Dir> Writer<D> {
+    fn run(&mut self, rx: mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            let mut n = group[0].entries.len();
+            let mut bytes: usize = group[0].entries.iter().map(frame::frame_len).sum();
+            while n < self.opts.max_group_entries && bytes < self.opts.max_group_bytes {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        n += r.entries.len();
+                        bytes += r.entries.iter().map(frame::frame_len).sum::<usize>();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(why) = &self.poisoned {
+                for r in group {
+                    let _ = r.reply.send(Err(LogError::Poisoned(why.clone())));
+                }
+                continue;
+            }
+            match self.write_group(&group) {
+                Ok(outcomes) => {
+                    for (r, o) in group.into_iter().zip(outcomes) {
+                        let _ = r.reply.send(Ok(o));
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    warn!(error = %why, "log write failed; refusing further writes until restart");
+                    self.poisoned = Some(why.clone());
+                    for r in group {
+                        let _ = r.reply.send(Err(LogError::Poisoned(why.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes one group durably and publishes it to readers.
+    fn write_group(&mut self, group: &[Request]) -> Result<Vec<Vec<AppendOutcome>>, LogError> {
+        let (mut head, file, seg_len) = {
+            let idx = self.shared.index.read().map_err(|_| LogError::Closed)?;
+            let seg = idx.segments.last().ok_or(LogError::Closed)?;
+            (idx.head, seg.file.clone(), seg.len)
+        };
+        let (file, seg_len) = if seg_len >= self.opts.segment_bytes {
+            (self.roll(head.next_offset)?, 0)
+        } else {
+            (file, seg_len)
+        };
+        self.buf.clear();
+        let mut positions = Vec::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut appended = 0u64;
+        for req in group {
+            let mut out = Vec::with_capacity(req.entries.len());
+            for e in &req.entries {
+                let key = key_of(&e.source, &e.id);
+                if let Some(&offset) = self.keys.get(&key) {
+                    out.push(AppendOutcome::Duplicate(offset));
+                    continue;
+                }
+                let offset = head.next_offset;
+                positions.push((seg_len + self.buf.len() as u64) as u32);
+                let hash: Hash = frame::encode(&mut self.buf, offset, &head.last_hash, e);
+                self.keys.insert(key, offset);
+                head = Head {
+                    next_offset: offset + 1,
+                    last_hash: hash,
+                };
+                appended += 1;
+                out.push(AppendOutcome::Appended(offset));
+            }
+            outcomes.push(out);
+        }
+        if !self.buf.is_empty() {
+            file.append(&self.buf)?;
+            file.sync_data()?;
+            let mut idx = self.shared.index.write().map_err(|_| LogError::Closed)?;
+            if let Some(seg) = idx.segments.last_mut() {
+                seg.positions.extend_from_slice(&positions);
+                seg.len += self.buf.len() as u64;
+            }
+            idx.head = head;
+            self.shared.groups.fetch_add(1, Ordering::Relaxed);
+            self.shared.entries.fetch_add(appended, Ordering::Relaxed);
+        }
+        Ok(outcomes)
+    }
+
+    /// Starts a new segment at `base`, durably named before anything is written to it.
+    fn roll(&mut self, base: u64) -> Result<Arc<D::File>, LogError> {
+        let file = Arc::new(self.dir.create(&segment_name(base))?);
+        self.dir.sync_dir()?;
+        let mut idx = self.shared.index.write().map_err(|_| LogError::Closed)?;
+        idx.segments.push(Segment {
+            base,
+            file: file.clone(),
+            positions: Vec::new(),
+            len: 0,
+        });
+        info!(segment = %segment_name(base), "started a new log segment");
+        Ok(file)
+    }
+}

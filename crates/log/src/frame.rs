@@ -1,0 +1,134 @@
+//! The byte format of one log entry, shared by every engine.
+//!
+//! ```text
+//! magic "TOE1" | len u32 | crc32c u32 | rest (len bytes)
+//! rest = offset u64 | prev_hash [32] | recorded_at_ms i64 | source_len u16 | id_len u16
+//!        | source | id | body
+//! ```
+//! All integers are little-endian. The checksum covers `rest`; the entry's hash is SHA-256 of
+//! `rest`, and every entry carries the hash of the one before it (zeros for the first), so the
+//! entries form a hash chain: changing, removing or reordering any entry breaks it.
+
+use sha2::{Digest, Sha256};
+
+use crate::{Hash, LogError, NewEntry, StoredEntry};
+
+/// The four bytes that open every entry.
+pub const MAGIC: [u8; 4] = *b"TOE1";
+/// Bytes before `rest`: magic, length and checksum.
+pub const HEADER_LEN: usize = 12;
+/// Fixed bytes at the start of `rest`.
+pub const FIXED_LEN: usize = 8 + 32 + 8 + 2 + 2;
+/// The largest `rest` accepted, to refuse absurd lengths read from a damaged file.
+pub const MAX_REST_LEN: usize = 16 * 1024 * 1024;
+
+/// Appends the frame of `entry` at `offset` after `prev_hash` to `buf`; returns its hash.
+pub fn encode(buf: &mut Vec<u8>, offset: u64, prev_hash: &Hash, entry: &NewEntry) -> Hash {
+    let rest_len = FIXED_LEN + entry.source.len() + entry.id.len() + entry.body.len();
+    let start = buf.len();
+    buf.reserve(HEADER_LEN + rest_len);
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&(rest_len as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    let rest_start = buf.len();
+    buf.extend_from_slice(&offset.to_le_bytes());
+    buf.extend_from_slice(prev_hash);
+    buf.extend_from_slice(&entry.recorded_at_ms.to_le_bytes());
+    buf.extend_from_slice(&(entry.source.len() as u16).to_le_bytes());
+    buf.extend_from_slice(&(entry.id.len() as u16).to_le_bytes());
+    buf.extend_from_slice(entry.source.as_bytes());
+    buf.extend_from_slice(entry.id.as_bytes());
+    buf.extend_from_slice(&entry.body);
+    let rest = &buf[rest_start..];
+    let crc = crc32c::crc32c(rest);
+    let hash: Hash = Sha256::digest(rest).into();
+    buf[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    hash
+}
+
+/// The total frame length of an entry, for checking sizes before writing.
+pub fn frame_len(entry: &NewEntry) -> usize {
+    HEADER_LEN + FIXED_LEN + entry.source.len() + entry.id.len() + entry.body.len()
+}
+
+/// What is at some position of a segment.
+#[derive(Debug)]
+pub enum Peek {
+    /// A complete frame whose checksum verifies, `len` bytes long in all.
+    Frame {
+        /// Total length including the header.
+        len: usize,
+    },
+    /// Fewer bytes than a frame needs: the end of the data, or a torn write.
+    Short,
+    /// Bytes that are not a valid frame.
+    Invalid(&'static str),
+}
+
+/// Checks whether `data` starts with a complete, checksummed frame.
+pub fn peek(data: &[u8]) -> Peek {
+    if data.len() < HEADER_LEN {
+        return Peek::Short;
+    }
+    if data[..4] != MAGIC {
+        return Peek::Invalid("bad magic");
+    }
+    let rest_len = u32::from_le_bytes([data[4], data[5], data[6], data[7]]) as usize;
+    if !(FIXED_LEN..=MAX_REST_LEN).contains(&rest_len) {
+        return Peek::Invalid("impossible length");
+    }
+    if data.len() < HEADER_LEN + rest_len {
+        return Peek::Short;
+    }
+    let crc = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
+    if crc32c::crc32c(&data[HEADER_LEN..HEADER_LEN + rest_len]) != crc {
+        return Peek::Invalid("checksum mismatch");
+    }
+    Peek::Frame {
+        len: HEADER_LEN + rest_len,
+    }
+}
+
+/// Decodes a frame that [`peek`] accepted. `expected_offset` is checked against the stored one.
+pub fn decode(frame: &[u8], expected_offset: u64) -> Result<StoredEntry, LogError> {
+    let corrupt = |what: &str| LogError::Corrupt {
+        offset: expected_offset,
+        detail: what.to_string(),
+    };
+    match peek(frame) {
+        Peek::Frame { len } if len == frame.len() => {}
+        Peek::Frame { .. } => return Err(corrupt("frame length mismatch")),
+        Peek::Short => return Err(corrupt("truncated entry")),
+        Peek::Invalid(why) => return Err(corrupt(why)),
+    }
+    let rest = &frame[HEADER_LEN..];
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&rest[i..i + 8]);
+        b
+    };
+    let offset = u64::from_le_bytes(u64_at(0));
+    if offset != expected_offset {
+        return Err(corrupt(&format!("entry says offset {offset}")));
+    }
+    let mut prev_hash = [0u8; 32];
+    prev_hash.copy_from_slice(&rest[8..40]);
+    let recorded_at_ms = i64::from_le_bytes(u64_at(40));
+    let source_len = u16::from_le_bytes([rest[48], rest[49]]) as usize;
+    let id_len = u16::from_le_bytes([rest[50], rest[51]]) as usize;
+    if FIXED_LEN + source_len + id_len > rest.len() {
+        return Err(corrupt("key longer than entry"));
+    }
+    let key = &rest[FIXED_LEN..FIXED_LEN + source_len + id_len];
+    let source = std::str::from_utf8(&key[..source_len]).map_err(|_| corrupt("source not UTF-8"))?;
+    let id = std::str::from_utf8(&key[source_len..]).map_err(|_| corrupt("id not UTF-8"))?;
+    Ok(StoredEntry {
+        offset,
+        prev_hash,
+        hash: Sha256::digest(rest).into(),
+        recorded_at_ms,
+        source: source.to_string(),
+        id: id.to_string(),
+        body: rest[FIXED_LEN + source_len + id_len..].to_vec(),
+    })
+}
