@@ -1,1 +1,79 @@
-fn main(){}
+//! The `tellonce` command: run the hub, publish events from a file, benchmark, verify the log.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod client;
+mod publish;
+mod serve;
+mod verify;
+
+/// TellOnce: an event-sourced data-sharing hub for early help and safeguarding of children.
+#[derive(Parser, Debug)]
+#[command(name = "tellonce", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the hub (gRPC on 127.0.0.1:50051, data in ./data unless configured).
+    Serve(serve::ServeArgs),
+    /// Publish events from a JSON-lines file (one event per line) to a running hub.
+    Publish(publish::PublishArgs),
+    /// Benchmarks (not tests): measure the hub against a baseline in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+    /// Work with the log on disk.
+    Log {
+        #[command(subcommand)]
+        which: LogCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Ingest over gRPC end to end, streamed and unary, against the raw append rate of the disk.
+    Ingest(bench::IngestArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCommand {
+    /// Verify every checksum, the hash chain and key uniqueness of a data folder's log, without
+    /// changing it.
+    Verify {
+        /// The hub's data folder.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Bench {
+            which: BenchCommand::Ingest(args),
+        } => bench::run(args),
+        Command::Log {
+            which: LogCommand::Verify { data_dir, json },
+        } => verify::run(&data_dir, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

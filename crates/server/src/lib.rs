@@ -1,1 +1,80 @@
+//! The TellOnce server: the gRPC edge around the domain and the log.
+//!
+//! It converts the contract's messages to domain types at its edge ([`convert`]), decides who
+//! is calling ([`auth`]), runs the ingest core ([`ingest`]) and serves it over tonic together
+//! with the gRPC health and reflection services. [`run`] takes a bound listener and a shutdown
+//! signal, so the binary and the tests start the hub the same way.
 
+use std::future::Future;
+use std::sync::Arc;
+
+use tellonce_log::storage::FsDir;
+use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log, OpenReport};
+use tellonce_proto::v1::ingest_service_server::IngestServiceServer;
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+mod error;
+pub mod ingest;
+
+pub use config::{Config, Overrides};
+pub use error::ServerError;
+
+/// The log engine the hub runs on by default.
+pub type EmbeddedFsLog = EmbeddedLog<FsDir>;
+
+/// Opens the embedded log in `config`'s data folder (`DATA_DIR/log`).
+pub fn open_log(config: &Config) -> Result<(Arc<EmbeddedFsLog>, OpenReport), ServerError> {
+    let dir = FsDir::new(config.storage.data_dir.join("log"))?;
+    let opts = EmbeddedOptions {
+        segment_bytes: config.storage.segment_mib * 1024 * 1024,
+        ..EmbeddedOptions::default()
+    };
+    let (log, report) = EmbeddedLog::open(dir, opts)?;
+    Ok((Arc::new(log), report))
+}
+
+/// Serves the hub on `listener` until `shutdown` completes, then stops accepting calls and
+/// finishes the ones in flight.
+pub async fn run(
+    listener: TcpListener,
+    config: &Config,
+    log: Arc<dyn Log>,
+    auth: Arc<dyn auth::Authenticator>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let ingest = ingest::Ingest::new(log, ingest::system_clock(), config.server.max_batch);
+    let ingest = IngestServiceServer::new(ingest::IngestGrpc::new(
+        ingest,
+        auth,
+        config.server.stream_window,
+    ))
+    .max_decoding_message_size(16 * 1024 * 1024);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<IngestServiceServer<ingest::IngestGrpc>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tellonce_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+    info!(addr = %listener.local_addr()?, "serving gRPC");
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(4 * 1024 * 1024))
+        .initial_connection_window_size(Some(8 * 1024 * 1024))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(ingest)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+    info!("gRPC server stopped");
+    Ok(())
+}

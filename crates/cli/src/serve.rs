@@ -1,0 +1,103 @@
+//! `tellonce serve`: run the hub until SIGTERM or Ctrl-C.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tellonce_server::auth::StaticTokens;
+use tellonce_server::config::{dev_credentials, dev_credentials_path};
+use tellonce_server::{Config, Overrides};
+use tracing::{info, warn};
+
+/// Options of `tellonce serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// A TOML config file (see deploy/tellonce.example.toml). Without one: defaults and
+    /// development credentials.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The gRPC listen address (overrides the config file). Port 0 picks a free port.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The data folder (overrides the config file).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Logs to stderr; `RUST_LOG` sets the level (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutting down");
+}
+
+/// Runs `tellonce serve`.
+pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    init_tracing();
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+    };
+    let mut config = Config::load(args.config.as_deref(), &overrides)?;
+    if config.partners.is_empty() {
+        config.partners = dev_credentials(&config.storage.data_dir)?;
+        warn!(
+            file = %dev_credentials_path(&config.storage.data_dir).display(),
+            "no partners configured: using development credentials (not for real data)"
+        );
+        eprintln!("development partner credentials (also in {}):", dev_credentials_path(&config.storage.data_dir).display());
+        for p in &config.partners {
+            eprintln!("  {:<20} {}", p.id, p.token);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tellonce")
+        .build()?;
+    runtime.block_on(async move {
+        let (log, report) = tellonce_server::open_log(&config)?;
+        info!(
+            entries = report.entries,
+            segments = report.segments,
+            torn_bytes = report.torn_bytes,
+            data_dir = %config.storage.data_dir.display(),
+            "log opened"
+        );
+        let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+        let addr = listener.local_addr()?;
+        println!("tellonce listening on {addr}");
+        std::io::stdout().flush()?;
+        let auth = Arc::new(StaticTokens::new(&config.partners));
+        tellonce_server::run(listener, &config, log.clone(), auth, shutdown_signal()).await?;
+        log.close();
+        info!("log closed");
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,36 @@
+//! The server's one error type, and its mapping to gRPC status codes.
+
+use tellonce_log::LogError;
+use tonic::Status;
+
+/// Everything that can go wrong in the server, mapped once to a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The request as a whole is malformed (INVALID_ARGUMENT).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The log failed or is unavailable (UNAVAILABLE: retry; publishing is idempotent).
+    #[error("{0}")]
+    Log(#[from] LogError),
+    /// The configuration is invalid (a start-up error, never sent to a client).
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// Start-up or serving failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        match e {
+            ServerError::BadRequest(m) => Status::invalid_argument(m),
+            ServerError::Log(LogError::Invalid(m)) => Status::invalid_argument(m),
+            ServerError::Log(LogError::Corrupt { .. }) => Status::data_loss(e.to_string()),
+            ServerError::Log(_) => Status::unavailable(format!(
+                "{e}; nothing from this request was acknowledged, retry it (publishing is idempotent)"
+            )),
+            ServerError::Config(m) => Status::internal(m),
+            ServerError::Io(io) => Status::unavailable(io.to_string()),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Ingest: events from partner systems into the log.
+//!
+//! [`Ingest::publish`] is the core, a plain async function: convert each event at the edge,
+//! check it with the domain's rules, encode the valid ones and append them to the log in one
+//! call, then answer every event in order. [`IngestGrpc`] is the thin gRPC adapter over it:
+//! authenticate, call the core, map the error once.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use prost::Message;
+use tellonce_domain::{check, Record, RejectCode, Timestamp, ValidationError};
+use tellonce_log::{AppendOutcome, Log, NewEntry};
+use tellonce_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, warn};
+
+use crate::auth::{Authenticator, Partner};
+use crate::convert::event_from_pb;
+use crate::ServerError;
+
+/// The largest encoded event accepted, in bytes.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// A source of the current time (the server's clock; a fixed one in tests).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Timestamp(ms)
+    })
+}
+
+/// The ingest core.
+#[derive(Clone)]
+pub struct Ingest {
+    log: Arc<dyn Log>,
+    clock: Clock,
+    max_batch: usize,
+}
+
+fn rejected(event_id: String, e: &ValidationError) -> pb::EventResult {
+    let code = match e.code {
+        RejectCode::InvalidArgument => tonic::Code::InvalidArgument,
+        RejectCode::PermissionDenied => tonic::Code::PermissionDenied,
+    };
+    pb::EventResult {
+        event_id,
+        outcome: Some(pb::event_result::Outcome::Rejected(pb::Rejected {
+            code: code as i32,
+            reason: e.reason.to_string(),
+            field: e.field.clone(),
+            message: e.message.clone(),
+        })),
+    }
+}
+
+impl Ingest {
+    /// An ingest core writing to `log`, taking the time from `clock`.
+    pub fn new(log: Arc<dyn Log>, clock: Clock, max_batch: usize) -> Self {
+        Ingest {
+            log,
+            clock,
+            max_batch,
+        }
+    }
+
+    /// Validates and appends a batch from `partner`; one result per event, in order. Fails as a
+    /// whole only when the batch is malformed or the log cannot write, and then writes nothing.
+    pub async fn publish(
+        &self,
+        partner: &Partner,
+        events: Vec<pb::Event>,
+    ) -> Result<Vec<pb::EventResult>, ServerError> {
+        if events.is_empty() {
+            return Err(ServerError::BadRequest("the batch has no events".into()));
+        }
+        if events.len() > self.max_batch {
+            return Err(ServerError::BadRequest(format!(
+                "the batch has {} events; the limit is {} (split it, or use PublishStream)",
+                events.len(),
+                self.max_batch
+            )));
+        }
+        let now = (self.clock)();
+        let mut results: Vec<Option<pb::EventResult>> = Vec::with_capacity(events.len());
+        let mut entries = Vec::new();
+        let mut slots = Vec::new();
+        for event in events {
+            let event_id = event.event_id.clone();
+            let size = event.encoded_len();
+            let checked = if size > MAX_EVENT_BYTES {
+                Err(ValidationError::invalid(
+                    "event_too_large",
+                    "",
+                    format!("the event is {size} bytes encoded; the limit is {MAX_EVENT_BYTES}"),
+                ))
+            } else {
+                event_from_pb(event).and_then(|e| check(e, &partner.id, now))
+            };
+            match checked {
+                Ok(e) => {
+                    slots.push(results.len());
+                    results.push(None);
+                    entries.push(NewEntry {
+                        source: e.source.clone(),
+                        id: e.event_id.clone(),
+                        recorded_at_ms: now.0,
+                        body: Record::PartnerEvent(e).encode(),
+                    });
+                }
+                Err(e) => {
+                    debug!(partner = %partner.id, event_id = %event_id, reason = e.reason, field = %e.field, "event rejected");
+                    results.push(Some(rejected(event_id, &e)));
+                }
+            }
+        }
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let outcomes = self.log.append(entries).await?;
+        for ((slot, id), outcome) in slots.into_iter().zip(ids).zip(outcomes) {
+            let outcome = match outcome {
+                AppendOutcome::Appended(offset) => {
+                    pb::event_result::Outcome::Accepted(pb::Accepted { offset })
+                }
+                AppendOutcome::Duplicate(offset) => {
+                    debug!(partner = %partner.id, event_id = %id, offset, "duplicate event");
+                    pb::event_result::Outcome::Duplicate(pb::Duplicate { offset })
+                }
+            };
+            results[slot] = Some(pb::EventResult {
+                event_id: id,
+                outcome: Some(outcome),
+            });
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+}
+
+/// The gRPC adapter of [`Ingest`].
+pub struct IngestGrpc {
+    ingest: Ingest,
+    auth: Arc<dyn Authenticator>,
+    stream_window: usize,
+}
+
+impl IngestGrpc {
+    /// Serves `ingest` to partners that `auth` recognises.
+    pub fn new(ingest: Ingest, auth: Arc<dyn Authenticator>, stream_window: usize) -> Self {
+        IngestGrpc {
+            ingest,
+            auth,
+            stream_window,
+        }
+    }
+
+    fn partner<T>(&self, req: &Request<T>) -> Result<Partner, Status> {
+        self.auth.partner(req.metadata()).map_err(|e| {
+            warn!(error = %e, "unauthenticated publish");
+            Status::unauthenticated(e.to_string())
+        })
+    }
+}
+
+type ResponseStream = Pin<Box<dyn futures::Stream<Item = Result<pb::PublishResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::ingest_service_server::IngestService for IngestGrpc {
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let partner = self.partner(&request)?;
+        let req = request.into_inner();
+        let results = self.ingest.publish(&partner, req.events).await?;
+        Ok(Response::new(pb::PublishResponse {
+            results,
+            request_id: req.request_id,
+        }))
+    }
+
+    type PublishStreamStream = ResponseStream;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let partner = self.partner(&request)?;
+        let mut inbound = request.into_inner();
+        let ingest = self.ingest.clone();
+        let window = self.stream_window;
+        let (tx, rx) = mpsc::channel::<Result<pb::PublishResponse, Status>>(window);
+        tokio::spawn(async move {
+            // Batches are validated and appended concurrently (so they share fsyncs), and
+            // answered in the order they arrived.
+            let mut inflight = FuturesOrdered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    msg = inbound.message(), if open && inflight.len() < window => match msg {
+                        Ok(Some(req)) => {
+                            let (ingest, partner) = (ingest.clone(), partner.clone());
+                            inflight.push_back(tokio::spawn(async move {
+                                let request_id = req.request_id;
+                                ingest
+                                    .publish(&partner, req.events)
+                                    .await
+                                    .map(|results| pb::PublishResponse { results, request_id })
+                                    .map_err(Status::from)
+                            }));
+                        }
+                        Ok(None) => open = false,
+                        Err(status) => {
+                            debug!(error = %status, "publish stream ended by the client");
+                            open = false;
+                        }
+                    },
+                    Some(done) = inflight.next(), if !inflight.is_empty() => {
+                        let answer = done.unwrap_or_else(|e| Err(Status::internal(format!("publish task failed: {e}"))));
+                        let failed = answer.is_err();
+                        if tx.send(answer).await.is_err() || failed {
+                            break;
+                        }
+                    },
+                    else => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
