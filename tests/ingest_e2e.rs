@@ -1,1 +1,204 @@
-//! placeholder
+//! End-to-end ingest: the real `tellonce` binary, spoken to over gRPC.
+//!
+//! - bad input is answered event by event with exact codes, and nothing of it is written;
+//! - credentials: none or unknown is UNAUTHENTICATED, another partner's source PERMISSION_DENIED;
+//! - SIGKILL mid-stream: after a restart every acknowledged event is present exactly once (a
+//!   retry answers `duplicate` with the same offset) and the log's chain verifies.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{outcome, Hub, POLICE_TOKEN, SCHOOL_TOKEN};
+use tellonce_domain::{sample, Timestamp};
+use tellonce_proto::v1 as pb;
+use tellonce_server::convert::event_to_pb;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn event(source: &str, id: &str, n: u64) -> pb::Event {
+    event_to_pb(&sample::ppn(source, id, n, Timestamp(now_ms() - 3_600_000)))
+}
+
+fn request(events: Vec<pb::Event>) -> pb::PublishRequest {
+    pb::PublishRequest { events, request_id: 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_event_by_event_and_nothing_of_it_is_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub = Hub::start(tmp.path());
+    let mut police = hub.client(POLICE_TOKEN).await;
+
+    let good = event("police", "good-1", 1);
+    let mut bad_nhs = event("police", "bad-nhs", 2);
+    bad_nhs.subjects[0].nhs_number = "9434765918".into();
+    let mut unknown_kind = event("police", "unknown-kind", 3);
+    unknown_kind.payload = None;
+    let mut oversized = event("police", "oversized", 4);
+    if let Some(pb::event::Payload::PublicProtectionNotification(p)) = &mut oversized.payload {
+        p.summary = "x".repeat(100 * 1024);
+    }
+    let mut long_text = event("police", "long-text", 5);
+    if let Some(pb::event::Payload::PublicProtectionNotification(p)) = &mut long_text.payload {
+        p.summary = "x".repeat(5000);
+    }
+    let mut no_basis = event("police", "no-basis", 6);
+    no_basis.lawful_basis = None;
+    let mut no_reason = event("police", "no-reason", 7);
+    no_reason.lawful_basis = Some(pb::LawfulBasis {
+        basis: Some(pb::lawful_basis::Basis::Safeguarding(pb::SafeguardingBasis {
+            statutory_basis: "Children Act 1989 s47".into(),
+            reason: String::new(),
+        })),
+    });
+    let wrong_partner = event("school-001", "wrong-partner", 8);
+    let mut future = event("police", "future", 9);
+    future.occurred_at = Timestamp(now_ms() + 3_600_000).to_string();
+
+    let results = police
+        .publish(request(vec![
+            good, bad_nhs, unknown_kind, oversized, long_text, no_basis, no_reason, wrong_partner, future,
+        ]))
+        .await
+        .expect("publish answers per event")
+        .into_inner()
+        .results;
+    let got: Vec<_> = results.iter().map(|r| (r.event_id.as_str(), outcome(r))).collect();
+    let invalid = tonic::Code::InvalidArgument as i32;
+    let denied = tonic::Code::PermissionDenied as i32;
+    let expect = [
+        ("good-1", ("accepted", 0, 0, "")),
+        ("bad-nhs", ("rejected", 0, invalid, "nhs_number_check_digit")),
+        ("unknown-kind", ("rejected", 0, invalid, "unknown_kind")),
+        ("oversized", ("rejected", 0, invalid, "event_too_large")),
+        ("long-text", ("rejected", 0, invalid, "too_long")),
+        ("no-basis", ("rejected", 0, invalid, "missing_lawful_basis")),
+        ("no-reason", ("rejected", 0, invalid, "missing_field")),
+        ("wrong-partner", ("rejected", 0, denied, "wrong_source")),
+        ("future", ("rejected", 0, invalid, "in_future")),
+    ];
+    assert_eq!(got.len(), expect.len());
+    for ((id, (tag, off, code, reason)), (eid, (etag, eoff, ecode, ereason))) in got.iter().zip(expect) {
+        assert_eq!((*id, *tag, *off, *code, reason.as_str()), (eid, etag, eoff, ecode, ereason));
+    }
+    for r in &results {
+        if let Some(pb::event_result::Outcome::Rejected(x)) = &r.outcome {
+            assert!(!x.message.is_empty(), "{} has a message", r.event_id);
+        }
+    }
+
+    // Whole-call failures.
+    let status = hub
+        .anonymous()
+        .await
+        .publish(request(vec![event("police", "anon", 10)]))
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = hub
+        .client("not-a-real-token-at-all")
+        .await
+        .publish(request(vec![event("police", "badtoken", 11)]))
+        .await
+        .expect_err("bad token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = police.publish(request(vec![])).await.expect_err("empty batch");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // A school may publish its own events.
+    let mut school = hub.client(SCHOOL_TOKEN).await;
+    let r = school
+        .publish(request(vec![event("school-001", "s-1", 12)]))
+        .await
+        .expect("school publish")
+        .into_inner();
+    assert_eq!(outcome(&r.results[0]).0, "accepted");
+
+    assert!(hub.stop(), "the hub exits cleanly on SIGTERM");
+    let v = common::verify(&tmp.path().join("data"));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries"], 2, "only the two good events were written: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_no_acknowledged_event() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub = Hub::start(tmp.path());
+    let batches: Vec<Vec<pb::Event>> = (0..400)
+        .map(|b| (0..25).map(|i| event("police", &format!("k-{b}-{i}"), (b * 25 + i) as u64)).collect())
+        .collect();
+
+    // Stream batches; kill the hub once some have been acknowledged.
+    let mut police = hub.client(POLICE_TOKEN).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let to_send = batches.clone();
+    let sender = tokio::spawn(async move {
+        for (i, events) in to_send.into_iter().enumerate() {
+            if tx.send(pb::PublishRequest { events, request_id: i as u64 }).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut responses = police
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let mut killer = Some(hub);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), responses.message()).await {
+            Ok(Ok(Some(resp))) => {
+                for r in &resp.results {
+                    let (tag, offset, _, reason) = outcome(r);
+                    assert!(tag == "accepted" || tag == "duplicate", "{} {tag} {reason}", r.event_id);
+                    acked.insert(r.event_id.clone(), offset);
+                }
+                if acked.len() >= 2000 {
+                    if let Some(hub) = killer.take() {
+                        hub.kill();
+                    }
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => break,
+            Err(_) => panic!("no answer from the hub for 30 s"),
+        }
+    }
+    sender.abort();
+    if let Some(hub) = killer.take() {
+        hub.kill();
+    }
+    assert!(acked.len() >= 2000, "some events were acknowledged before the kill");
+    assert!(acked.len() < 10_000, "the kill came mid-stream ({} acked)", acked.len());
+
+    // Restart on the same folder and publish everything again: every acknowledged event is a
+    // duplicate at its original offset; the rest land now.
+    let hub = Hub::start(tmp.path());
+    let mut police = hub.client(POLICE_TOKEN).await;
+    let mut offsets: HashMap<String, u64> = HashMap::new();
+    for events in batches {
+        let results = police.publish(request(events)).await.expect("republish").into_inner().results;
+        for r in results {
+            let (tag, offset, _, reason) = outcome(&r);
+            match acked.get(&r.event_id) {
+                Some(&original) => assert_eq!((tag, offset), ("duplicate", original), "{}", r.event_id),
+                None => assert!(tag == "accepted" || tag == "duplicate", "{} {tag} {reason}", r.event_id),
+            }
+            offsets.insert(r.event_id, offset);
+        }
+    }
+    let mut distinct: Vec<u64> = offsets.values().copied().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 10_000, "each event at its own offset");
+    assert!(hub.stop(), "the hub exits cleanly on SIGTERM");
+    let v = common::verify(&tmp.path().join("data"));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries"], 10_000, "every event exactly once: {v}");
+}

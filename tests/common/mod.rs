@@ -1,0 +1,182 @@
+//! Helpers for end-to-end tests: start the real `tellonce` binary on a free loopback port with
+//! its own data folder, talk gRPC to it, and stop it (gracefully or with SIGKILL).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tellonce_proto::v1 as pb;
+use tellonce_proto::v1::ingest_service_client::IngestServiceClient;
+use tonic::transport::Channel;
+
+/// Tokens of the partners the test hub trusts.
+pub const POLICE_TOKEN: &str = "test-police-token-0123456789";
+/// The school's token.
+pub const SCHOOL_TOKEN: &str = "test-school-token-0123456789";
+
+/// The tellonce binary built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tellonce"))
+}
+
+/// A running hub process.
+pub struct Hub {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+}
+
+/// Writes the test config into `dir` and returns its path.
+pub fn write_config(dir: &Path) -> PathBuf {
+    let config = format!(
+        r#"version = 1
+[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "{}"
+segment_mib = 1
+[[partners]]
+id = "police"
+token = "{POLICE_TOKEN}"
+[[partners]]
+id = "school-001"
+token = "{SCHOOL_TOKEN}"
+"#,
+        dir.join("data").display()
+    );
+    let path = dir.join("tellonce.toml");
+    std::fs::write(&path, config).expect("write config");
+    path
+}
+
+impl Hub {
+    /// Starts `tellonce serve` with the test config in `dir`, waiting (at most 60 s) until it
+    /// listens.
+    pub fn start(dir: &Path) -> Hub {
+        let config = write_config(dir);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("hub.log"))
+            .expect("hub log");
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start tellonce serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(addr) = line.strip_prefix("tellonce listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(dir.join("hub.log")).unwrap_or_default();
+                panic!("the hub did not start within 60 s; its log:\n{log}");
+            }
+        };
+        Hub {
+            child,
+            addr,
+            data_dir: dir.join("data"),
+        }
+    }
+
+    /// A client presenting `token`.
+    pub async fn client(&self, token: &str) -> IngestServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor + Clone>,
+    > {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect to the hub");
+        let value: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {token}").parse().expect("header value");
+        IngestServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", value.clone());
+            Ok(req)
+        })
+    }
+
+    /// A client sending no credential at all.
+    pub async fn anonymous(&self) -> IngestServiceClient<Channel> {
+        IngestServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to the hub")
+    }
+
+    /// Kills the hub with SIGKILL (no chance to clean up).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the hub with SIGTERM and waits (at most 30 s) for a clean exit; returns whether
+    /// it exited successfully.
+    pub fn stop(mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `tellonce log verify --json` on a data folder and returns its JSON answer.
+pub fn verify(data_dir: &Path) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(["log", "verify", "--json", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run tellonce log verify");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The outcome of one event, as a short tag and the offset or rejection.
+pub fn outcome(r: &pb::EventResult) -> (&'static str, u64, i32, String) {
+    match &r.outcome {
+        Some(pb::event_result::Outcome::Accepted(a)) => ("accepted", a.offset, 0, String::new()),
+        Some(pb::event_result::Outcome::Duplicate(d)) => ("duplicate", d.offset, 0, String::new()),
+        Some(pb::event_result::Outcome::Rejected(x)) => ("rejected", 0, x.code, x.reason.clone()),
+        None => ("none", 0, 0, String::new()),
+    }
+}
