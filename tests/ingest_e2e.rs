@@ -27,7 +27,10 @@ fn event(source: &str, id: &str, n: u64) -> pb::Event {
 }
 
 fn request(events: Vec<pb::Event>) -> pb::PublishRequest {
-    pb::PublishRequest { events, request_id: 0 }
+    pb::PublishRequest {
+        events,
+        request_id: 0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,10 +56,12 @@ async fn bad_input_is_rejected_event_by_event_and_nothing_of_it_is_written() {
     no_basis.lawful_basis = None;
     let mut no_reason = event("police", "no-reason", 7);
     no_reason.lawful_basis = Some(pb::LawfulBasis {
-        basis: Some(pb::lawful_basis::Basis::Safeguarding(pb::SafeguardingBasis {
-            statutory_basis: "Children Act 1989 s47".into(),
-            reason: String::new(),
-        })),
+        basis: Some(pb::lawful_basis::Basis::Safeguarding(
+            pb::SafeguardingBasis {
+                statutory_basis: "Children Act 1989 s47".into(),
+                reason: String::new(),
+            },
+        )),
     });
     let wrong_partner = event("school-001", "wrong-partner", 8);
     let mut future = event("police", "future", 9);
@@ -64,18 +69,32 @@ async fn bad_input_is_rejected_event_by_event_and_nothing_of_it_is_written() {
 
     let results = police
         .publish(request(vec![
-            good, bad_nhs, unknown_kind, oversized, long_text, no_basis, no_reason, wrong_partner, future,
+            good,
+            bad_nhs,
+            unknown_kind,
+            oversized,
+            long_text,
+            no_basis,
+            no_reason,
+            wrong_partner,
+            future,
         ]))
         .await
         .expect("publish answers per event")
         .into_inner()
         .results;
-    let got: Vec<_> = results.iter().map(|r| (r.event_id.as_str(), outcome(r))).collect();
+    let got: Vec<_> = results
+        .iter()
+        .map(|r| (r.event_id.as_str(), outcome(r)))
+        .collect();
     let invalid = tonic::Code::InvalidArgument as i32;
     let denied = tonic::Code::PermissionDenied as i32;
     let expect = [
         ("good-1", ("accepted", 0, 0, "")),
-        ("bad-nhs", ("rejected", 0, invalid, "nhs_number_check_digit")),
+        (
+            "bad-nhs",
+            ("rejected", 0, invalid, "nhs_number_check_digit"),
+        ),
         ("unknown-kind", ("rejected", 0, invalid, "unknown_kind")),
         ("oversized", ("rejected", 0, invalid, "event_too_large")),
         ("long-text", ("rejected", 0, invalid, "too_long")),
@@ -85,8 +104,13 @@ async fn bad_input_is_rejected_event_by_event_and_nothing_of_it_is_written() {
         ("future", ("rejected", 0, invalid, "in_future")),
     ];
     assert_eq!(got.len(), expect.len());
-    for ((id, (tag, off, code, reason)), (eid, (etag, eoff, ecode, ereason))) in got.iter().zip(expect) {
-        assert_eq!((*id, *tag, *off, *code, reason.as_str()), (eid, etag, eoff, ecode, ereason));
+    for ((id, (tag, off, code, reason)), (eid, (etag, eoff, ecode, ereason))) in
+        got.iter().zip(expect)
+    {
+        assert_eq!(
+            (*id, *tag, *off, *code, reason.as_str()),
+            (eid, etag, eoff, ecode, ereason)
+        );
     }
     for r in &results {
         if let Some(pb::event_result::Outcome::Rejected(x)) = &r.outcome {
@@ -109,7 +133,10 @@ async fn bad_input_is_rejected_event_by_event_and_nothing_of_it_is_written() {
         .await
         .expect_err("bad token");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    let status = police.publish(request(vec![])).await.expect_err("empty batch");
+    let status = police
+        .publish(request(vec![]))
+        .await
+        .expect_err("empty batch");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     // A school may publish its own events.
     let mut school = hub.client(SCHOOL_TOKEN).await;
@@ -123,7 +150,10 @@ async fn bad_input_is_rejected_event_by_event_and_nothing_of_it_is_written() {
     assert!(hub.stop(), "the hub exits cleanly on SIGTERM");
     let v = common::verify(&tmp.path().join("data"));
     assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["entries"], 2, "only the two good events were written: {v}");
+    assert_eq!(
+        v["entries"], 2,
+        "only the two good events were written: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +161,11 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hub = Hub::start(tmp.path());
     let batches: Vec<Vec<pb::Event>> = (0..400)
-        .map(|b| (0..25).map(|i| event("police", &format!("k-{b}-{i}"), (b * 25 + i) as u64)).collect())
+        .map(|b| {
+            (0..25)
+                .map(|i| event("police", &format!("k-{b}-{i}"), (b * 25 + i) as u64))
+                .collect()
+        })
         .collect();
 
     // Stream batches; kill the hub once some have been acknowledged.
@@ -140,7 +174,14 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     let to_send = batches.clone();
     let sender = tokio::spawn(async move {
         for (i, events) in to_send.into_iter().enumerate() {
-            if tx.send(pb::PublishRequest { events, request_id: i as u64 }).await.is_err() {
+            if tx
+                .send(pb::PublishRequest {
+                    events,
+                    request_id: i as u64,
+                })
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -157,7 +198,11 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
             Ok(Ok(Some(resp))) => {
                 for r in &resp.results {
                     let (tag, offset, _, reason) = outcome(r);
-                    assert!(tag == "accepted" || tag == "duplicate", "{} {tag} {reason}", r.event_id);
+                    assert!(
+                        tag == "accepted" || tag == "duplicate",
+                        "{} {tag} {reason}",
+                        r.event_id
+                    );
                     acked.insert(r.event_id.clone(), offset);
                 }
                 if acked.len() >= 2000 {
@@ -174,8 +219,15 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     if let Some(hub) = killer.take() {
         hub.kill();
     }
-    assert!(acked.len() >= 2000, "some events were acknowledged before the kill");
-    assert!(acked.len() < 10_000, "the kill came mid-stream ({} acked)", acked.len());
+    assert!(
+        acked.len() >= 2000,
+        "some events were acknowledged before the kill"
+    );
+    assert!(
+        acked.len() < 10_000,
+        "the kill came mid-stream ({} acked)",
+        acked.len()
+    );
 
     // Restart on the same folder and publish everything again: every acknowledged event is a
     // duplicate at its original offset; the rest land now.
@@ -183,12 +235,23 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     let mut police = hub.client(POLICE_TOKEN).await;
     let mut offsets: HashMap<String, u64> = HashMap::new();
     for events in batches {
-        let results = police.publish(request(events)).await.expect("republish").into_inner().results;
+        let results = police
+            .publish(request(events))
+            .await
+            .expect("republish")
+            .into_inner()
+            .results;
         for r in results {
             let (tag, offset, _, reason) = outcome(&r);
             match acked.get(&r.event_id) {
-                Some(&original) => assert_eq!((tag, offset), ("duplicate", original), "{}", r.event_id),
-                None => assert!(tag == "accepted" || tag == "duplicate", "{} {tag} {reason}", r.event_id),
+                Some(&original) => {
+                    assert_eq!((tag, offset), ("duplicate", original), "{}", r.event_id)
+                }
+                None => assert!(
+                    tag == "accepted" || tag == "duplicate",
+                    "{} {tag} {reason}",
+                    r.event_id
+                ),
             }
             offsets.insert(r.event_id, offset);
         }

@@ -97,8 +97,14 @@ impl Hub {
     }
 
     /// A client presenting `token`.
-    pub async fn client(&self, token: &str) -> IngestServiceClient<
-        tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor + Clone>,
+    pub async fn client(
+        &self,
+        token: &str,
+    ) -> IngestServiceClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            impl tonic::service::Interceptor + Clone,
+        >,
     > {
         let channel = Channel::from_shared(format!("http://{}", self.addr))
             .expect("url")

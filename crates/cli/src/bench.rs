@@ -92,7 +92,12 @@ fn make_events(source: &str, run: u64, prefix: &str, n: usize) -> Vec<pb::Event>
     (0..n)
         .map(|i| {
             let id = format!("{prefix}-{run:016x}-{i}");
-            event_to_pb(&sample::ppn(source, &id, i as u64, Timestamp(now - 3_600_000)))
+            event_to_pb(&sample::ppn(
+                source,
+                &id,
+                i as u64,
+                Timestamp(now - 3_600_000),
+            ))
         })
         .collect()
 }
@@ -103,7 +108,10 @@ fn count_accepted(results: &[pb::EventResult]) -> Result<u64, String> {
         match &r.outcome {
             Some(pb::event_result::Outcome::Accepted(_)) => n += 1,
             Some(pb::event_result::Outcome::Rejected(rej)) => {
-                return Err(format!("event {} rejected: {}: {}", r.event_id, rej.reason, rej.message))
+                return Err(format!(
+                    "event {} rejected: {}: {}",
+                    r.event_id, rej.reason, rej.message
+                ))
             }
             _ => {}
         }
@@ -111,14 +119,22 @@ fn count_accepted(results: &[pb::EventResult]) -> Result<u64, String> {
     Ok(n)
 }
 
-async fn streamed(addr: &str, token: &str, events: Vec<pb::Event>, args: &IngestArgs) -> Result<Phase, String> {
+async fn streamed(
+    addr: &str,
+    token: &str,
+    events: Vec<pb::Event>,
+    args: &IngestArgs,
+) -> Result<Phase, String> {
     let streams = args.streams.max(1);
     let mut per_stream: Vec<Vec<pb::PublishRequest>> = vec![Vec::new(); streams];
     let mut request_id = 0u64;
     let mut iter = events.into_iter().peekable();
     while iter.peek().is_some() {
         let batch: Vec<pb::Event> = iter.by_ref().take(args.batch.max(1)).collect();
-        per_stream[(request_id as usize) % streams].push(pb::PublishRequest { events: batch, request_id });
+        per_stream[(request_id as usize) % streams].push(pb::PublishRequest {
+            events: batch,
+            request_id,
+        });
         request_id += 1;
     }
     let mut channels = Vec::new();
@@ -159,8 +175,15 @@ async fn streamed(addr: &str, token: &str, events: Vec<pb::Event>, args: &Ingest
                 .into_inner();
             let mut latencies = Vec::with_capacity(expected);
             let mut accepted = 0u64;
-            while let Some(resp) = responses.message().await.map_err(|s| format!("stream failed: {s}"))? {
-                let t0 = sent.lock().ok().and_then(|mut s| s.remove(&resp.request_id));
+            while let Some(resp) = responses
+                .message()
+                .await
+                .map_err(|s| format!("stream failed: {s}"))?
+            {
+                let t0 = sent
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(&resp.request_id));
                 if let Some(t0) = t0 {
                     latencies.push(t0.elapsed());
                 }
@@ -174,7 +197,11 @@ async fn streamed(addr: &str, token: &str, events: Vec<pb::Event>, args: &Ingest
             Ok::<_, String>((accepted, latencies))
         }));
     }
-    let mut phase = Phase { events: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+    let mut phase = Phase {
+        events: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
     for t in tasks {
         let (accepted, lat) = t.await.map_err(|e| e.to_string())??;
         phase.events += accepted;
@@ -184,7 +211,12 @@ async fn streamed(addr: &str, token: &str, events: Vec<pb::Event>, args: &Ingest
     Ok(phase)
 }
 
-async fn unary(addr: &str, token: &str, events: Vec<pb::Event>, publishers: usize) -> Result<Phase, String> {
+async fn unary(
+    addr: &str,
+    token: &str,
+    events: Vec<pb::Event>,
+    publishers: usize,
+) -> Result<Phase, String> {
     let publishers = publishers.max(1);
     let mut per: Vec<Vec<pb::Event>> = vec![Vec::new(); publishers];
     for (i, e) in events.into_iter().enumerate() {
@@ -206,7 +238,10 @@ async fn unary(addr: &str, token: &str, events: Vec<pb::Event>, publishers: usiz
             for e in events {
                 let t0 = Instant::now();
                 let resp = ingest
-                    .publish(pb::PublishRequest { events: vec![e], request_id: 0 })
+                    .publish(pb::PublishRequest {
+                        events: vec![e],
+                        request_id: 0,
+                    })
                     .await
                     .map_err(|s| format!("Publish failed: {s}"))?
                     .into_inner();
@@ -220,7 +255,11 @@ async fn unary(addr: &str, token: &str, events: Vec<pb::Event>, publishers: usiz
     for t in tasks {
         latencies.extend(t.await.map_err(|e| e.to_string())??);
     }
-    Ok(Phase { events: accepted.load(Ordering::Relaxed), elapsed: start.elapsed(), latencies })
+    Ok(Phase {
+        events: accepted.load(Ordering::Relaxed),
+        elapsed: start.elapsed(),
+        latencies,
+    })
 }
 
 /// Appends the same entry bytes the hub writes to a plain file, one fdatasync per `group`.
@@ -235,7 +274,12 @@ fn raw(dir: &std::path::Path, source: &str, n: usize, group: usize) -> Result<Ph
     let mut frames = Vec::with_capacity(n);
     let mut prev = [0u8; 32];
     for i in 0..n {
-        let event = sample::ppn(source, &format!("raw-{i}"), i as u64, Timestamp(1_764_000_000_000));
+        let event = sample::ppn(
+            source,
+            &format!("raw-{i}"),
+            i as u64,
+            Timestamp(1_764_000_000_000),
+        );
         let entry = tellonce_log::NewEntry {
             source: source.into(),
             id: event.event_id.clone(),
@@ -257,19 +301,29 @@ fn raw(dir: &std::path::Path, source: &str, n: usize, group: usize) -> Result<Ph
     }
     let elapsed = start.elapsed();
     let _ = std::fs::remove_file(&path);
-    Ok(Phase { events: n as u64, elapsed, latencies })
+    Ok(Phase {
+        events: n as u64,
+        elapsed,
+        latencies,
+    })
 }
 
 /// Runs `tellonce bench ingest`.
 pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let run_id: u64 = rand::rng().random();
     let base = match &args.data_dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
-            tempfile::Builder::new().prefix("tellonce-bench-").tempdir_in(d)?
+            tempfile::Builder::new()
+                .prefix("tellonce-bench-")
+                .tempdir_in(d)?
         }
-        None => tempfile::Builder::new().prefix(".tellonce-bench-").tempdir_in(".")?,
+        None => tempfile::Builder::new()
+            .prefix(".tellonce-bench-")
+            .tempdir_in(".")?,
     };
     let report = runtime.block_on(async {
         // A hub of our own, unless one was given.
@@ -305,7 +359,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let warm = make_events(&args.source, run_id, "warm", 1000);
         let stream_events = make_events(&args.source, run_id, "stream", args.events);
         let unary_events = make_events(&args.source, run_id, "unary", args.unary_events);
-        let event_bytes = stream_events.first().map(|e| prost::Message::encoded_len(e)).unwrap_or(0);
+        let event_bytes = stream_events.first().map(prost::Message::encoded_len).unwrap_or(0);
         streamed(&addr, &token, warm, &args).await?;
         eprintln!("streamed: {} events over {} streams, batches of {}...", args.events, args.streams, args.batch);
         let s0 = stats(&own);
@@ -352,9 +406,23 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         println!("{report}");
     } else {
         let f = |k: &str| report[k].as_f64().unwrap_or(0.0);
-        println!("streamed  {:>10.0} events/s   batch p50 {:.2} ms  p99 {:.2} ms", f("events_per_sec"), f("p50_ms"), f("p99_ms"));
-        println!("unary     {:>10.0} events/s   call  p50 {:.2} ms  p99 {:.2} ms", f("unary_events_per_sec"), f("unary_p50_ms"), f("unary_p99_ms"));
-        println!("raw disk  {:>10.0} events/s   (same bytes, one fdatasync per {})", f("raw_events_per_sec"), args.batch);
+        println!(
+            "streamed  {:>10.0} events/s   batch p50 {:.2} ms  p99 {:.2} ms",
+            f("events_per_sec"),
+            f("p50_ms"),
+            f("p99_ms")
+        );
+        println!(
+            "unary     {:>10.0} events/s   call  p50 {:.2} ms  p99 {:.2} ms",
+            f("unary_events_per_sec"),
+            f("unary_p50_ms"),
+            f("unary_p99_ms")
+        );
+        println!(
+            "raw disk  {:>10.0} events/s   (same bytes, one fdatasync per {})",
+            f("raw_events_per_sec"),
+            args.batch
+        );
         println!("ratio hub/raw {:.3}", f("ratio"));
         println!("{report}");
     }

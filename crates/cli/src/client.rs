@@ -46,7 +46,9 @@ pub async fn connect(addr: &str) -> Result<Channel, String> {
 pub fn ingest(channel: Channel, token: &str) -> Result<Client, String> {
     let value = MetadataValue::try_from(format!("Bearer {token}"))
         .map_err(|_| "the token contains characters not allowed in a header".to_string())?;
-    Ok(IngestServiceClient::with_interceptor(channel, Bearer(value))
-        .max_decoding_message_size(16 * 1024 * 1024)
-        .max_encoding_message_size(16 * 1024 * 1024))
+    Ok(
+        IngestServiceClient::with_interceptor(channel, Bearer(value))
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .max_encoding_message_size(16 * 1024 * 1024),
+    )
 }

@@ -63,8 +63,15 @@ pub fn run(args: PublishArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             continue;
         }
         match serde_json::from_str::<Event>(line) {
-            Ok(event) => by_source.entry(event.source.clone()).or_default().push(Line { number, event }),
-            Err(e) => summary.rejected.push((number, String::new(), format!("not a valid event: {e}"))),
+            Ok(event) => by_source
+                .entry(event.source.clone())
+                .or_default()
+                .push(Line { number, event }),
+            Err(e) => {
+                summary
+                    .rejected
+                    .push((number, String::new(), format!("not a valid event: {e}")))
+            }
         }
     }
     let tokens = load_tokens(&args)?;
@@ -78,7 +85,9 @@ pub fn run(args: PublishArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let channel = client::connect(&args.addr).await?;
         for (source, lines) in by_source {
@@ -165,7 +174,13 @@ fn load_tokens(args: &PublishArgs) -> Result<HashMap<String, String>, String> {
             dev
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let creds: DevCredentials = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(creds.partners.into_iter().map(|p| (p.id, p.token)).collect())
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let creds: DevCredentials =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(creds
+        .partners
+        .into_iter()
+        .map(|p| (p.id, p.token))
+        .collect())
 }

@@ -71,7 +71,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             file = %dev_credentials_path(&config.storage.data_dir).display(),
             "no partners configured: using development credentials (not for real data)"
         );
-        eprintln!("development partner credentials (also in {}):", dev_credentials_path(&config.storage.data_dir).display());
+        eprintln!(
+            "development partner credentials (also in {}):",
+            dev_credentials_path(&config.storage.data_dir).display()
+        );
         for p in &config.partners {
             eprintln!("  {:<20} {}", p.id, p.token);
         }

@@ -10,7 +10,12 @@ use tellonce_log::storage::FsDir;
 pub fn run(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let log_dir = data_dir.join("log");
     if !log_dir.is_dir() {
-        return Err(format!("{} has no log (expected {})", data_dir.display(), log_dir.display()).into());
+        return Err(format!(
+            "{} has no log (expected {})",
+            data_dir.display(),
+            log_dir.display()
+        )
+        .into());
     }
     let dir = FsDir::new(&log_dir)?;
     match embedded::verify(&dir) {
@@ -28,7 +33,10 @@ pub fn run(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error::
                     })
                 );
             } else {
-                println!("log ok: {} entries in {} segments", head.next_offset, report.segments);
+                println!(
+                    "log ok: {} entries in {} segments",
+                    head.next_offset, report.segments
+                );
                 println!("head hash: {hash}");
                 if report.torn_bytes > 0 {
                     println!(
@@ -42,7 +50,10 @@ pub fn run(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error::
         }
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({ "ok": false, "error": e.to_string() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "error": e.to_string() })
+                );
             } else {
                 println!("log NOT ok: {e}");
             }

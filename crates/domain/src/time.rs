@@ -96,7 +96,9 @@ impl Date {
     pub fn parse(s: &str) -> Result<Self, TimeParseError> {
         let b = s.as_bytes();
         if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-            return Err(TimeParseError(format!("expected a date as YYYY-MM-DD, got {s:?}")));
+            return Err(TimeParseError(format!(
+                "expected a date as YYYY-MM-DD, got {s:?}"
+            )));
         }
         let year = digits(&s[0..4], "year")? as i32;
         let month = digits(&s[5..7], "month")? as u8;
@@ -167,12 +169,16 @@ impl Timestamp {
                 return Err(bad());
             }
             let ms_digits = &frac[..n.min(3)];
-            millis = i64::from(digits(ms_digits, "fraction")?) * 10i64.pow(3 - ms_digits.len() as u32);
+            millis =
+                i64::from(digits(ms_digits, "fraction")?) * 10i64.pow(3 - ms_digits.len() as u32);
             rest = &frac[n..];
         }
         let offset_minutes: i64 = match rest {
             "Z" | "z" => 0,
-            _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
+            _ if rest.len() == 6
+                && (rest.starts_with('+') || rest.starts_with('-'))
+                && &rest[3..4] == ":" =>
+            {
                 let h = i64::from(digits(&rest[1..3], "offset hours")?);
                 let m = i64::from(digits(&rest[4..6], "offset minutes")?);
                 if h > 23 || m > 59 {

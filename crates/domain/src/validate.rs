@@ -50,7 +50,11 @@ pub struct ValidationError {
 
 impl ValidationError {
     /// An INVALID_ARGUMENT rejection.
-    pub fn invalid(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        reason: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ValidationError {
             code: RejectCode::InvalidArgument,
             reason,
@@ -88,10 +92,17 @@ pub fn check(mut event: Event, publisher: &str, now: Timestamp) -> Result<Event>
         return Err(ValidationError::invalid(
             "in_future",
             "occurred_at",
-            format!("occurred_at {} is in the future (now {now})", event.occurred_at),
+            format!(
+                "occurred_at {} is in the future (now {now})",
+                event.occurred_at
+            ),
         ));
     }
-    if event.occurred_at < Date::new(1900, 1, 1).map(Date::start).unwrap_or(Timestamp(0)) {
+    if event.occurred_at
+        < Date::new(1900, 1, 1)
+            .map(Date::start)
+            .unwrap_or(Timestamp(0))
+    {
         return Err(ValidationError::invalid(
             "too_old",
             "occurred_at",
@@ -109,7 +120,10 @@ pub fn check(mut event: Event, publisher: &str, now: Timestamp) -> Result<Event>
         return Err(ValidationError::invalid(
             "too_many",
             "subjects",
-            format!("at most {MAX_SUBJECTS} subjects per event, got {}", event.subjects.len()),
+            format!(
+                "at most {MAX_SUBJECTS} subjects per event, got {}",
+                event.subjects.len()
+            ),
         ));
     }
     let today = Date::of(now);
@@ -194,7 +208,11 @@ pub fn normalise_postcode(raw: &str) -> String {
         .map(|c| c.to_ascii_uppercase())
         .collect();
     if compact.len() > 3 && compact.is_ascii() {
-        format!("{} {}", &compact[..compact.len() - 3], &compact[compact.len() - 3..])
+        format!(
+            "{} {}",
+            &compact[..compact.len() - 3],
+            &compact[compact.len() - 3..]
+        )
     } else {
         compact
     }
@@ -297,7 +315,10 @@ fn check_text(value: &str, field: &str, max: usize) -> Result<()> {
             format!("{field} is {n} characters; the limit is {max}"),
         ));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
         return Err(ValidationError::invalid(
             "bad_characters",
             field,
@@ -422,7 +443,9 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
             text(reason, "reason")
         }
         Payload::ReferralDecided {
-            referral_id, reason, ..
+            referral_id,
+            reason,
+            ..
         } => {
             id(referral_id, "referral_id")?;
             text(reason, "reason")
@@ -507,7 +530,11 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
             organisation,
         } => {
             id(practitioner_id, "practitioner_id")?;
-            check_text(practitioner_name, "payload.practitioner_name", MAX_NAME_CHARS)?;
+            check_text(
+                practitioner_name,
+                "payload.practitioner_name",
+                MAX_NAME_CHARS,
+            )?;
             id(organisation, "organisation")
         }
         Payload::InterventionStarted {
@@ -571,7 +598,12 @@ mod tests {
     }
 
     fn good() -> Event {
-        sample::ppn("police", "ppn-1", 1, Timestamp::parse("2026-11-24T22:40:00Z").unwrap())
+        sample::ppn(
+            "police",
+            "ppn-1",
+            1,
+            Timestamp::parse("2026-11-24T22:40:00Z").unwrap(),
+        )
     }
 
     fn reject(e: Event) -> ValidationError {
@@ -650,7 +682,10 @@ mod tests {
             *summary = "x".repeat(MAX_TEXT_CHARS + 1);
         }
         let err = reject(e);
-        assert_eq!((err.reason, err.field.as_str()), ("too_long", "payload.summary"));
+        assert_eq!(
+            (err.reason, err.field.as_str()),
+            ("too_long", "payload.summary")
+        );
     }
 
     #[test]
@@ -704,7 +739,11 @@ mod tests {
         assert_eq!(back, e);
         let rec = crate::Record::PartnerEvent(e);
         let bytes = rec.encode();
-        assert!((700..1400).contains(&bytes.len()), "sample is about 1 KiB, got {}", bytes.len());
+        assert!(
+            (700..1400).contains(&bytes.len()),
+            "sample is about 1 KiB, got {}",
+            bytes.len()
+        );
         assert_eq!(crate::Record::decode(&bytes).unwrap(), rec);
     }
 

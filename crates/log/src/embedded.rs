@@ -135,7 +135,11 @@ struct Scanned<F> {
 
 /// Reads and verifies every segment; cuts a torn tail off the last one if `repair`.
 fn scan<D: Dir>(dir: &D, repair: bool) -> Result<Scanned<D::File>, LogError> {
-    let mut bases: Vec<u64> = dir.list()?.iter().filter_map(|n| parse_segment_name(n)).collect();
+    let mut bases: Vec<u64> = dir
+        .list()?
+        .iter()
+        .filter_map(|n| parse_segment_name(n))
+        .collect();
     bases.sort_unstable();
     let mut head = Head::EMPTY;
     let mut keys = HashMap::new();
@@ -230,7 +234,9 @@ impl<D: Dir> EmbeddedLog<D> {
     /// the writer thread.
     pub fn open(dir: D, opts: EmbeddedOptions) -> Result<(Self, OpenReport), LogError> {
         if opts.segment_bytes == 0 || opts.segment_bytes > (u32::MAX as u64) / 2 {
-            return Err(LogError::Invalid("segment_bytes must be between 1 and 2 GiB".into()));
+            return Err(LogError::Invalid(
+                "segment_bytes must be between 1 and 2 GiB".into(),
+            ));
         }
         dir.lock()?;
         let Scanned {
@@ -318,7 +324,9 @@ impl<D: Dir> EmbeddedLog<D> {
             file.read_exact_at(&mut data, start)?;
             for (i, &p) in rel.iter().enumerate() {
                 let a = (u64::from(p) - start) as usize;
-                let b = rel.get(i + 1).map_or(data.len(), |&q| (u64::from(q) - start) as usize);
+                let b = rel
+                    .get(i + 1)
+                    .map_or(data.len(), |&q| (u64::from(q) - start) as usize);
                 out.push(frame::decode(&data[a..b], first_offset + i as u64)?);
             }
         }
@@ -333,11 +341,16 @@ impl<D: Dir> Drop for EmbeddedLog<D> {
 }
 
 impl<D: Dir> Log for EmbeddedLog<D> {
-    fn append(&self, entries: Vec<NewEntry>) -> BoxFuture<'_, Result<Vec<AppendOutcome>, LogError>> {
+    fn append(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> BoxFuture<'_, Result<Vec<AppendOutcome>, LogError>> {
         Box::pin(async move {
             for e in &entries {
                 if e.source.len() > usize::from(u16::MAX) || e.id.len() > usize::from(u16::MAX) {
-                    return Err(LogError::Invalid("source or id longer than 65535 bytes".into()));
+                    return Err(LogError::Invalid(
+                        "source or id longer than 65535 bytes".into(),
+                    ));
                 }
                 if frame::frame_len(e) > frame::MAX_REST_LEN {
                     return Err(LogError::Invalid(format!(
@@ -354,7 +367,8 @@ impl<D: Dir> Log for EmbeddedLog<D> {
             {
                 let tx = self.tx.lock().map_err(|_| LogError::Closed)?;
                 let tx = tx.as_ref().ok_or(LogError::Closed)?;
-                tx.send(Request { entries, reply }).map_err(|_| LogError::Closed)?;
+                tx.send(Request { entries, reply })
+                    .map_err(|_| LogError::Closed)?;
             }
             rx.await.map_err(|_| LogError::Closed)?
         })

@@ -120,7 +120,8 @@ pub fn decode(frame: &[u8], expected_offset: u64) -> Result<StoredEntry, LogErro
         return Err(corrupt("key longer than entry"));
     }
     let key = &rest[FIXED_LEN..FIXED_LEN + source_len + id_len];
-    let source = std::str::from_utf8(&key[..source_len]).map_err(|_| corrupt("source not UTF-8"))?;
+    let source =
+        std::str::from_utf8(&key[..source_len]).map_err(|_| corrupt("source not UTF-8"))?;
     let id = std::str::from_utf8(&key[source_len..]).map_err(|_| corrupt("id not UTF-8"))?;
     Ok(StoredEntry {
         offset,

@@ -118,7 +118,8 @@ pub enum LogError {
 /// return entries whose `prev_hash` links to the previous entry's hash.
 pub trait Log: Send + Sync + 'static {
     /// Appends a batch; one outcome per entry, in order.
-    fn append(&self, entries: Vec<NewEntry>) -> BoxFuture<'_, Result<Vec<AppendOutcome>, LogError>>;
+    fn append(&self, entries: Vec<NewEntry>)
+        -> BoxFuture<'_, Result<Vec<AppendOutcome>, LogError>>;
     /// Reads up to `max` entries from offset `from` (fewer at the end of the log).
     fn read(&self, from: u64, max: usize) -> BoxFuture<'_, Result<Vec<StoredEntry>, LogError>>;
     /// The current end of the log (only durable entries).

@@ -130,7 +130,10 @@ impl SimDisk {
 
 /// What survives a power loss: named files, their synced bytes, and a torn, possibly garbled,
 /// prefix of their unsynced bytes.
-fn tear(files: &BTreeMap<String, SimFile>, rng: &mut rand::rngs::StdRng) -> BTreeMap<String, SimFile> {
+fn tear(
+    files: &BTreeMap<String, SimFile>,
+    rng: &mut rand::rngs::StdRng,
+) -> BTreeMap<String, SimFile> {
     let mut out = BTreeMap::new();
     for (name, f) in files {
         if !f.named {
@@ -152,7 +155,14 @@ fn tear(files: &BTreeMap<String, SimFile>, rng: &mut rand::rngs::StdRng) -> BTre
             }
         }
         let synced = data.len();
-        out.insert(name.clone(), SimFile { data, synced, named: true });
+        out.insert(
+            name.clone(),
+            SimFile {
+                data,
+                synced,
+                named: true,
+            },
+        );
     }
     out
 }
@@ -186,7 +196,10 @@ impl Dir for SimDisk {
         let mut st = self.lock();
         self.tick(&mut st, None)?;
         if st.files.contains_key(name) {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, name.to_string()));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                name.to_string(),
+            ));
         }
         st.files.insert(name.to_string(), SimFile::default());
         Ok(SimFileHandle {
@@ -210,9 +223,14 @@ impl Dir for SimDisk {
 }
 
 impl SimFileHandle {
-    fn with<T>(&self, partial: Option<&[u8]>, f: impl FnOnce(&mut SimFile) -> io::Result<T>) -> io::Result<T> {
+    fn with<T>(
+        &self,
+        partial: Option<&[u8]>,
+        f: impl FnOnce(&mut SimFile) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut st = self.disk.lock();
-        self.disk.tick(&mut st, partial.map(|p| (self.name.as_str(), p)))?;
+        self.disk
+            .tick(&mut st, partial.map(|p| (self.name.as_str(), p)))?;
         let file = st
             .files
             .get_mut(&self.name)

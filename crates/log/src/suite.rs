@@ -43,15 +43,25 @@ pub async fn check_history(log: &dyn Log, batches: Vec<Vec<NewEntry>>) {
     let mut model: HashMap<(String, String), u64> = HashMap::new();
     let mut next = log.head().next_offset;
     for batch in batches {
-        let keys: Vec<(String, String)> =
-            batch.iter().map(|e| (e.source.clone(), e.id.clone())).collect();
+        let keys: Vec<(String, String)> = batch
+            .iter()
+            .map(|e| (e.source.clone(), e.id.clone()))
+            .collect();
         let outcomes = log.append(batch).await.expect("append succeeds");
         assert_eq!(outcomes.len(), keys.len(), "one outcome per entry");
         for (key, outcome) in keys.into_iter().zip(outcomes) {
             match model.get(&key) {
-                Some(&offset) => assert_eq!(outcome, AppendOutcome::Duplicate(offset), "{key:?} is a duplicate"),
+                Some(&offset) => assert_eq!(
+                    outcome,
+                    AppendOutcome::Duplicate(offset),
+                    "{key:?} is a duplicate"
+                ),
                 None => {
-                    assert_eq!(outcome, AppendOutcome::Appended(next), "{key:?} gets the next dense offset");
+                    assert_eq!(
+                        outcome,
+                        AppendOutcome::Appended(next),
+                        "{key:?} gets the next dense offset"
+                    );
                     model.insert(key, next);
                     next += 1;
                 }
@@ -59,10 +69,22 @@ pub async fn check_history(log: &dyn Log, batches: Vec<Vec<NewEntry>>) {
         }
     }
     let all = read_all(log).await;
-    assert_eq!(all.len() as u64, next, "log holds exactly the appended entries");
+    assert_eq!(
+        all.len() as u64,
+        next,
+        "log holds exactly the appended entries"
+    );
     for e in &all {
-        assert_eq!(model.get(&(e.source.clone(), e.id.clone())), Some(&e.offset), "entry at its offset");
-        assert_eq!(e.body, entry(&e.source, &e.id).body, "body read back intact");
+        assert_eq!(
+            model.get(&(e.source.clone(), e.id.clone())),
+            Some(&e.offset),
+            "entry at its offset"
+        );
+        assert_eq!(
+            e.body,
+            entry(&e.source, &e.id).body,
+            "body read back intact"
+        );
     }
 }
 
@@ -70,7 +92,11 @@ pub async fn check_history(log: &dyn Log, batches: Vec<Vec<NewEntry>>) {
 pub async fn dense_offsets(log: &dyn Log) {
     assert_eq!(log.head(), Head::EMPTY, "a new log is empty");
     let batches = (0..3)
-        .map(|b| (0..5).map(|i| entry("police", &format!("e{b}-{i}"))).collect())
+        .map(|b| {
+            (0..5)
+                .map(|i| entry("police", &format!("e{b}-{i}")))
+                .collect()
+        })
         .collect();
     check_history(log, batches).await;
     assert_eq!(log.head().next_offset, 15);
@@ -80,18 +106,29 @@ pub async fn dense_offsets(log: &dyn Log) {
 /// from another source is a different entry.
 pub async fn duplicates(log: &dyn Log) {
     let out = log
-        .append(vec![entry("police", "a"), entry("police", "b"), entry("police", "a")])
+        .append(vec![
+            entry("police", "a"),
+            entry("police", "b"),
+            entry("police", "a"),
+        ])
         .await
         .expect("append");
     assert_eq!(
         out,
-        vec![AppendOutcome::Appended(0), AppendOutcome::Appended(1), AppendOutcome::Duplicate(0)]
+        vec![
+            AppendOutcome::Appended(0),
+            AppendOutcome::Appended(1),
+            AppendOutcome::Duplicate(0)
+        ]
     );
     let out = log
         .append(vec![entry("police", "b"), entry("school-001", "a")])
         .await
         .expect("append");
-    assert_eq!(out, vec![AppendOutcome::Duplicate(1), AppendOutcome::Appended(2)]);
+    assert_eq!(
+        out,
+        vec![AppendOutcome::Duplicate(1), AppendOutcome::Appended(2)]
+    );
     assert_eq!(read_all(log).await.len(), 3);
 }
 

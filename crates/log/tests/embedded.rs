@@ -32,8 +32,9 @@ async fn suite_on_a_real_folder() {
         let dirs = dirs.clone();
         async move {
             let tmp = tempfile::tempdir().expect("tempdir");
-            let (log, _) = EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), small_segments())
-                .expect("open");
+            let (log, _) =
+                EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), small_segments())
+                    .expect("open");
             dirs.lock().expect("lock").push(tmp);
             Arc::new(log) as Arc<dyn Log>
         }
@@ -55,10 +56,13 @@ async fn reopen_keeps_entries_and_idempotency() {
     let tmp = tempfile::tempdir().expect("tempdir");
     {
         let (log, report) =
-            EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), small_segments()).expect("open");
+            EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), small_segments())
+                .expect("open");
         assert_eq!(report.entries, 0);
         for b in 0..20 {
-            let batch = (0..5).map(|i| entry("police", &format!("{b}-{i}"))).collect();
+            let batch = (0..5)
+                .map(|i| entry("police", &format!("{b}-{i}")))
+                .collect();
             log.append(batch).await.expect("append");
         }
     }
@@ -71,14 +75,18 @@ async fn reopen_keeps_entries_and_idempotency() {
         .append(vec![entry("police", "7-3"), entry("police", "new")])
         .await
         .expect("append");
-    assert_eq!(out, vec![AppendOutcome::Duplicate(38), AppendOutcome::Appended(100)]);
+    assert_eq!(
+        out,
+        vec![AppendOutcome::Duplicate(38), AppendOutcome::Appended(100)]
+    );
     assert_eq!(suite::read_all(&log).await.len(), 101);
 }
 
 #[test]
 fn a_second_process_cannot_open_the_same_folder() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (_log, _) = EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), small_segments()).expect("open");
+    let (_log, _) =
+        EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), small_segments()).expect("open");
     let second = EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), small_segments());
     assert!(matches!(second, Err(LogError::Io(_))));
 }
@@ -96,7 +104,9 @@ fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
 async fn write_some(path: &std::path::Path, n: usize, opts: EmbeddedOptions) {
     let (log, _) = EmbeddedLog::open(FsDir::new(path).expect("dir"), opts).expect("open");
     for i in 0..n {
-        log.append(vec![entry("school-001", &format!("x{i}"))]).await.expect("append");
+        log.append(vec![entry("school-001", &format!("x{i}"))])
+            .await
+            .expect("append");
     }
 }
 
@@ -116,8 +126,16 @@ async fn a_torn_tail_is_cut_off_and_reported() {
         .and_then(|mut f| std::io::Write::write_all(&mut f, &torn))
         .expect("append torn bytes");
     let (head, report) = embedded::verify(&FsDir::new(tmp.path()).expect("dir")).expect("verify");
-    assert_eq!((head.next_offset, report.torn_bytes), (10, torn.len() as u64), "verify reports without repairing");
-    let (log, report) = EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), EmbeddedOptions::default()).expect("open");
+    assert_eq!(
+        (head.next_offset, report.torn_bytes),
+        (10, torn.len() as u64),
+        "verify reports without repairing"
+    );
+    let (log, report) = EmbeddedLog::open(
+        FsDir::new(tmp.path()).expect("dir"),
+        EmbeddedOptions::default(),
+    )
+    .expect("open");
     assert_eq!(report.entries, 10);
     assert_eq!(report.torn_bytes, torn.len() as u64);
     assert_eq!(std::fs::metadata(&seg).expect("meta").len(), good_len);
@@ -133,7 +151,10 @@ async fn a_flipped_byte_is_corruption_not_a_torn_tail() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&seg, &bytes).expect("write");
-    match EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), EmbeddedOptions::default()) {
+    match EmbeddedLog::open(
+        FsDir::new(tmp.path()).expect("dir"),
+        EmbeddedOptions::default(),
+    ) {
         Err(LogError::Corrupt { offset, detail }) => {
             assert!(offset < 10, "names the damaged offset: {offset} {detail}");
         }
@@ -164,7 +185,9 @@ async fn a_missing_segment_is_corruption() {
 async fn a_failed_fsync_poisons_the_log_and_acknowledges_nothing() {
     let disk = SimDisk::new(3);
     let (log, _) = EmbeddedLog::open(disk.clone(), EmbeddedOptions::default()).expect("open");
-    log.append(vec![entry("police", "ok")]).await.expect("append");
+    log.append(vec![entry("police", "ok")])
+        .await
+        .expect("append");
     disk.crash_after(1); // the append lands, its fsync fails
     assert!(matches!(
         log.append(vec![entry("police", "lost")]).await,
@@ -174,7 +197,11 @@ async fn a_failed_fsync_poisons_the_log_and_acknowledges_nothing() {
         log.append(vec![entry("police", "later")]).await,
         Err(LogError::Poisoned(_))
     ));
-    assert_eq!(log.head().next_offset, 1, "nothing unacknowledged is visible");
+    assert_eq!(
+        log.head().next_offset,
+        1,
+        "nothing unacknowledged is visible"
+    );
 }
 
 fn arb_batches() -> impl Strategy<Value = Vec<Vec<(u8, u16)>>> {
@@ -257,7 +284,7 @@ proptest! {
             for e in &all {
                 assert!(seen.insert((e.source.clone(), e.id.clone()), e.offset).is_none(), "{} once", e.id);
             }
-            let acked = acked.lock().expect("lock");
+            let acked = acked.lock().expect("lock").clone();
             for (k, off) in acked.iter() {
                 assert_eq!(seen.get(k), Some(off), "acknowledged {k:?} survives at offset {off}");
             }

@@ -166,7 +166,10 @@ impl Config {
     fn check(&self) -> Result<(), ServerError> {
         let bad = |m: String| Err(ServerError::Config(m));
         if self.version != 1 {
-            return bad(format!("config version {} is not supported (only 1)", self.version));
+            return bad(format!(
+                "config version {} is not supported (only 1)",
+                self.version
+            ));
         }
         if self.storage.engine != "embedded" {
             return bad(format!(
@@ -192,7 +195,10 @@ impl Config {
                 ));
             }
             if !seen.insert(&p.token) {
-                return bad(format!("partner {:?}: token is shared with another partner", p.id));
+                return bad(format!(
+                    "partner {:?}: token is shared with another partner",
+                    p.id
+                ));
             }
         }
         Ok(())
@@ -257,7 +263,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        let err =
+            Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
         assert!(err.contains("listen_port"), "{err}");
     }
 

@@ -453,7 +453,10 @@ mod tests {
         let mut p = event_to_pb(&e);
         p.subjects[0].sex = 42;
         let err = event_from_pb(p).unwrap_err();
-        assert_eq!((err.reason, err.field.as_str()), ("unknown_value", "subjects[0].sex"));
+        assert_eq!(
+            (err.reason, err.field.as_str()),
+            ("unknown_value", "subjects[0].sex")
+        );
         let mut p = event_to_pb(&e);
         p.occurred_at = "yesterday".into();
         assert_eq!(event_from_pb(p).unwrap_err().reason, "bad_timestamp");

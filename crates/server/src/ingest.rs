@@ -168,7 +168,8 @@ impl IngestGrpc {
     }
 }
 
-type ResponseStream = Pin<Box<dyn futures::Stream<Item = Result<pb::PublishResponse, Status>> + Send>>;
+type ResponseStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::PublishResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::ingest_service_server::IngestService for IngestGrpc {
@@ -232,6 +233,8 @@ impl pb::ingest_service_server::IngestService for IngestGrpc {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
