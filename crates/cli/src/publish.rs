@@ -184,3 +184,24 @@ fn load_tokens(args: &PublishArgs) -> Result<HashMap<String, String>, String> {
         .map(|p| (p.id, p.token))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use tellonce_domain::{check, Event, Timestamp};
+
+    #[test]
+    fn the_sample_file_has_fifteen_valid_events_and_one_bad_one() {
+        let now = Timestamp::parse("2026-11-25T12:00:00Z").unwrap();
+        let mut rejected = Vec::new();
+        let lines: Vec<&str> = include_str!("../../../samples/events.jsonl").lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let event: Event = serde_json::from_str(line).unwrap();
+            let source = event.source.clone();
+            if let Err(e) = check(event, &source, now) {
+                rejected.push((i + 1, e.reason));
+            }
+        }
+        assert_eq!(lines.len(), 16);
+        assert_eq!(rejected, vec![(16, "nhs_number_check_digit")]);
+    }
+}

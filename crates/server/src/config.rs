@@ -284,3 +284,15 @@ mod tests {
         assert_eq!(a.len(), DEV_PARTNERS.len());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let c = Config::parse(include_str!("../../../deploy/tellonce.example.toml")).unwrap();
+        assert_eq!(c.partners.len(), 2);
+        c.check().unwrap();
+    }
+}
