@@ -193,7 +193,9 @@ mod tests {
     fn the_sample_file_has_fifteen_valid_events_and_one_bad_one() {
         let now = Timestamp::parse("2026-11-25T12:00:00Z").unwrap();
         let mut rejected = Vec::new();
-        let lines: Vec<&str> = include_str!("../../../samples/events.jsonl").lines().collect();
+        let lines: Vec<&str> = include_str!("../../../samples/events.jsonl")
+            .lines()
+            .collect();
         for (i, line) in lines.iter().enumerate() {
             let event: Event = serde_json::from_str(line).unwrap();
             let source = event.source.clone();
