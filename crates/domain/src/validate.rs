@@ -49,6 +49,16 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
+    /// The same error with its field placed under `prefix` (`name` becomes `prefix.name`).
+    pub fn under(mut self, prefix: &str) -> Self {
+        self.field = if self.field.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{}", self.field)
+        };
+        self
+    }
+
     /// An INVALID_ARGUMENT rejection.
     pub fn invalid(
         reason: &'static str,
@@ -128,7 +138,7 @@ pub fn check(mut event: Event, publisher: &str, now: Timestamp) -> Result<Event>
     }
     let today = Date::of(now);
     for (i, subject) in event.subjects.iter().enumerate() {
-        check_subject(subject, &format!("subjects[{i}]"), today)?;
+        check_subject(subject, today).map_err(|e| e.under(&format!("subjects[{i}]")))?;
     }
     if event.relationships.len() > MAX_RELATIONSHIPS {
         return Err(ValidationError::invalid(
@@ -151,7 +161,7 @@ pub fn check(mut event: Event, publisher: &str, now: Timestamp) -> Result<Event>
         }
     }
     check_basis(event.lawful_basis.as_ref())?;
-    check_payload(&event.payload, today)?;
+    check_payload(&event.payload, today).map_err(|e| e.under("payload"))?;
     Ok(event)
 }
 
@@ -339,23 +349,23 @@ fn check_required_text(value: &str, field: &str, max: usize) -> Result<()> {
     check_text(value, field, max)
 }
 
-fn check_subject(s: &Subject, path: &str, today: Date) -> Result<()> {
+fn check_subject(s: &Subject, today: Date) -> Result<()> {
     let has_name_dob = s.family_name.is_some() && s.date_of_birth.is_some();
     if s.local_id.is_none() && s.nhs_number.is_none() && s.upn.is_none() && !has_name_dob {
         return Err(ValidationError::invalid(
             "no_identifier",
-            path,
+            "",
             "a subject needs at least one identifier: local_id, nhs_number, upn, or family_name with date_of_birth",
         ));
     }
     if let Some(id) = &s.local_id {
-        check_id(id, &format!("{path}.local_id"))?;
+        check_id(id, "local_id")?;
     }
     if let Some(nhs) = &s.nhs_number {
         if !is_valid_nhs_number(nhs) {
             return Err(ValidationError::invalid(
                 "nhs_number_check_digit",
-                format!("{path}.nhs_number"),
+                "nhs_number",
                 format!("{nhs:?} is not a valid NHS number: it needs 10 digits with a correct modulus 11 check digit"),
             ));
         }
@@ -364,7 +374,7 @@ fn check_subject(s: &Subject, path: &str, today: Date) -> Result<()> {
         if !is_valid_upn(upn) {
             return Err(ValidationError::invalid(
                 "upn_check_letter",
-                format!("{path}.upn"),
+                "upn",
                 format!("{upn:?} is not a valid UPN: it needs a check letter and 12 more characters (12 digits, or 11 digits and a letter) with a correct check letter"),
             ));
         }
@@ -375,32 +385,32 @@ fn check_subject(s: &Subject, path: &str, today: Date) -> Result<()> {
         ("family_name", &s.family_name),
     ] {
         if let Some(v) = value {
-            check_text(v, &format!("{path}.{name}"), MAX_NAME_CHARS)?;
+            check_text(v, name, MAX_NAME_CHARS)?;
         }
     }
     if let Some(dob) = s.date_of_birth {
         if dob > today || dob.year < 1900 {
             return Err(ValidationError::invalid(
                 "bad_date_of_birth",
-                format!("{path}.date_of_birth"),
+                "date_of_birth",
                 format!("date of birth {dob} must be between 1900-01-01 and today ({today})"),
             ));
         }
     }
     if let Some(a) = &s.address {
-        check_address(a, &format!("{path}.address"))?;
+        check_address(a).map_err(|e| e.under("address"))?;
     }
     Ok(())
 }
 
-fn check_address(a: &Address, path: &str) -> Result<()> {
+fn check_address(a: &Address) -> Result<()> {
     for (name, v) in [("line1", &a.line1), ("line2", &a.line2), ("town", &a.town)] {
-        check_text(v, &format!("{path}.{name}"), MAX_NAME_CHARS)?;
+        check_text(v, name, MAX_NAME_CHARS)?;
     }
     if !a.postcode.is_empty() && !is_valid_postcode(&a.postcode) {
         return Err(ValidationError::invalid(
             "bad_postcode",
-            format!("{path}.postcode"),
+            "postcode",
             format!("{:?} is not a UK postcode such as \"NN1 5AB\"", a.postcode),
         ));
     }
@@ -428,9 +438,9 @@ fn check_basis(basis: Option<&LawfulBasis>) -> Result<()> {
 }
 
 fn check_payload(p: &Payload, today: Date) -> Result<()> {
-    let text = |v: &str, f: &str| check_text(v, &format!("payload.{f}"), MAX_TEXT_CHARS);
-    let id = |v: &str, f: &str| check_id(v, &format!("payload.{f}"));
-    let name = |v: &str, f: &str| check_required_text(v, &format!("payload.{f}"), MAX_ID_CHARS);
+    let text = |v: &str, f: &str| check_text(v, f, MAX_TEXT_CHARS);
+    let id = |v: &str, f: &str| check_id(v, f);
+    let name = |v: &str, f: &str| check_required_text(v, f, MAX_ID_CHARS);
     match p {
         Payload::ReferralMade {
             referral_id,
@@ -459,7 +469,7 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
             if !(0.0..=100.0).contains(attendance_percent) {
                 return Err(ValidationError::invalid(
                     "out_of_range",
-                    "payload.attendance_percent",
+                    "attendance_percent",
                     format!("attendance_percent must be 0-100, got {attendance_percent}"),
                 ));
             }
@@ -467,7 +477,7 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
                 if *t > today {
                     return Err(ValidationError::invalid(
                         "in_future",
-                        "payload.term_start",
+                        "term_start",
                         "term_start is in the future",
                     ));
                 }
@@ -483,14 +493,14 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
                 ExclusionKind::FixedTerm if !(1..=45).contains(days) => {
                     return Err(ValidationError::invalid(
                         "out_of_range",
-                        "payload.days",
+                        "days",
                         format!("a fixed-term exclusion lasts 1-45 school days, got {days}"),
                     ))
                 }
                 ExclusionKind::Permanent if *days != 0 => {
                     return Err(ValidationError::invalid(
                         "out_of_range",
-                        "payload.days",
+                        "days",
                         "a permanent exclusion has no length: leave days at 0",
                     ))
                 }
@@ -515,7 +525,7 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
             if attendees.len() > MAX_ATTENDEES {
                 return Err(ValidationError::invalid(
                     "too_many",
-                    "payload.attendees",
+                    "attendees",
                     format!("at most {MAX_ATTENDEES} attendees"),
                 ));
             }
@@ -530,11 +540,7 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
             organisation,
         } => {
             id(practitioner_id, "practitioner_id")?;
-            check_text(
-                practitioner_name,
-                "payload.practitioner_name",
-                MAX_NAME_CHARS,
-            )?;
+            check_text(practitioner_name, "practitioner_name", MAX_NAME_CHARS)?;
             id(organisation, "organisation")
         }
         Payload::InterventionStarted {
@@ -547,7 +553,7 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
             if *planned_weeks > 260 {
                 return Err(ValidationError::invalid(
                     "out_of_range",
-                    "payload.planned_weeks",
+                    "planned_weeks",
                     "planned_weeks must be at most 260 (five years)",
                 ));
             }
@@ -558,7 +564,7 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
             outcome,
         } => {
             id(intervention_id, "intervention_id")?;
-            check_text(outcome, "payload.outcome", MAX_ID_CHARS)
+            check_text(outcome, "outcome", MAX_ID_CHARS)
         }
         Payload::OutcomeMeasured {
             instrument,
@@ -573,7 +579,7 @@ fn check_payload(p: &Payload, today: Date) -> Result<()> {
             if !(lo..=hi).contains(score) {
                 return Err(ValidationError::invalid(
                     "out_of_range",
-                    "payload.score",
+                    "score",
                     format!("a {instrument:?} score must be {lo}-{hi}, got {score}"),
                 ));
             }

@@ -123,7 +123,7 @@ pub fn event_from_pb(e: pb::Event) -> Result<ev::Event> {
         .subjects
         .into_iter()
         .enumerate()
-        .map(|(i, s)| subject_from_pb(s, &format!("subjects[{i}]")))
+        .map(|(i, s)| subject_from_pb(s).map_err(|e| e.under(&format!("subjects[{i}]"))))
         .collect::<Result<Vec<_>>>()?;
     let relationships = e
         .relationships
@@ -133,7 +133,8 @@ pub fn event_from_pb(e: pb::Event) -> Result<ev::Event> {
             Ok(ev::Relationship {
                 from: r.from,
                 to: r.to,
-                kind: required(r.kind, rel_from_pb, &format!("relationships[{i}].kind"))?,
+                kind: required(r.kind, rel_from_pb, "kind")
+                    .map_err(|e| e.under(&format!("relationships[{i}]")))?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -164,7 +165,7 @@ pub fn event_from_pb(e: pb::Event) -> Result<ev::Event> {
     })
 }
 
-fn subject_from_pb(s: pb::Subject, path: &str) -> Result<ev::Subject> {
+fn subject_from_pb(s: pb::Subject) -> Result<ev::Subject> {
     Ok(ev::Subject {
         local_id: opt(s.local_id),
         nhs_number: opt(s.nhs_number),
@@ -172,15 +173,15 @@ fn subject_from_pb(s: pb::Subject, path: &str) -> Result<ev::Subject> {
         given_name: opt(s.given_name),
         middle_names: opt(s.middle_names),
         family_name: opt(s.family_name),
-        date_of_birth: date(&s.date_of_birth, &format!("{path}.date_of_birth"))?,
-        sex: optional(s.sex, sex_from_pb, &format!("{path}.sex"))?,
+        date_of_birth: date(&s.date_of_birth, "date_of_birth")?,
+        sex: optional(s.sex, sex_from_pb, "sex")?,
         address: s.address.map(|a| ev::Address {
             line1: a.line1,
             line2: a.line2,
             town: a.town,
             postcode: a.postcode,
         }),
-        role: optional(s.role, role_from_pb, &format!("{path}.role"))?,
+        role: optional(s.role, role_from_pb, "role")?,
     })
 }
 

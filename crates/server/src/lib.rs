@@ -70,7 +70,8 @@ pub async fn run(
         .add_service(reflection)
         .add_service(ingest)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Small answers must not wait for Nagle's algorithm.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await
