@@ -265,3 +265,31 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["entries"], 10_000, "every event exactly once: {v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_serving() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub = Hub::start(tmp.path());
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", hub.addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "tellonce.v1.IngestService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?} is serving"
+        );
+    }
+    assert!(hub.stop(), "the hub exits cleanly on SIGTERM");
+}
