@@ -53,6 +53,9 @@ pub struct IngestArgs {
     /// Concurrent single-event publishers.
     #[arg(long, default_value_t = 32)]
     publishers: usize,
+    /// Connections the single-event publishers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
     /// Events sent by the single-event publishers.
     #[arg(long, default_value_t = 40_000)]
     unary_events: usize,
@@ -216,13 +219,14 @@ async fn unary(
     token: &str,
     events: Vec<pb::Event>,
     publishers: usize,
+    connections: usize,
 ) -> Result<Phase, String> {
     let publishers = publishers.max(1);
     let mut per: Vec<Vec<pb::Event>> = vec![Vec::new(); publishers];
     for (i, e) in events.into_iter().enumerate() {
         per[i % publishers].push(e);
     }
-    let conns = publishers.div_ceil(8);
+    let conns = connections.clamp(1, publishers);
     let mut channels = Vec::new();
     for _ in 0..conns {
         channels.push(client::connect(addr).await?);
@@ -366,7 +370,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let mut stream = streamed(&addr, &token, stream_events, &args).await?;
         let s1 = stats(&own);
         eprintln!("unary: {} events from {} publishers...", args.unary_events, args.publishers);
-        let mut single = unary(&addr, &token, unary_events, args.publishers).await?;
+        let mut single = unary(&addr, &token, unary_events, args.publishers, args.connections).await?;
         let s2 = stats(&own);
         if let Some((log, stop, server)) = own {
             let _ = stop.send(());

@@ -167,10 +167,21 @@ fn scan<D: Dir>(dir: &D, repair: bool) -> Result<Scanned<D::File>, LogError> {
         while pos < data.len() {
             match frame::peek(&data[pos..]) {
                 Peek::Frame { len } => {
-                    let entry = frame::decode(&data[pos..pos + len], head.next_offset)?;
-                    head = crate::verify_chain(head, std::slice::from_ref(&entry))?;
+                    let entry = frame::view(&data[pos..pos + len], head.next_offset)?;
+                    if entry.prev_hash != head.last_hash {
+                        return Err(LogError::Corrupt {
+                            offset: entry.offset,
+                            detail:
+                                "hash chain broken: prev_hash does not match the previous entry"
+                                    .into(),
+                        });
+                    }
+                    head = Head {
+                        next_offset: entry.offset + 1,
+                        last_hash: entry.hash,
+                    };
                     if keys
-                        .insert(key_of(&entry.source, &entry.id), entry.offset)
+                        .insert(key_of(entry.source, entry.id), entry.offset)
                         .is_some()
                     {
                         return Err(LogError::Corrupt {

@@ -89,8 +89,48 @@ pub fn peek(data: &[u8]) -> Peek {
     }
 }
 
+/// A verified frame, borrowing its bytes.
+#[derive(Debug)]
+pub struct FrameView<'a> {
+    /// Its offset.
+    pub offset: u64,
+    /// The previous entry's hash.
+    pub prev_hash: Hash,
+    /// This entry's hash.
+    pub hash: Hash,
+    /// When it was recorded.
+    pub recorded_at_ms: i64,
+    /// Who published it.
+    pub source: &'a str,
+    /// Their id for it.
+    pub id: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+impl FrameView<'_> {
+    /// An owned copy.
+    pub fn to_entry(&self) -> StoredEntry {
+        StoredEntry {
+            offset: self.offset,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            recorded_at_ms: self.recorded_at_ms,
+            source: self.source.to_string(),
+            id: self.id.to_string(),
+            body: self.body.to_vec(),
+        }
+    }
+}
+
 /// Decodes a frame that [`peek`] accepted. `expected_offset` is checked against the stored one.
 pub fn decode(frame: &[u8], expected_offset: u64) -> Result<StoredEntry, LogError> {
+    view(frame, expected_offset).map(|v| v.to_entry())
+}
+
+/// Verifies a frame and returns a view of it without copying; `expected_offset` is checked
+/// against the stored one.
+pub fn view(frame: &[u8], expected_offset: u64) -> Result<FrameView<'_>, LogError> {
     let corrupt = |what: &str| LogError::Corrupt {
         offset: expected_offset,
         detail: what.to_string(),
@@ -123,13 +163,13 @@ pub fn decode(frame: &[u8], expected_offset: u64) -> Result<StoredEntry, LogErro
     let source =
         std::str::from_utf8(&key[..source_len]).map_err(|_| corrupt("source not UTF-8"))?;
     let id = std::str::from_utf8(&key[source_len..]).map_err(|_| corrupt("id not UTF-8"))?;
-    Ok(StoredEntry {
+    Ok(FrameView {
         offset,
         prev_hash,
         hash: Sha256::digest(rest).into(),
         recorded_at_ms,
-        source: source.to_string(),
-        id: id.to_string(),
-        body: rest[FIXED_LEN + source_len + id_len..].to_vec(),
+        source,
+        id,
+        body: &rest[FIXED_LEN + source_len + id_len..],
     })
 }
