@@ -60,6 +60,16 @@ enum LogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the log's entries, one line each (offset, recorded at, source, id, kind), after
+    /// verifying them.
+    Dump {
+        /// The hub's data folder.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// Print each entry as a JSON line with its decoded record.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +83,9 @@ fn main() -> ExitCode {
         Command::Log {
             which: LogCommand::Verify { data_dir, json },
         } => verify::run(&data_dir, json),
+        Command::Log {
+            which: LogCommand::Dump { data_dir, json },
+        } => verify::dump(&data_dir, json),
     };
     match result {
         Ok(code) => code,

@@ -1,13 +1,14 @@
-//! `tellonce log verify`: check a data folder's log without changing it.
+//! `tellonce log verify` and `tellonce log dump`: check and read a data folder's log without
+//! changing it.
 
 use std::path::Path;
 use std::process::ExitCode;
 
+use tellonce_domain::{Record, Timestamp};
 use tellonce_log::embedded;
 use tellonce_log::storage::FsDir;
 
-/// Runs `tellonce log verify`.
-pub fn run(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn log_dir(data_dir: &Path) -> Result<FsDir, Box<dyn std::error::Error>> {
     let log_dir = data_dir.join("log");
     if !log_dir.is_dir() {
         return Err(format!(
@@ -17,7 +18,60 @@ pub fn run(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error::
         )
         .into());
     }
-    let dir = FsDir::new(&log_dir)?;
+    Ok(FsDir::new(&log_dir)?)
+}
+
+/// Runs `tellonce log dump`.
+pub fn dump(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let dir = log_dir(data_dir)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut write_failed = false;
+    let result = embedded::verify_each(&dir, &mut |e| {
+        let record = Record::decode(e.body);
+        let at = Timestamp(e.recorded_at_ms);
+        let line = if json {
+            serde_json::json!({
+                "offset": e.offset,
+                "recorded_at": at.to_string(),
+                "source": e.source,
+                "id": e.id,
+                "hash": tellonce_log_hex(&e.hash),
+                "record": record.as_ref().ok(),
+            })
+            .to_string()
+        } else {
+            let what = match &record {
+                Ok(Record::PartnerEvent(ev)) => format!(
+                    "{} about {} subject(s), occurred {}",
+                    ev.payload.kind(),
+                    ev.subjects.len(),
+                    ev.occurred_at
+                ),
+                Err(err) => format!("(undecodable: {err})"),
+            };
+            format!(
+                "{:>8}  {at}  {:<20} {:<28} {what}",
+                e.offset, e.source, e.id
+            )
+        };
+        write_failed |= writeln!(out, "{line}").is_err();
+    });
+    let _ = out.flush();
+    match result {
+        Ok(_) if write_failed => Ok(ExitCode::FAILURE),
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("log NOT ok: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// Runs `tellonce log verify`.
+pub fn run(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let dir = log_dir(data_dir)?;
     match embedded::verify(&dir) {
         Ok((head, report)) => {
             let hash = tellonce_log_hex(&head.last_hash);
