@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use tonic::metadata::MetadataMap;
+use tonic::Extensions;
 
 use crate::config::PartnerConfig;
 
@@ -30,8 +31,13 @@ pub enum AuthError {
 
 /// Decides which partner a request comes from.
 pub trait Authenticator: Send + Sync + 'static {
-    /// The partner presenting `metadata`'s credential.
-    fn partner(&self, metadata: &MetadataMap) -> Result<Partner, AuthError>;
+    /// The partner presenting the credential in a request's `metadata` (headers) or
+    /// `extensions` (where the transport puts, for example, the TLS peer certificates).
+    fn partner(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &Extensions,
+    ) -> Result<Partner, AuthError>;
 }
 
 /// Bearer tokens from the configuration.
@@ -53,7 +59,11 @@ impl StaticTokens {
 }
 
 impl Authenticator for StaticTokens {
-    fn partner(&self, metadata: &MetadataMap) -> Result<Partner, AuthError> {
+    fn partner(
+        &self,
+        metadata: &MetadataMap,
+        _extensions: &Extensions,
+    ) -> Result<Partner, AuthError> {
         let value = metadata.get("authorization").ok_or(AuthError::Missing)?;
         let text = value.to_str().map_err(|_| AuthError::Invalid)?;
         let token = text
@@ -64,5 +74,43 @@ impl Authenticator for StaticTokens {
             .get(token.trim())
             .cloned()
             .ok_or(AuthError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> StaticTokens {
+        StaticTokens::new(&[PartnerConfig {
+            id: "police".into(),
+            name: String::new(),
+            token: "police-token-0123456789".into(),
+        }])
+    }
+
+    fn with_header(value: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("authorization", value.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn bearer_tokens_map_to_partners() {
+        let ext = Extensions::new();
+        let t = tokens();
+        assert_eq!(
+            t.partner(&with_header("Bearer police-token-0123456789"), &ext),
+            Ok(Partner { id: "police".into() })
+        );
+        assert_eq!(t.partner(&MetadataMap::new(), &ext), Err(AuthError::Missing));
+        assert_eq!(
+            t.partner(&with_header("Basic police-token-0123456789"), &ext),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            t.partner(&with_header("Bearer police-token-012345678"), &ext),
+            Err(AuthError::Invalid)
+        );
     }
 }

@@ -161,10 +161,12 @@ impl IngestGrpc {
     }
 
     fn partner<T>(&self, req: &Request<T>) -> Result<Partner, Status> {
-        self.auth.partner(req.metadata()).map_err(|e| {
-            warn!(error = %e, "unauthenticated publish");
-            Status::unauthenticated(e.to_string())
-        })
+        self.auth
+            .partner(req.metadata(), req.extensions())
+            .map_err(|e| {
+                warn!(error = %e, "unauthenticated publish");
+                Status::unauthenticated(e.to_string())
+            })
     }
 }
 
