@@ -34,7 +34,11 @@ impl Record {
     pub fn encode(&self) -> Vec<u8> {
         // Serialising these plain data types to JSON cannot fail: there are no maps with
         // non-string keys and no custom serialisers that error.
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(1536);
+        match serde_json::to_writer(&mut out, self) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Decodes a record from the bytes stored in the log.

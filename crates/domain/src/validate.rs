@@ -189,7 +189,9 @@ fn normalise(event: &mut Event) {
             for field in [&mut a.line1, &mut a.line2, &mut a.town] {
                 trim(field);
             }
-            a.postcode = normalise_postcode(&a.postcode);
+            if !is_valid_postcode(&a.postcode) {
+                a.postcode = normalise_postcode(&a.postcode);
+            }
         }
     }
 }
@@ -212,20 +214,18 @@ fn trim_opt(s: &mut Option<String>) {
 
 /// Upper-cases a postcode and puts one space before the inward code ("nn15ab" → "NN1 5AB").
 pub fn normalise_postcode(raw: &str) -> String {
-    let compact: String = raw
+    if is_valid_postcode(raw) {
+        return raw.to_string();
+    }
+    let mut compact: String = raw
         .chars()
         .filter(|c| !c.is_whitespace())
         .map(|c| c.to_ascii_uppercase())
         .collect();
     if compact.len() > 3 && compact.is_ascii() {
-        format!(
-            "{} {}",
-            &compact[..compact.len() - 3],
-            &compact[compact.len() - 3..]
-        )
-    } else {
-        compact
+        compact.insert(compact.len() - 3, ' ');
     }
+    compact
 }
 
 /// Whether a normalised postcode has the shape of a UK postcode (outward code, space, digit and
@@ -317,18 +317,24 @@ fn check_id(value: &str, field: &str) -> Result<()> {
 }
 
 fn check_text(value: &str, field: &str, max: usize) -> Result<()> {
-    let n = value.chars().count();
-    if n > max {
-        return Err(ValidationError::invalid(
-            "too_long",
-            field,
-            format!("{field} is {n} characters; the limit is {max}"),
-        ));
+    // A string has at most as many characters as bytes: count only when it could be too long.
+    if value.len() > max {
+        let n = value.chars().count();
+        if n > max {
+            return Err(ValidationError::invalid(
+                "too_long",
+                field,
+                format!("{field} is {n} characters; the limit is {max}"),
+            ));
+        }
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
-    {
+    let allowed = |c: char| !c.is_control() || c == '\n' || c == '\t' || c == '\r';
+    let clean = if value.is_ascii() {
+        value.bytes().all(|b| allowed(char::from(b)))
+    } else {
+        value.chars().all(allowed)
+    };
+    if !clean {
         return Err(ValidationError::invalid(
             "bad_characters",
             field,
@@ -692,6 +698,28 @@ mod tests {
             (err.reason, err.field.as_str()),
             ("too_long", "payload.summary")
         );
+    }
+
+    #[test]
+    fn control_characters_are_rejected_but_line_breaks_are_not() {
+        for (text, ok) in [
+            ("two\nlines\tand a tab", true),
+            ("café, naïve", true),
+            ("bell\u{7}", false),
+            ("next line\u{85}", false),
+        ] {
+            let mut e = good();
+            if let Payload::PublicProtectionNotification { summary, .. } = &mut e.payload {
+                *summary = text.into();
+            }
+            assert_eq!(check(e, "police", now()).is_ok(), ok, "{text:?}");
+        }
+        // Limits count characters, not bytes.
+        let mut e = good();
+        if let Payload::PublicProtectionNotification { summary, .. } = &mut e.payload {
+            *summary = "é".repeat(MAX_TEXT_CHARS);
+        }
+        assert!(check(e, "police", now()).is_ok());
     }
 
     #[test]

@@ -101,9 +101,14 @@ mod tests {
         let t = tokens();
         assert_eq!(
             t.partner(&with_header("Bearer police-token-0123456789"), &ext),
-            Ok(Partner { id: "police".into() })
+            Ok(Partner {
+                id: "police".into()
+            })
         );
-        assert_eq!(t.partner(&MetadataMap::new(), &ext), Err(AuthError::Missing));
+        assert_eq!(
+            t.partner(&MetadataMap::new(), &ext),
+            Err(AuthError::Missing)
+        );
         assert_eq!(
             t.partner(&with_header("Basic police-token-0123456789"), &ext),
             Err(AuthError::Invalid)
