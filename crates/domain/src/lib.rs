@@ -6,6 +6,7 @@
 //! these types at its edge; the log engines store [`record::Record`]s as bytes.
 
 pub mod event;
+pub mod merkle;
 pub mod record;
 pub mod sample;
 pub mod time;

@@ -12,6 +12,7 @@ use std::pin::Pin;
 
 pub mod embedded;
 pub mod frame;
+pub mod merkle;
 pub mod sim;
 pub mod storage;
 pub mod suite;
