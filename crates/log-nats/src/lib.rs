@@ -1,0 +1,369 @@
+//! The scale-out log engine of TellOnce: the log as a NATS JetStream stream.
+//!
+//! Every entry is one message whose payload is the same checksummed, hash-chained frame the
+//! embedded engine writes (`tellonce_log::frame`), published to `PREFIX.<source>` (a subject per
+//! partner). The stream's sequence is the log's order: entry offset = sequence − 1, and each
+//! frame carries its offset, so a reader checks that the two agree.
+//!
+//! Writes are conditional, so several hub replicas can share one stream without forking the
+//! chain: the first message of a batch carries `Nats-Expected-Last-Sequence` (the replica's view
+//! of the end of the log) and each later one also `Nats-Expected-Last-Msg-Id` (the previous
+//! message of the batch), so a message can only land directly after the one it was chained to.
+//! A replica that loses such a race catches up from the stream and tries again.
+//!
+//! Idempotency lasts for the life of the log, not only JetStream's duplicate window: a replica
+//! appends only when it has applied every earlier entry (that is what the expected sequence
+//! guarantees), so its index of `(source, id)` → offset, rebuilt from the stream at open and kept
+//! up to date on every catch-up, is complete. `Nats-Msg-Id` (a hash of the key) is a second guard
+//! within the window. With `sync_interval: always` on the servers and R3, an acknowledgement
+//! means the entry is fsynced on a quorum.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tellonce_log::{frame, AppendOutcome, BoxFuture, Head, Log, LogError, NewEntry, StoredEntry};
+use tracing::{info, warn};
+
+pub mod server;
+
+/// Where and how the log is kept in JetStream.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// The NATS server URL(s), comma separated.
+    pub url: String,
+    /// The stream name.
+    pub stream: String,
+    /// Subjects are `PREFIX.<source>`.
+    pub subject_prefix: String,
+    /// Stream replicas: 1 on one server, 3 in a cluster.
+    pub replicas: usize,
+    /// JetStream's duplicate window (the `Nats-Msg-Id` guard).
+    pub duplicate_window: Duration,
+    /// How many times one append retries after losing a race to another writer.
+    pub max_retries: usize,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "TELLONCE".into(),
+            subject_prefix: "tellonce.log".into(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            max_retries: 20,
+        }
+    }
+}
+
+struct Writer {
+    keys: HashMap<Vec<u8>, u64>,
+    head: Head,
+    /// The message id of the last entry (for the chain of expectations).
+    last_msg_id: Option<String>,
+    /// Set when a publish failed in a way that leaves the stream's state unknown here.
+    stale: bool,
+}
+
+/// The log on a JetStream stream.
+pub struct NatsLog {
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    opts: NatsOptions,
+    writer: tokio::sync::Mutex<Writer>,
+    head: RwLock<Head>,
+}
+
+fn key_of(source: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(source.len() + 1 + id.len());
+    k.extend_from_slice(source.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The `Nats-Msg-Id` of a key: 128 bits of its SHA-256, in hex.
+fn msg_id(key: &[u8]) -> String {
+    Sha256::digest(key)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A subject token for a source: itself when it is a plain token, else hex.
+fn subject_token(source: &str) -> String {
+    if !source.is_empty()
+        && source
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        source.to_string()
+    } else {
+        format!(
+            "x{}",
+            source
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Io(std::io::Error::other(format!("{what}: {e}")))
+}
+
+impl NatsLog {
+    /// Connects, creates the stream if it does not exist, and reads the whole log to rebuild the
+    /// idempotency index (verifying every checksum and the chain).
+    pub async fn open(opts: NatsOptions) -> Result<NatsLog, LogError> {
+        let client = async_nats::connect(&opts.url)
+            .await
+            .map_err(|e| unavailable(&format!("cannot connect to NATS at {}", opts.url), e))?;
+        let js = jetstream::new(client);
+        let config = jetstream::stream::Config {
+            name: opts.stream.clone(),
+            subjects: vec![format!("{}.>", opts.subject_prefix)],
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: opts.replicas,
+            duplicate_window: opts.duplicate_window,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| unavailable(&format!("cannot open stream {}", opts.stream), e))?;
+        let log = NatsLog {
+            js,
+            stream,
+            opts,
+            writer: tokio::sync::Mutex::new(Writer {
+                keys: HashMap::new(),
+                head: Head::EMPTY,
+                last_msg_id: None,
+                stale: false,
+            }),
+            head: RwLock::new(Head::EMPTY),
+        };
+        {
+            let mut w = log.writer.lock().await;
+            log.catch_up(&mut w).await?;
+            info!(stream = %log.opts.stream, entries = w.head.next_offset, "nats log opened");
+        }
+        Ok(log)
+    }
+
+    async fn last_sequence(&self) -> Result<u64, LogError> {
+        let mut stream = self.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| unavailable("cannot read stream info", e))?;
+        Ok(info.state.last_sequence)
+    }
+
+    async fn fetch(&self, offset: u64) -> Result<StoredEntry, LogError> {
+        let msg = self
+            .stream
+            .direct_get(offset + 1)
+            .await
+            .map_err(|e| unavailable(&format!("cannot read offset {offset}"), e))?;
+        frame::decode(&msg.payload, offset)
+    }
+
+    /// Applies every entry the stream has beyond this replica's head.
+    async fn catch_up(&self, w: &mut Writer) -> Result<(), LogError> {
+        let last = self.last_sequence().await?;
+        while w.head.next_offset < last {
+            let e = self.fetch(w.head.next_offset).await?;
+            w.head = tellonce_log::verify_chain(w.head, std::slice::from_ref(&e))?;
+            let key = key_of(&e.source, &e.id);
+            w.last_msg_id = Some(msg_id(&key));
+            if w.keys.insert(key, e.offset).is_some() {
+                return Err(LogError::Corrupt {
+                    offset: e.offset,
+                    detail: format!("({}, {}) appears twice in the log", e.source, e.id),
+                });
+            }
+        }
+        if let Ok(mut h) = self.head.write() {
+            *h = w.head;
+        }
+        w.stale = false;
+        Ok(())
+    }
+
+    /// One attempt to append: returns `Ok(None)` when another writer got in first.
+    async fn try_append(
+        &self,
+        w: &mut Writer,
+        entries: &[NewEntry],
+        mine: &mut HashMap<Vec<u8>, u64>,
+    ) -> Result<Option<Vec<AppendOutcome>>, LogError> {
+        let mut head = w.head;
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut batch: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut planned = Vec::new();
+        for e in entries {
+            let key = key_of(&e.source, &e.id);
+            if let Some(&offset) = mine.get(&key) {
+                outcomes.push(AppendOutcome::Appended(offset));
+                continue;
+            }
+            if let Some(&offset) = w.keys.get(&key).or_else(|| batch.get(&key)) {
+                outcomes.push(AppendOutcome::Duplicate(offset));
+                continue;
+            }
+            let offset = head.next_offset;
+            let mut buf = Vec::with_capacity(frame::frame_len(e));
+            let hash = frame::encode(&mut buf, offset, &head.last_hash, e);
+            head = Head {
+                next_offset: offset + 1,
+                last_hash: hash,
+            };
+            batch.insert(key.clone(), offset);
+            outcomes.push(AppendOutcome::Appended(offset));
+            planned.push((key, offset, e.source.as_str(), buf, hash));
+        }
+        // Publish all, pipelined, each conditional on the one before it.
+        let mut acks = Vec::with_capacity(planned.len());
+        let mut prev_id = w.last_msg_id.clone();
+        for (key, offset, source, buf, _) in &planned {
+            let id = msg_id(key);
+            let mut msg = PublishMessage::build()
+                .payload(Bytes::from(buf.clone()))
+                .message_id(&id)
+                .expected_last_sequence(*offset);
+            if let Some(p) = &prev_id {
+                msg = msg.expected_last_message_id(p);
+            }
+            let subject = format!("{}.{}", self.opts.subject_prefix, subject_token(source));
+            match self.js.send_publish(subject, msg).await {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    w.stale = true;
+                    return Err(unavailable("publish failed", e));
+                }
+            }
+            prev_id = Some(id);
+        }
+        let mut lost_race = false;
+        for ((key, offset, _, _, hash), ack) in planned.iter().zip(acks) {
+            if lost_race {
+                // Later messages were conditional on an earlier one that did not land: they
+                // cannot have landed either, but their answers must still be drained.
+                let _ = ack.await;
+                continue;
+            }
+            match ack.await {
+                Ok(a) if !a.duplicate && a.sequence == offset + 1 => {
+                    mine.insert(key.clone(), *offset);
+                    w.keys.insert(key.clone(), *offset);
+                    w.head = Head {
+                        next_offset: offset + 1,
+                        last_hash: *hash,
+                    };
+                    w.last_msg_id = Some(msg_id(key));
+                }
+                Ok(a) => {
+                    warn!(
+                        offset,
+                        sequence = a.sequence,
+                        duplicate = a.duplicate,
+                        "another writer got in first"
+                    );
+                    lost_race = true;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId
+                    ) =>
+                {
+                    lost_race = true;
+                }
+                Err(e) => {
+                    w.stale = true;
+                    return Err(unavailable("publish not acknowledged", e));
+                }
+            }
+        }
+        if let Ok(mut h) = self.head.write() {
+            *h = w.head;
+        }
+        if lost_race {
+            return Ok(None);
+        }
+        Ok(Some(outcomes))
+    }
+}
+
+impl Log for NatsLog {
+    fn append(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> BoxFuture<'_, Result<Vec<AppendOutcome>, LogError>> {
+        Box::pin(async move {
+            for e in &entries {
+                if e.source.len() > usize::from(u16::MAX) || e.id.len() > usize::from(u16::MAX) {
+                    return Err(LogError::Invalid(
+                        "source or id longer than 65535 bytes".into(),
+                    ));
+                }
+            }
+            if entries.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut w = self.writer.lock().await;
+            if w.stale {
+                self.catch_up(&mut w).await?;
+            }
+            let mut mine = HashMap::new();
+            for _ in 0..=self.opts.max_retries {
+                if let Some(outcomes) = self.try_append(&mut w, &entries, &mut mine).await? {
+                    return Ok(outcomes);
+                }
+                self.catch_up(&mut w).await?;
+            }
+            Err(unavailable(
+                "append",
+                format!(
+                    "lost the race to other writers {} times",
+                    self.opts.max_retries + 1
+                ),
+            ))
+        })
+    }
+
+    fn read(&self, from: u64, max: usize) -> BoxFuture<'_, Result<Vec<StoredEntry>, LogError>> {
+        Box::pin(async move {
+            let end = self.head().next_offset.min(from.saturating_add(max as u64));
+            let mut out = Vec::with_capacity(end.saturating_sub(from) as usize);
+            for offset in from..end {
+                out.push(self.fetch(offset).await?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn head(&self) -> Head {
+        self.head.read().map(|h| *h).unwrap_or(Head::EMPTY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_tokens_are_safe() {
+        assert_eq!(subject_token("school-001"), "school-001");
+        assert_eq!(subject_token("a.b>"), "x612e623e");
+        assert_eq!(msg_id(b"police\0e1").len(), 32);
+    }
+}
