@@ -59,6 +59,12 @@ pub struct IngestArgs {
     /// Events sent by the single-event publishers.
     #[arg(long, default_value_t = 40_000)]
     unary_events: usize,
+    /// The log engine of the started hub: `embedded`, or `nats` (a nats-server of its own).
+    #[arg(long, default_value = "embedded")]
+    engine: String,
+    /// With `--engine nats`: stream replicas (only 1 so far: one server).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Where the started hub keeps its data (default: a temporary folder here).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -266,15 +272,8 @@ async fn unary(
     })
 }
 
-/// Appends the same entry bytes the hub writes to a plain file, one fdatasync per `group`.
-fn raw(dir: &std::path::Path, source: &str, n: usize, group: usize) -> Result<Phase, String> {
-    use std::io::Write;
-    let path = dir.join("raw-baseline.bin");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| e.to_string())?;
+/// The entry frames the hub would write for `n` sample events.
+fn frames(source: &str, n: usize) -> Vec<Vec<u8>> {
     let mut frames = Vec::with_capacity(n);
     let mut prev = [0u8; 32];
     for i in 0..n {
@@ -294,6 +293,57 @@ fn raw(dir: &std::path::Path, source: &str, n: usize, group: usize) -> Result<Ph
         prev = tellonce_log::frame::encode(&mut buf, i as u64, &prev, &entry);
         frames.push(buf);
     }
+    frames
+}
+
+/// Publishes the same entry bytes straight to a JetStream stream (file storage, one replica)
+/// with async-nats, `window` acknowledgements outstanding at a time: what NATS alone allows.
+async fn raw_nats(url: &str, source: &str, n: usize, window: usize) -> Result<Phase, String> {
+    let frames = frames(source, n);
+    let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+    let js = async_nats::jetstream::new(client);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "RAWBASELINE".into(),
+        subjects: vec!["rawbaseline.>".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    for chunk in frames.chunks(window.max(1)) {
+        let t0 = Instant::now();
+        let mut acks = Vec::with_capacity(chunk.len());
+        for f in chunk {
+            let ack = js
+                .publish("rawbaseline.bench", bytes::Bytes::from(f.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| e.to_string())?;
+        }
+        latencies.push(t0.elapsed());
+    }
+    Ok(Phase {
+        events: n as u64,
+        elapsed: start.elapsed(),
+        latencies,
+    })
+}
+
+/// Appends the same entry bytes the hub writes to a plain file, one fdatasync per `group`.
+fn raw(dir: &std::path::Path, source: &str, n: usize, group: usize) -> Result<Phase, String> {
+    use std::io::Write;
+    let path = dir.join("raw-baseline.bin");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| e.to_string())?;
+    let frames = frames(source, n);
     let start = Instant::now();
     let mut latencies = Vec::new();
     for chunk in frames.chunks(group.max(1)) {
@@ -332,6 +382,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let report = runtime.block_on(async {
         // A hub of our own, unless one was given.
         let mut own = None;
+        let mut nats: Option<tellonce_log_nats::server::NatsServer> = None;
         let (addr, token) = match &args.addr {
             Some(a) => (
                 a.clone(),
@@ -342,23 +393,37 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let mut config = Config::default();
                 config.storage.data_dir = base.path().join("hub");
                 config.partners = vec![PartnerConfig { id: args.source.clone(), name: "benchmark".into(), token: token.clone() }];
-                let (log, _) = tellonce_server::open_log(&config)?;
+                if args.engine == "nats" {
+                    if args.replicas != 1 {
+                        return Err("--replicas 3 needs a cluster, which this benchmark cannot start yet".into());
+                    }
+                    let server = tellonce_log_nats::server::NatsServer::start(base.path())?;
+                    config.storage.engine = "nats".into();
+                    config.storage.nats.url = server.url.clone();
+                    nats = Some(server);
+                } else if args.engine != "embedded" {
+                    return Err(format!("unknown --engine {:?}: use embedded or nats", args.engine).into());
+                }
+                let engine = tellonce_server::open_engine(&config).await?;
+                let log = engine.log();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let addr = listener.local_addr()?.to_string();
                 let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
                 let auth = Arc::new(StaticTokens::new(&config.partners));
-                let server_log = log.clone();
                 let server = tokio::spawn(async move {
-                    tellonce_server::run(listener, &config, server_log, auth, async {
+                    tellonce_server::run(listener, &config, log, auth, async {
                         let _ = stop_rx.await;
                     })
                     .await
                 });
-                own = Some((log, stop_tx, server));
+                own = Some((engine, stop_tx, server));
                 (addr, token)
             }
         };
-        let stats = |own: &Option<(Arc<tellonce_server::EmbeddedFsLog>, _, _)>| own.as_ref().map(|(log, _, _)| log.stats());
+        let stats = |own: &Option<(tellonce_server::Engine, _, _)>| match own {
+            Some((tellonce_server::Engine::Embedded(log, _), _, _)) => Some(log.stats()),
+            _ => None,
+        };
         eprintln!("building {} events...", args.events + args.unary_events + 1000);
         let warm = make_events(&args.source, run_id, "warm", 1000);
         let stream_events = make_events(&args.source, run_id, "stream", args.events);
@@ -372,13 +437,22 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         eprintln!("unary: {} events from {} publishers...", args.unary_events, args.publishers);
         let mut single = unary(&addr, &token, unary_events, args.publishers, args.connections).await?;
         let s2 = stats(&own);
-        if let Some((log, stop, server)) = own {
+        if let Some((engine, stop, server)) = own {
             let _ = stop.send(());
             let _ = server.await;
-            log.close();
+            engine.close();
         }
-        eprintln!("raw: {} entries appended to a file, one fdatasync per {}...", args.events, args.batch);
-        let raw_phase = raw(base.path(), &args.source, args.events, args.batch)?;
+        let raw_phase = match &nats {
+            Some(server) => {
+                eprintln!("raw: {} entries published to a JetStream stream with async-nats, {} in flight...", args.events, args.batch);
+                raw_nats(&server.url, &args.source, args.events, args.batch).await?
+            }
+            None => {
+                eprintln!("raw: {} entries appended to a file, one fdatasync per {}...", args.events, args.batch);
+                raw(base.path(), &args.source, args.events, args.batch)?
+            }
+        };
+        drop(nats);
         stream.latencies.sort();
         single.latencies.sort();
         let group = |a: Option<tellonce_log::embedded::WriteStats>, b: Option<tellonce_log::embedded::WriteStats>| match (a, b) {
@@ -394,6 +468,8 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "unary_p99_ms": percentile(&single.latencies, 0.99),
             "raw_events_per_sec": raw_phase.rate().round(),
             "ratio": (stream.rate() / raw_phase.rate() * 1000.0).round() / 1000.0,
+            "engine": args.engine,
+            "replicas": args.replicas,
             "events": stream.events,
             "unary_events": single.events,
             "event_bytes": event_bytes,

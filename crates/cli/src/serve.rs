@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use tellonce_log::Log;
 use tellonce_server::auth::StaticTokens;
 use tellonce_server::config::{dev_credentials, dev_credentials_path};
 use tellonce_server::{Config, Overrides};
@@ -24,6 +25,12 @@ pub struct ServeArgs {
     /// The data folder (overrides the config file).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The log engine: `embedded` or `nats` (overrides the config file).
+    #[arg(long)]
+    engine: Option<String>,
+    /// With `--engine nats`: the NATS server URL(s) (overrides the config file).
+    #[arg(long)]
+    nats_url: Option<String>,
 }
 
 /// Logs to stderr; `RUST_LOG` sets the level (default `info`).
@@ -63,6 +70,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let overrides = Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
+        engine: args.engine,
+        nats_url: args.nats_url,
     };
     let mut config = Config::load(args.config.as_deref(), &overrides)?;
     if config.partners.is_empty() {
@@ -84,21 +93,30 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .thread_name("tellonce")
         .build()?;
     runtime.block_on(async move {
-        let (log, report) = tellonce_server::open_log(&config)?;
-        info!(
-            entries = report.entries,
-            segments = report.segments,
-            torn_bytes = report.torn_bytes,
-            data_dir = %config.storage.data_dir.display(),
-            "log opened"
-        );
+        let engine = tellonce_server::open_engine(&config).await?;
+        match &engine {
+            tellonce_server::Engine::Embedded(_, report) => info!(
+                entries = report.entries,
+                segments = report.segments,
+                torn_bytes = report.torn_bytes,
+                data_dir = %config.storage.data_dir.display(),
+                "embedded log opened"
+            ),
+            tellonce_server::Engine::Nats(log) => info!(
+                entries = log.head().next_offset,
+                url = %config.storage.nats.url,
+                stream = %config.storage.nats.stream,
+                "jetstream log opened"
+            ),
+        }
+        let log = engine.log();
         let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
         println!("tellonce listening on {addr}");
         std::io::stdout().flush()?;
         let auth = Arc::new(StaticTokens::new(&config.partners));
-        tellonce_server::run(listener, &config, log.clone(), auth, shutdown_signal()).await?;
-        log.close();
+        tellonce_server::run(listener, &config, log, auth, shutdown_signal()).await?;
+        engine.close();
         info!("log closed");
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;

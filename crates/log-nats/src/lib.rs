@@ -45,6 +45,8 @@ pub struct NatsOptions {
     pub duplicate_window: Duration,
     /// How many times one append retries after losing a race to another writer.
     pub max_retries: usize,
+    /// How long to wait for a JetStream answer (an acknowledgement, a read).
+    pub timeout: Duration,
 }
 
 impl Default for NatsOptions {
@@ -56,6 +58,7 @@ impl Default for NatsOptions {
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             max_retries: 20,
+            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -121,7 +124,8 @@ impl NatsLog {
     /// Connects, creates the stream if it does not exist, and reads the whole log to rebuild the
     /// idempotency index (verifying every checksum and the chain).
     pub async fn open(opts: NatsOptions) -> Result<NatsLog, LogError> {
-        let client = async_nats::connect(&opts.url)
+        let urls: Vec<&str> = opts.url.split(',').map(str::trim).collect();
+        let client = async_nats::connect(urls)
             .await
             .map_err(|e| unavailable(&format!("cannot connect to NATS at {}", opts.url), e))?;
         let js = jetstream::new(client);
@@ -134,10 +138,24 @@ impl NatsLog {
             allow_direct: true,
             ..Default::default()
         };
-        let stream = js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| unavailable(&format!("cannot open stream {}", opts.stream), e))?;
+        // A cluster that has just started may still be electing its JetStream leader: retry
+        // for a bounded time.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match js.get_or_create_stream(config.clone()).await {
+                Ok(stream) => break stream,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    warn!(error = %e, stream = %opts.stream, "stream not ready yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    return Err(unavailable(
+                        &format!("cannot open stream {}", opts.stream),
+                        e,
+                    ))
+                }
+            }
+        };
         let log = NatsLog {
             js,
             stream,

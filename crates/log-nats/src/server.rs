@@ -71,26 +71,131 @@ impl NatsServer {
             ),
         )
         .map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("nats.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut server = NatsServer {
-            child: Some(child),
-            url: format!("nats://127.0.0.1:{port}"),
-            port,
-            store_dir,
+        let mut server = spawn(&bin, &conf, dir, port, store_dir)?;
+        server.wait_ready(dir)?;
+        Ok(server)
+    }
+
+    /// Kills the server at once (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A cluster of JetStream servers on loopback, each killable and restartable.
+#[derive(Debug)]
+pub struct NatsCluster {
+    /// The servers (a `None` child once killed).
+    pub nodes: Vec<NatsServer>,
+    confs: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+impl NatsCluster {
+    /// Starts `n` clustered JetStream servers under `dir` (one folder each).
+    pub fn start(dir: &Path, n: usize) -> Result<NatsCluster, String> {
+        let bin = binary()?;
+        let ports: Vec<(u16, u16)> = (0..n)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| format!("no free port: {e}"))?;
+        let mut cluster = NatsCluster {
+            nodes: Vec::new(),
+            confs: Vec::new(),
+            dirs: Vec::new(),
         };
+        for (i, (client, route)) in ports.iter().enumerate() {
+            let node_dir = dir.join(format!("node-{i}"));
+            let store_dir = node_dir.join("jetstream");
+            std::fs::create_dir_all(&store_dir).map_err(|e| e.to_string())?;
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (_, r))| format!("    nats-route://127.0.0.1:{r}"))
+                .collect();
+            let conf = node_dir.join("nats.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listen: 127.0.0.1:{client}\nserver_name: n{i}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\ncluster {{\n  name: tellonce-test\n  listen: 127.0.0.1:{route}\n  routes: [\n{}\n  ]\n}}\n",
+                    store_dir.display().to_string(),
+                    routes.join("\n")
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            cluster
+                .nodes
+                .push(spawn(&bin, &conf, &node_dir, *client, store_dir)?);
+            cluster.confs.push(conf);
+            cluster.dirs.push(node_dir);
+        }
+        for (node, node_dir) in cluster.nodes.iter_mut().zip(&cluster.dirs) {
+            node.wait_ready(node_dir)?;
+        }
+        Ok(cluster)
+    }
+
+    /// All client URLs, comma separated.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Restarts node `i` (after a kill) with the same ports and storage.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        let bin = binary()?;
+        let old = &self.nodes[i];
+        let (port, store) = (old.port, old.store_dir.clone());
+        self.nodes[i].kill();
+        self.nodes[i] = spawn(&bin, &self.confs[i], &self.dirs[i], port, store)?;
+        let dir = self.dirs[i].clone();
+        self.nodes[i].wait_ready(&dir)
+    }
+}
+
+fn spawn(
+    bin: &Path,
+    conf: &Path,
+    dir: &Path,
+    port: u16,
+    store_dir: PathBuf,
+) -> Result<NatsServer, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("nats.log"))
+        .map_err(|e| e.to_string())?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    Ok(NatsServer {
+        child: Some(child),
+        url: format!("nats://127.0.0.1:{port}"),
+        port,
+        store_dir,
+    })
+}
+
+impl NatsServer {
+    /// Waits (at most 20 s) until the server accepts connections.
+    fn wait_ready(&mut self, dir: &Path) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(server);
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
             }
-            if let Some(child) = server.child.as_mut() {
+            if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     let log = std::fs::read_to_string(dir.join("nats.log")).unwrap_or_default();
                     return Err(format!("nats-server exited with {status}:\n{log}"));
@@ -103,11 +208,22 @@ impl NatsServer {
         }
     }
 
-    /// Kills the server at once (SIGKILL) and waits for it to exit.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+    /// Pauses the server (SIGSTOP), as a hung machine would be.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status();
         }
     }
 }

@@ -70,9 +70,13 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The storage engine; only `embedded` exists so far.
+    /// The log engine: `embedded` (segment files in `data_dir`) or `nats` (a JetStream stream,
+    /// see `[storage.nats]`).
     #[serde(default = "default_engine")]
     pub engine: String,
+    /// JetStream settings, for `engine = "nats"`.
+    #[serde(default)]
+    pub nats: NatsConfig,
     /// The data folder (the log lives in `DATA_DIR/log`).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -91,10 +95,53 @@ fn default_segment_mib() -> u64 {
     128
 }
 
+/// Where the log lives with `engine = "nats"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// NATS server URL(s), comma separated.
+    #[serde(default = "default_nats_url")]
+    pub url: String,
+    /// The stream name.
+    #[serde(default = "default_nats_stream")]
+    pub stream: String,
+    /// Subjects are `PREFIX.<source>`.
+    #[serde(default = "default_nats_prefix")]
+    pub subject_prefix: String,
+    /// Stream replicas: 1 on one server, 3 in a cluster.
+    #[serde(default = "one_usize")]
+    pub replicas: usize,
+}
+
+fn default_nats_url() -> String {
+    "nats://127.0.0.1:4222".into()
+}
+fn default_nats_stream() -> String {
+    "TELLONCE".into()
+}
+fn default_nats_prefix() -> String {
+    "tellonce.log".into()
+}
+fn one_usize() -> usize {
+    1
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: default_nats_url(),
+            stream: default_nats_stream(),
+            subject_prefix: default_nats_prefix(),
+            replicas: 1,
+        }
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             engine: default_engine(),
+            nats: NatsConfig::default(),
             data_dir: default_data_dir(),
             segment_mib: default_segment_mib(),
         }
@@ -132,6 +179,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--engine`.
+    pub engine: Option<String>,
+    /// `--nats-url`.
+    pub nats_url: Option<String>,
 }
 
 impl Config {
@@ -153,6 +204,12 @@ impl Config {
         if let Some(dir) = &overrides.data_dir {
             config.storage.data_dir = dir.clone();
         }
+        if let Some(engine) = &overrides.engine {
+            config.storage.engine = engine.clone();
+        }
+        if let Some(url) = &overrides.nats_url {
+            config.storage.nats.url = url.clone();
+        }
         config.check()?;
         Ok(config)
     }
@@ -171,11 +228,14 @@ impl Config {
                 self.version
             ));
         }
-        if self.storage.engine != "embedded" {
+        if !matches!(self.storage.engine.as_str(), "embedded" | "nats") {
             return bad(format!(
-                "storage.engine {:?} is not available; use \"embedded\"",
+                "storage.engine {:?} is not known; use \"embedded\" or \"nats\"",
                 self.storage.engine
             ));
+        }
+        if !matches!(self.storage.nats.replicas, 1 | 3 | 5) {
+            return bad("storage.nats.replicas must be 1, 3 or 5".into());
         }
         if !(1..=2048).contains(&self.storage.segment_mib) {
             return bad("storage.segment_mib must be 1-2048".into());

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tellonce_log::storage::FsDir;
 use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log, OpenReport};
+use tellonce_log_nats::{NatsLog, NatsOptions};
 use tellonce_proto::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -26,15 +27,57 @@ pub use error::ServerError;
 /// The log engine the hub runs on by default.
 pub type EmbeddedFsLog = EmbeddedLog<FsDir>;
 
-/// Opens the embedded log in `config`'s data folder (`DATA_DIR/log`).
-pub fn open_log(config: &Config) -> Result<(Arc<EmbeddedFsLog>, OpenReport), ServerError> {
-    let dir = FsDir::new(config.storage.data_dir.join("log"))?;
-    let opts = EmbeddedOptions {
-        segment_bytes: config.storage.segment_mib * 1024 * 1024,
-        ..EmbeddedOptions::default()
-    };
-    let (log, report) = EmbeddedLog::open(dir, opts)?;
-    Ok((Arc::new(log), report))
+/// An opened log engine.
+pub enum Engine {
+    /// Segment files in the data folder.
+    Embedded(Arc<EmbeddedFsLog>, OpenReport),
+    /// A JetStream stream.
+    Nats(Arc<NatsLog>),
+}
+
+impl Engine {
+    /// The log, as the services use it.
+    pub fn log(&self) -> Arc<dyn Log> {
+        match self {
+            Engine::Embedded(log, _) => log.clone(),
+            Engine::Nats(log) => log.clone(),
+        }
+    }
+
+    /// Finishes pending writes and releases the storage.
+    pub fn close(&self) {
+        if let Engine::Embedded(log, _) = self {
+            log.close();
+        }
+    }
+}
+
+/// Opens the log engine `config` names: the embedded log in `DATA_DIR/log`, or the JetStream
+/// stream of `[storage.nats]`.
+pub async fn open_engine(config: &Config) -> Result<Engine, ServerError> {
+    match config.storage.engine.as_str() {
+        "nats" => {
+            let n = &config.storage.nats;
+            let log = NatsLog::open(NatsOptions {
+                url: n.url.clone(),
+                stream: n.stream.clone(),
+                subject_prefix: n.subject_prefix.clone(),
+                replicas: n.replicas,
+                ..NatsOptions::default()
+            })
+            .await?;
+            Ok(Engine::Nats(Arc::new(log)))
+        }
+        _ => {
+            let dir = FsDir::new(config.storage.data_dir.join("log"))?;
+            let opts = EmbeddedOptions {
+                segment_bytes: config.storage.segment_mib * 1024 * 1024,
+                ..EmbeddedOptions::default()
+            };
+            let (log, report) = EmbeddedLog::open(dir, opts)?;
+            Ok(Engine::Embedded(Arc::new(log), report))
+        }
+    }
 }
 
 /// Serves the hub on `listener` until `shutdown` completes, then stops accepting calls and
