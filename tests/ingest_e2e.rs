@@ -293,3 +293,43 @@ async fn health_reports_serving() {
     }
     assert!(hub.stop(), "the hub exits cleanly on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_runs_on_jetstream_and_keeps_idempotency_across_restarts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let nats = tellonce_log_nats::server::NatsServer::start(&tmp.path().join("nats"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let args = ["--engine", "nats", "--nats-url", nats.url.as_str()];
+    let events: Vec<pb::Event> = (0..40)
+        .map(|i| event("police", &format!("js-{i}"), i))
+        .collect();
+
+    let hub = Hub::start_with(tmp.path(), &args);
+    let mut police = hub.client(POLICE_TOKEN).await;
+    let first = police
+        .publish(request(events[..25].to_vec()))
+        .await
+        .expect("publish")
+        .into_inner();
+    let tags: Vec<_> = first.results.iter().map(|r| outcome(r).0).collect();
+    assert!(tags.iter().all(|t| *t == "accepted"), "{tags:?}");
+    hub.kill();
+
+    // A new hub process on the same stream: old events are duplicates at their offsets.
+    let hub = Hub::start_with(tmp.path(), &args);
+    let mut police = hub.client(POLICE_TOKEN).await;
+    let second = police
+        .publish(request(events.clone()))
+        .await
+        .expect("publish")
+        .into_inner();
+    for (i, r) in second.results.iter().enumerate() {
+        let (tag, offset, _, _) = outcome(r);
+        if i < 25 {
+            assert_eq!((tag, offset), ("duplicate", i as u64), "{}", r.event_id);
+        } else {
+            assert_eq!((tag, offset), ("accepted", i as u64), "{}", r.event_id);
+        }
+    }
+    assert!(hub.stop(), "the hub exits cleanly on SIGTERM");
+}

@@ -56,6 +56,11 @@ impl Hub {
     /// Starts `tellonce serve` with the test config in `dir`, waiting (at most 60 s) until it
     /// listens.
     pub fn start(dir: &Path) -> Hub {
+        Hub::start_with(dir, &[])
+    }
+
+    /// Like [`Hub::start`], with more `tellonce serve` arguments.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Hub {
         let config = write_config(dir);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -66,6 +71,7 @@ impl Hub {
             .arg("serve")
             .arg("--config")
             .arg(&config)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
