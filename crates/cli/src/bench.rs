@@ -62,7 +62,7 @@ pub struct IngestArgs {
     /// The log engine of the started hub: `embedded`, or `nats` (a nats-server of its own).
     #[arg(long, default_value = "embedded")]
     engine: String,
-    /// With `--engine nats`: stream replicas (only 1 so far: one server).
+    /// With `--engine nats`: stream replicas, 1 (one server) or 3 (a three-server cluster).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
     /// Where the started hub keeps its data (default: a temporary folder here).
@@ -272,6 +272,21 @@ async fn unary(
     })
 }
 
+/// The nats-servers a benchmark started for itself.
+enum NatsServers {
+    One(tellonce_log_nats::server::NatsServer),
+    Three(tellonce_log_nats::server::NatsCluster),
+}
+
+impl NatsServers {
+    fn urls(&self) -> String {
+        match self {
+            NatsServers::One(s) => s.url.clone(),
+            NatsServers::Three(c) => c.urls(),
+        }
+    }
+}
+
 /// The entry frames the hub would write for `n` sample events.
 fn frames(source: &str, n: usize) -> Vec<Vec<u8>> {
     let mut frames = Vec::with_capacity(n);
@@ -296,16 +311,24 @@ fn frames(source: &str, n: usize) -> Vec<Vec<u8>> {
     frames
 }
 
-/// Publishes the same entry bytes straight to a JetStream stream (file storage, one replica)
+/// Publishes the same entry bytes straight to a JetStream stream (file storage, same replicas)
 /// with async-nats, `window` acknowledgements outstanding at a time: what NATS alone allows.
-async fn raw_nats(url: &str, source: &str, n: usize, window: usize) -> Result<Phase, String> {
+async fn raw_nats(
+    url: &str,
+    replicas: usize,
+    source: &str,
+    n: usize,
+    window: usize,
+) -> Result<Phase, String> {
     let frames = frames(source, n);
-    let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+    let urls: Vec<&str> = url.split(',').collect();
+    let client = async_nats::connect(urls).await.map_err(|e| e.to_string())?;
     let js = async_nats::jetstream::new(client);
     js.get_or_create_stream(async_nats::jetstream::stream::Config {
         name: "RAWBASELINE".into(),
         subjects: vec!["rawbaseline.>".into()],
         storage: async_nats::jetstream::stream::StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -382,7 +405,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let report = runtime.block_on(async {
         // A hub of our own, unless one was given.
         let mut own = None;
-        let mut nats: Option<tellonce_log_nats::server::NatsServer> = None;
+        let mut nats: Option<NatsServers> = None;
         let (addr, token) = match &args.addr {
             Some(a) => (
                 a.clone(),
@@ -394,13 +417,15 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 config.storage.data_dir = base.path().join("hub");
                 config.partners = vec![PartnerConfig { id: args.source.clone(), name: "benchmark".into(), token: token.clone() }];
                 if args.engine == "nats" {
-                    if args.replicas != 1 {
-                        return Err("--replicas 3 needs a cluster, which this benchmark cannot start yet".into());
-                    }
-                    let server = tellonce_log_nats::server::NatsServer::start(base.path())?;
+                    let servers = match args.replicas {
+                        1 => NatsServers::One(tellonce_log_nats::server::NatsServer::start(base.path())?),
+                        3 => NatsServers::Three(tellonce_log_nats::server::NatsCluster::start(base.path(), 3)?),
+                        r => return Err(format!("--replicas {r}: use 1 or 3").into()),
+                    };
                     config.storage.engine = "nats".into();
-                    config.storage.nats.url = server.url.clone();
-                    nats = Some(server);
+                    config.storage.nats.url = servers.urls();
+                    config.storage.nats.replicas = args.replicas;
+                    nats = Some(servers);
                 } else if args.engine != "embedded" {
                     return Err(format!("unknown --engine {:?}: use embedded or nats", args.engine).into());
                 }
@@ -445,7 +470,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let raw_phase = match &nats {
             Some(server) => {
                 eprintln!("raw: {} entries published to a JetStream stream with async-nats, {} in flight...", args.events, args.batch);
-                raw_nats(&server.url, &args.source, args.events, args.batch).await?
+                raw_nats(&server.urls(), args.replicas, &args.source, args.events, args.batch).await?
             }
             None => {
                 eprintln!("raw: {} entries appended to a file, one fdatasync per {}...", args.events, args.batch);
