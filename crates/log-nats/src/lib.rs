@@ -79,6 +79,28 @@ pub struct NatsLog {
     opts: NatsOptions,
     writer: tokio::sync::Mutex<Writer>,
     head: RwLock<Head>,
+    /// Appends waiting for the writer; whoever holds the writer takes them all as one group.
+    queue: std::sync::Mutex<Vec<Waiting>>,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<AppendOutcome>, LogError>>;
+
+struct Waiting {
+    entries: Vec<NewEntry>,
+    reply: Reply,
+}
+
+/// A copy of an error for each caller of a failed group.
+fn copy_error(e: &LogError) -> LogError {
+    match e {
+        LogError::Corrupt { offset, detail } => LogError::Corrupt {
+            offset: *offset,
+            detail: detail.clone(),
+        },
+        LogError::Invalid(m) => LogError::Invalid(m.clone()),
+        LogError::Closed => LogError::Closed,
+        other => LogError::Io(std::io::Error::other(other.to_string())),
+    }
 }
 
 fn key_of(source: &str, id: &str) -> Vec<u8> {
@@ -167,6 +189,7 @@ impl NatsLog {
                 stale: false,
             }),
             head: RwLock::new(Head::EMPTY),
+            queue: std::sync::Mutex::new(Vec::new()),
         };
         {
             let mut w = log.writer.lock().await;
@@ -214,6 +237,31 @@ impl NatsLog {
         }
         w.stale = false;
         Ok(())
+    }
+
+    /// Appends one group (the writer held), retrying after lost races.
+    async fn append_group(
+        &self,
+        w: &mut Writer,
+        entries: &[NewEntry],
+    ) -> Result<Vec<AppendOutcome>, LogError> {
+        if w.stale {
+            self.catch_up(w).await?;
+        }
+        let mut mine = HashMap::new();
+        for _ in 0..=self.opts.max_retries {
+            if let Some(outcomes) = self.try_append(w, entries, &mut mine).await? {
+                return Ok(outcomes);
+            }
+            self.catch_up(w).await?;
+        }
+        Err(unavailable(
+            "append",
+            format!(
+                "lost the race to other writers {} times",
+                self.opts.max_retries + 1
+            ),
+        ))
     }
 
     /// One attempt to append: returns `Ok(None)` when another writer got in first.
@@ -337,24 +385,40 @@ impl Log for NatsLog {
             if entries.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut w = self.writer.lock().await;
-            if w.stale {
-                self.catch_up(&mut w).await?;
-            }
-            let mut mine = HashMap::new();
-            for _ in 0..=self.opts.max_retries {
-                if let Some(outcomes) = self.try_append(&mut w, &entries, &mut mine).await? {
-                    return Ok(outcomes);
+            // Group commit by combining: queue the request, then whoever gets the writer
+            // publishes every queued request as one pipelined group.
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.queue
+                .lock()
+                .map_err(|_| LogError::Closed)?
+                .push(Waiting { entries, reply });
+            {
+                let mut w = self.writer.lock().await;
+                let group: Vec<Waiting> =
+                    std::mem::take(&mut *self.queue.lock().map_err(|_| LogError::Closed)?);
+                if !group.is_empty() {
+                    let all: Vec<NewEntry> = group
+                        .iter()
+                        .flat_map(|g| g.entries.iter().cloned())
+                        .collect();
+                    match self.append_group(&mut w, &all).await {
+                        Ok(outcomes) => {
+                            let mut rest = outcomes.into_iter();
+                            for g in group {
+                                let mine: Vec<AppendOutcome> =
+                                    rest.by_ref().take(g.entries.len()).collect();
+                                let _ = g.reply.send(Ok(mine));
+                            }
+                        }
+                        Err(e) => {
+                            for g in group {
+                                let _ = g.reply.send(Err(copy_error(&e)));
+                            }
+                        }
+                    }
                 }
-                self.catch_up(&mut w).await?;
             }
-            Err(unavailable(
-                "append",
-                format!(
-                    "lost the race to other writers {} times",
-                    self.opts.max_retries + 1
-                ),
-            ))
+            answer.await.map_err(|_| LogError::Closed)?
         })
     }
 
