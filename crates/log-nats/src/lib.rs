@@ -30,6 +30,9 @@ use tracing::{info, warn};
 
 pub mod server;
 
+/// Publishes sent before their acknowledgements are awaited.
+const PUBLISH_WINDOW: usize = 1000;
+
 /// Where and how the log is kept in JetStream.
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
@@ -297,65 +300,74 @@ impl NatsLog {
             planned.push((key, offset, e.source.as_str(), buf, hash));
         }
         // Publish all, pipelined, each conditional on the one before it.
-        let mut acks = Vec::with_capacity(planned.len());
+        // Publish in chunks, each message conditional on the one before it, and take the
+        // acknowledgements of a chunk before sending the next (the client allows only so many
+        // unacknowledged publishes).
         let mut prev_id = w.last_msg_id.clone();
-        for (key, offset, source, buf, _) in &planned {
-            let id = msg_id(key);
-            let mut msg = PublishMessage::build()
-                .payload(Bytes::from(buf.clone()))
-                .message_id(&id)
-                .expected_last_sequence(*offset);
-            if let Some(p) = &prev_id {
-                msg = msg.expected_last_message_id(p);
-            }
-            let subject = format!("{}.{}", self.opts.subject_prefix, subject_token(source));
-            match self.js.send_publish(subject, msg).await {
-                Ok(ack) => acks.push(ack),
-                Err(e) => {
-                    w.stale = true;
-                    return Err(unavailable("publish failed", e));
-                }
-            }
-            prev_id = Some(id);
-        }
         let mut lost_race = false;
-        for ((key, offset, _, _, hash), ack) in planned.iter().zip(acks) {
+        for chunk in planned.chunks(PUBLISH_WINDOW) {
             if lost_race {
-                // Later messages were conditional on an earlier one that did not land: they
-                // cannot have landed either, but their answers must still be drained.
-                let _ = ack.await;
-                continue;
+                break;
             }
-            match ack.await {
-                Ok(a) if !a.duplicate && a.sequence == offset + 1 => {
-                    mine.insert(key.clone(), *offset);
-                    w.keys.insert(key.clone(), *offset);
-                    w.head = Head {
-                        next_offset: offset + 1,
-                        last_hash: *hash,
-                    };
-                    w.last_msg_id = Some(msg_id(key));
+            let mut acks = Vec::with_capacity(chunk.len());
+            for (key, offset, source, buf, _) in chunk {
+                let id = msg_id(key);
+                let mut msg = PublishMessage::build()
+                    .payload(Bytes::from(buf.clone()))
+                    .message_id(&id)
+                    .expected_last_sequence(*offset);
+                if let Some(p) = &prev_id {
+                    msg = msg.expected_last_message_id(p);
                 }
-                Ok(a) => {
-                    warn!(
-                        offset,
-                        sequence = a.sequence,
-                        duplicate = a.duplicate,
-                        "another writer got in first"
-                    );
-                    lost_race = true;
+                let subject = format!("{}.{}", self.opts.subject_prefix, subject_token(source));
+                match self.js.send_publish(subject, msg).await {
+                    Ok(ack) => acks.push(ack),
+                    Err(e) => {
+                        w.stale = true;
+                        return Err(unavailable("publish failed", e));
+                    }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId
-                    ) =>
-                {
-                    lost_race = true;
+                prev_id = Some(id);
+            }
+            for ((key, offset, _, _, hash), ack) in chunk.iter().zip(acks) {
+                if lost_race {
+                    // Later messages were conditional on an earlier one that did not land: they
+                    // cannot have landed either, but their answers must still be drained.
+                    let _ = ack.await;
+                    continue;
                 }
-                Err(e) => {
-                    w.stale = true;
-                    return Err(unavailable("publish not acknowledged", e));
+                match ack.await {
+                    Ok(a) if !a.duplicate && a.sequence == offset + 1 => {
+                        mine.insert(key.clone(), *offset);
+                        w.keys.insert(key.clone(), *offset);
+                        w.head = Head {
+                            next_offset: offset + 1,
+                            last_hash: *hash,
+                        };
+                        w.last_msg_id = Some(msg_id(key));
+                    }
+                    Ok(a) => {
+                        warn!(
+                            offset,
+                            sequence = a.sequence,
+                            duplicate = a.duplicate,
+                            "another writer got in first"
+                        );
+                        lost_race = true;
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            PublishErrorKind::WrongLastSequence
+                                | PublishErrorKind::WrongLastMessageId
+                        ) =>
+                    {
+                        lost_race = true;
+                    }
+                    Err(e) => {
+                        w.stale = true;
+                        return Err(unavailable("publish not acknowledged", e));
+                    }
                 }
             }
         }
