@@ -138,7 +138,9 @@ async fn a_group_larger_than_the_clients_ack_window_does_not_stall() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = start(tmp.path());
     let log = NatsLog::open(options(&server)).await.expect("open");
-    let batch: Vec<_> = (0..6000).map(|i| entry("police", &format!("big-{i}"))).collect();
+    let batch: Vec<_> = (0..6000)
+        .map(|i| entry("police", &format!("big-{i}")))
+        .collect();
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), log.append(batch))
         .await
         .expect("6000 entries within 60 s")
