@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use tellonce_log::frame::key_of;
 use tellonce_log::{frame, AppendOutcome, BoxFuture, Head, Log, LogError, NewEntry, StoredEntry};
 use tracing::{info, warn};
 
@@ -104,14 +105,6 @@ fn copy_error(e: &LogError) -> LogError {
         LogError::Closed => LogError::Closed,
         other => LogError::Io(std::io::Error::other(other.to_string())),
     }
-}
-
-fn key_of(source: &str, id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(source.len() + 1 + id.len());
-    k.extend_from_slice(source.as_bytes());
-    k.push(0);
-    k.extend_from_slice(id.as_bytes());
-    k
 }
 
 /// The `Nats-Msg-Id` of a key: 128 bits of its SHA-256, in hex.
@@ -387,13 +380,7 @@ impl Log for NatsLog {
         entries: Vec<NewEntry>,
     ) -> BoxFuture<'_, Result<Vec<AppendOutcome>, LogError>> {
         Box::pin(async move {
-            for e in &entries {
-                if e.source.len() > usize::from(u16::MAX) || e.id.len() > usize::from(u16::MAX) {
-                    return Err(LogError::Invalid(
-                        "source or id longer than 65535 bytes".into(),
-                    ));
-                }
-            }
+            frame::check_entries(&entries)?;
             if entries.is_empty() {
                 return Ok(Vec::new());
             }

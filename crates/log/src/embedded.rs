@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::frame::{self, Peek};
+use crate::frame::{self, key_of, Peek};
 use crate::storage::{Dir, SegmentFile};
 use crate::{AppendOutcome, BoxFuture, Hash, Head, Log, LogError, NewEntry, StoredEntry};
 
@@ -110,14 +110,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     stem.parse().ok()
-}
-
-fn key_of(source: &str, id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(source.len() + 1 + id.len());
-    k.extend_from_slice(source.as_bytes());
-    k.push(0);
-    k.extend_from_slice(id.as_bytes());
-    k
 }
 
 /// Whether a valid frame starts anywhere in `data`.
@@ -374,20 +366,7 @@ impl<D: Dir> Log for EmbeddedLog<D> {
         entries: Vec<NewEntry>,
     ) -> BoxFuture<'_, Result<Vec<AppendOutcome>, LogError>> {
         Box::pin(async move {
-            for e in &entries {
-                if e.source.len() > usize::from(u16::MAX) || e.id.len() > usize::from(u16::MAX) {
-                    return Err(LogError::Invalid(
-                        "source or id longer than 65535 bytes".into(),
-                    ));
-                }
-                if frame::frame_len(e) > frame::MAX_REST_LEN {
-                    return Err(LogError::Invalid(format!(
-                        "entry of {} bytes exceeds the {} byte limit",
-                        frame::frame_len(e),
-                        frame::MAX_REST_LEN
-                    )));
-                }
-            }
+            frame::check_entries(&entries)?;
             if entries.is_empty() {
                 return Ok(Vec::new());
             }

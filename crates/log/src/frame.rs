@@ -51,6 +51,34 @@ pub fn frame_len(entry: &NewEntry) -> usize {
     HEADER_LEN + FIXED_LEN + entry.source.len() + entry.id.len() + entry.body.len()
 }
 
+/// Checks that every entry can be framed (key parts and size within the format's limits).
+pub fn check_entries(entries: &[NewEntry]) -> Result<(), LogError> {
+    for e in entries {
+        if e.source.len() > usize::from(u16::MAX) || e.id.len() > usize::from(u16::MAX) {
+            return Err(LogError::Invalid(
+                "source or id longer than 65535 bytes".into(),
+            ));
+        }
+        if frame_len(e) > MAX_REST_LEN {
+            return Err(LogError::Invalid(format!(
+                "entry of {} bytes exceeds the {} byte limit",
+                frame_len(e),
+                MAX_REST_LEN
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The idempotency key of an entry as bytes: `source`, a zero byte, `id`.
+pub fn key_of(source: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(source.len() + 1 + id.len());
+    k.extend_from_slice(source.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
 /// What is at some position of a segment.
 #[derive(Debug)]
 pub enum Peek {
