@@ -6,11 +6,14 @@
 //! these types at its edge; the log engines store [`record::Record`]s as bytes.
 
 pub mod event;
+pub mod identity;
 pub mod merkle;
+pub mod names;
 pub mod record;
 pub mod sample;
 pub mod time;
 pub mod validate;
+pub mod view;
 
 pub use event::{Event, LawfulBasis, Payload, Subject};
 pub use record::Record;

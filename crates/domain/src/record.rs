@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
+use crate::identity::MatchDecision;
 
 /// One fact in the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,7 +16,12 @@ use crate::event::Event;
 pub enum Record {
     /// An event published by a partner system.
     PartnerEvent(Event),
+    /// A person's decision that two subject records are, or are not, the same person.
+    MatchDecision(MatchDecision),
 }
+
+/// The source under which the hub records its own entries (decisions, consents, accesses).
+pub const HUB_SOURCE: &str = "hub";
 
 /// A log body that could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +33,7 @@ impl Record {
     pub fn key(&self) -> (&str, &str) {
         match self {
             Record::PartnerEvent(e) => (&e.source, &e.event_id),
+            Record::MatchDecision(d) => (HUB_SOURCE, &d.decision_id),
         }
     }
 

@@ -1,0 +1,1060 @@
+//! Identity linking: partner records of one person joined into one person, and people joined by
+//! stated relationships into one family.
+//!
+//! A *subject record* is a person as one partner knows them: keyed by `(source, local_id)`, so
+//! every event a partner publishes about its own record lands on the same record. Records are
+//! linked into persons:
+//! - deterministically, by a shared NHS number or UPN, unless the two disagree on both date of
+//!   birth and given name: then they are kept apart and a [`Conflict`] is flagged for review;
+//! - by score, for records without a shared key: agreement on given name (exact, nickname,
+//!   typo, first/middle swap), family name (exact, typo, hyphenated part, changed), date of
+//!   birth (exact, day/month swapped, one digit off), sex and postcode, compared against every
+//!   record of a candidate person found by blocking (date of birth; surname sound + initial;
+//!   given-name sound + birth year), so the cost per record stays near constant. A date of birth
+//!   that agrees is required for any link: names alone never link. At or above
+//!   [`LINK_THRESHOLD`] the records link; in `[REVIEW_THRESHOLD, LINK_THRESHOLD)` a
+//!   [`Candidate`] goes to a person to confirm or reject;
+//! - by decision: a [`MatchDecision`] in the log confirms or rejects a pair. A rejected pair is
+//!   never linked again, and if it was linked the person is split.
+//!
+//! Persons never join across two different NHS numbers. Person and family ids are derived from
+//! the earliest record of the person or family (a hash of its key), so replaying the same log
+//! yields the same ids. [`Linker`] is the whole state; it is a plain value that serializes, so
+//! the projection can snapshot it.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::event::{Event, RelationshipKind, Sex, Subject};
+use crate::names::{self, DateAgreement};
+use crate::time::{Date, Timestamp};
+
+/// At or above this score two records are linked without review.
+pub const LINK_THRESHOLD: f64 = 13.0;
+/// From this score up to [`LINK_THRESHOLD`] a pair goes to review as a match candidate.
+pub const REVIEW_THRESHOLD: f64 = 9.0;
+/// Largest block scanned for one record (protects the cost against a pathological block).
+const MAX_BLOCK_SCAN: usize = 400;
+
+/// A person as one partner knows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubjectRecord {
+    /// `source/local_id`, or `@offset.index` for a subject without a local id.
+    pub key: String,
+    /// The partner.
+    pub source: String,
+    /// The offset of the first event that named this record.
+    pub first_offset: u64,
+    /// NHS number, if the partner gave one.
+    pub nhs_number: Option<String>,
+    /// UPN, if the partner gave one.
+    pub upn: Option<String>,
+    /// Given name, normalised.
+    pub given: String,
+    /// Middle names, normalised.
+    pub middle: String,
+    /// Family name, normalised.
+    pub family: String,
+    /// The name as the partner wrote it.
+    pub display_name: String,
+    /// Date of birth.
+    pub dob: Option<Date>,
+    /// Recorded sex.
+    pub sex: Option<Sex>,
+    /// Postcodes seen for this record, oldest first.
+    pub postcodes: Vec<String>,
+}
+
+/// How one field compared, and what it added to the score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldScore {
+    /// The field: `given_name`, `family_name`, `date_of_birth`, `sex`, `postcode`.
+    pub field: String,
+    /// How it compared, e.g. `exact`, `nickname`, `typo`, `swapped`, `different`.
+    pub agreement: String,
+    /// The weight added.
+    pub weight: f64,
+}
+
+/// The score of a record against a person, with its explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Sum of the field weights.
+    pub total: f64,
+    /// Each field's contribution.
+    pub fields: Vec<FieldScore>,
+    /// Whether the date of birth and given name agree enough for any link.
+    pub eligible: bool,
+}
+
+/// Why two records are one person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum LinkWhy {
+    /// Same NHS number.
+    SameNhsNumber,
+    /// Same UPN.
+    SameUpn,
+    /// Scored above the link threshold.
+    Scored {
+        /// The score and its explanation.
+        score: Score,
+    },
+    /// Confirmed by a person.
+    Confirmed {
+        /// Who decided.
+        decided_by: String,
+        /// Why.
+        reason: String,
+        /// When.
+        decided_at: Timestamp,
+    },
+}
+
+/// A link between two records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// One record (index).
+    pub a: u32,
+    /// The other record (index).
+    pub b: u32,
+    /// Why.
+    pub why: LinkWhy,
+    /// The offset of the log entry that made it.
+    pub offset: u64,
+    /// False once a decision removed it.
+    pub active: bool,
+}
+
+/// The state of a match candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CandidateStatus {
+    /// Waiting for a person.
+    Open,
+    /// Confirmed: the records are one person.
+    Confirmed {
+        /// Who decided.
+        decided_by: String,
+    },
+    /// Rejected: the records are different people, for good.
+    Rejected {
+        /// Who decided.
+        decided_by: String,
+    },
+}
+
+/// A possible match for a person to confirm or reject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// `m-N`, stable under replay.
+    pub id: String,
+    /// The new record.
+    pub a: u32,
+    /// A record of the person it may be.
+    pub b: u32,
+    /// The score and explanation.
+    pub score: Score,
+    /// Open, confirmed or rejected.
+    pub status: CandidateStatus,
+}
+
+/// Two records that share an identifier but cannot be the same person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// One record.
+    pub a: u32,
+    /// The other.
+    pub b: u32,
+    /// What they share or disagree on.
+    pub detail: String,
+    /// The offset where it was found.
+    pub offset: u64,
+}
+
+/// A person's decision on a pair of records (a log entry, so replay reproduces it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchDecision {
+    /// The decision's id (the log key, with source `hub`).
+    pub decision_id: String,
+    /// The candidate decided, if the decision answers one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_id: Option<String>,
+    /// One record key.
+    pub record_a: String,
+    /// The other record key.
+    pub record_b: String,
+    /// Same person, or not.
+    pub decision: Decision,
+    /// Who decided (user id).
+    pub decided_by: String,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub decided_at: Timestamp,
+}
+
+/// Confirm or reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The records are the same person.
+    Confirm,
+    /// The records are different people.
+    Reject,
+}
+
+/// Why a decision could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionError {
+    /// A record key is not known.
+    #[error("no subject record {0:?}")]
+    UnknownRecord(String),
+    /// A candidate id is not known.
+    #[error("no match candidate {0:?}")]
+    UnknownCandidate(String),
+    /// Both keys name the same record.
+    #[error("a record cannot be matched with itself")]
+    SameRecord,
+}
+
+/// The linking state: records, persons, families, candidates and conflicts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Linker {
+    records: Vec<SubjectRecord>,
+    by_key: HashMap<String, u32>,
+    by_hash: HashMap<String, u32>,
+    by_nhs: HashMap<String, u32>,
+    by_upn: HashMap<String, u32>,
+    blocks: HashMap<u64, Vec<u32>>,
+    person: Vec<u32>,
+    members: HashMap<u32, Vec<u32>>,
+    family: Vec<u32>,
+    family_members: HashMap<u32, Vec<u32>>,
+    links: Vec<Link>,
+    links_of: Vec<Vec<u32>>,
+    rels: Vec<(u32, u32, RelationshipKind)>,
+    rel_seen: HashSet<u64>,
+    cannot: HashMap<u32, Vec<u32>>,
+    candidates: Vec<Candidate>,
+    candidate_pairs: HashMap<u64, u32>,
+    conflicts: Vec<Conflict>,
+    conflict_pairs: HashSet<u64>,
+}
+
+fn pair(a: u32, b: u32) -> u64 {
+    let (x, y) = if a < b { (a, b) } else { (b, a) };
+    (u64::from(x) << 32) | u64::from(y)
+}
+
+fn block_key(tag: u8, parts: &[&[u8]]) -> u64 {
+    // FNV-1a: stable across runs and platforms (unlike the std hasher), cheap.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(tag);
+    for p in parts {
+        for &b in *p {
+            eat(b);
+        }
+        eat(0xff);
+    }
+    h
+}
+
+fn short_hash(key: &str) -> String {
+    let d = Sha256::digest(key.as_bytes());
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn date_bytes(d: Date) -> [u8; 4] {
+    let y = d.year.to_be_bytes();
+    [y[2], y[3], d.month, d.day]
+}
+
+fn record_from(source: &str, key: String, offset: u64, s: &Subject) -> SubjectRecord {
+    let given = s
+        .given_name
+        .as_deref()
+        .map(names::normalise)
+        .unwrap_or_default();
+    let middle = s
+        .middle_names
+        .as_deref()
+        .map(names::normalise)
+        .unwrap_or_default();
+    let family = s
+        .family_name
+        .as_deref()
+        .map(names::normalise)
+        .unwrap_or_default();
+    let display_name = [&s.given_name, &s.middle_names, &s.family_name]
+        .iter()
+        .filter_map(|p| p.as_deref())
+        .collect::<Vec<_>>()
+        .join(" ");
+    SubjectRecord {
+        key,
+        source: source.to_string(),
+        first_offset: offset,
+        nhs_number: s.nhs_number.clone(),
+        upn: s.upn.clone(),
+        given,
+        middle,
+        family,
+        display_name,
+        dob: s.date_of_birth,
+        sex: s.sex,
+        postcodes: s
+            .address
+            .as_ref()
+            .map(|a| a.postcode.clone())
+            .filter(|p| !p.is_empty())
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn first_word(s: &str) -> &str {
+    s.split(' ').next().unwrap_or("")
+}
+
+fn given_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) {
+    if a.given.is_empty() || b.given.is_empty() {
+        return ("missing", 0.0);
+    }
+    if a.given == b.given {
+        return ("exact", 4.0);
+    }
+    if names::are_nicknames(&a.given, &b.given) {
+        return ("nickname", 3.0);
+    }
+    if names::is_typo(&a.given, &b.given) {
+        return ("typo", 3.0);
+    }
+    if (!b.middle.is_empty() && a.given == first_word(&b.middle))
+        || (!a.middle.is_empty() && first_word(&a.middle) == b.given)
+    {
+        return ("first_middle_swap", 3.0);
+    }
+    let (ca, cb) = (a.given.chars().count(), b.given.chars().count());
+    if (ca == 1 || cb == 1) && a.given.chars().next() == b.given.chars().next() {
+        return ("initial", 1.0);
+    }
+    ("different", -5.0)
+}
+
+fn family_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) {
+    if a.family.is_empty() || b.family.is_empty() {
+        return ("missing", 0.0);
+    }
+    if a.family == b.family {
+        return ("exact", 3.0);
+    }
+    if names::is_typo(&a.family, &b.family) {
+        return ("typo", 2.0);
+    }
+    if names::surname_parts(&a.family).any(|p| names::surname_parts(&b.family).any(|q| p == q)) {
+        return ("hyphenated_part", 2.0);
+    }
+    // Surnames change (marriage, a step-parent's name): weak evidence against.
+    ("different", -1.0)
+}
+
+fn dob_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) {
+    match (a.dob, b.dob) {
+        (Some(x), Some(y)) => match names::compare_dates(x, y) {
+            DateAgreement::Exact => ("exact", 5.0),
+            DateAgreement::Swapped => ("day_month_swapped", 3.0),
+            DateAgreement::OneDigit => ("one_digit_off", 2.0),
+            DateAgreement::Different => ("different", -10.0),
+        },
+        _ => ("missing", 0.0),
+    }
+}
+
+fn sex_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) {
+    match (a.sex, b.sex) {
+        (Some(x), Some(y)) if x == y && x != Sex::Unknown => ("same", 0.5),
+        (Some(x), Some(y)) if x != Sex::Unknown && y != Sex::Unknown && x != y => {
+            ("different", -3.0)
+        }
+        _ => ("missing", 0.0),
+    }
+}
+
+fn postcode_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) {
+    if a.postcodes.is_empty() || b.postcodes.is_empty() {
+        return ("missing", 0.0);
+    }
+    if a.postcodes.iter().any(|p| b.postcodes.contains(p)) {
+        return ("exact", 2.0);
+    }
+    let outward = |p: &String| p.split(' ').next().unwrap_or("").to_string();
+    if a.postcodes
+        .iter()
+        .any(|p| b.postcodes.iter().any(|q| outward(p) == outward(q)))
+    {
+        return ("same_district", 0.5);
+    }
+    ("different", 0.0)
+}
+
+/// Scores record `r` against the records of one person: for each field, the best agreement
+/// with any of them.
+pub fn score_against(r: &SubjectRecord, person: &[&SubjectRecord]) -> Score {
+    type Cmp = fn(&SubjectRecord, &SubjectRecord) -> (&'static str, f64);
+    let comparisons: [(&str, Cmp); 5] = [
+        ("given_name", given_agreement),
+        ("family_name", family_agreement),
+        ("date_of_birth", dob_agreement),
+        ("sex", sex_agreement),
+        ("postcode", postcode_agreement),
+    ];
+    let mut fields = Vec::with_capacity(5);
+    let mut total = 0.0;
+    let mut eligible = true;
+    for (field, cmp) in comparisons {
+        let mut best: Option<(&'static str, f64)> = None;
+        for m in person {
+            let v = cmp(r, m);
+            if best.is_none_or(|b| v.1 > b.1) {
+                best = Some(v);
+            }
+        }
+        let (agreement, weight) = best.unwrap_or(("missing", 0.0));
+        if (field == "date_of_birth" || field == "given_name") && weight <= 0.0 {
+            eligible = false;
+        }
+        total += weight;
+        fields.push(FieldScore {
+            field: field.to_string(),
+            agreement: agreement.to_string(),
+            weight,
+        });
+    }
+    Score {
+        total,
+        fields,
+        eligible,
+    }
+}
+
+/// Whether two records that share an identifier disagree on both date of birth and given name.
+fn identity_conflict(a: &SubjectRecord, b: &SubjectRecord) -> bool {
+    dob_agreement(a, b).1 < 0.0 && given_agreement(a, b).1 < 0.0
+}
+
+/// A person found by a search, with how well they matched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The person (cluster id).
+    pub person: u32,
+    /// The score (`None` for an exact identifier match).
+    pub score: Option<Score>,
+}
+
+impl Linker {
+    /// An empty linker.
+    pub fn new() -> Self {
+        Linker::default()
+    }
+
+    /// The number of subject records.
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// A record by index.
+    pub fn record(&self, r: u32) -> &SubjectRecord {
+        &self.records[r as usize]
+    }
+
+    /// A record's index by key (`source/local_id`).
+    pub fn record_by_key(&self, key: &str) -> Option<u32> {
+        self.by_key.get(key).copied()
+    }
+
+    /// The person (cluster id: its earliest record) a record belongs to.
+    pub fn person_of(&self, r: u32) -> u32 {
+        self.person[r as usize]
+    }
+
+    /// The family (cluster id: its earliest record) a record belongs to.
+    pub fn family_of(&self, r: u32) -> u32 {
+        self.family[r as usize]
+    }
+
+    /// The records of a person, in order of first appearance.
+    pub fn person_records(&self, person: u32) -> &[u32] {
+        self.members.get(&person).map_or(&[], Vec::as_slice)
+    }
+
+    /// The records of a family.
+    pub fn family_records(&self, family: u32) -> &[u32] {
+        self.family_members.get(&family).map_or(&[], Vec::as_slice)
+    }
+
+    /// The persons of a family, in order of first appearance.
+    pub fn family_persons(&self, family: u32) -> Vec<u32> {
+        let set: BTreeSet<u32> = self
+            .family_records(family)
+            .iter()
+            .map(|&r| self.person[r as usize])
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// The number of persons.
+    pub fn person_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The number of families.
+    pub fn family_count(&self) -> usize {
+        self.family_members.len()
+    }
+
+    /// Every person (cluster id), ascending.
+    pub fn persons(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.members.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The public id of a person: `p-` and a hash of its earliest record's key.
+    pub fn person_id(&self, person: u32) -> String {
+        format!("p-{}", short_hash(&self.records[person as usize].key))
+    }
+
+    /// The public id of a family: `f-` and a hash of its earliest record's key.
+    pub fn family_id(&self, family: u32) -> String {
+        format!("f-{}", short_hash(&self.records[family as usize].key))
+    }
+
+    /// The person a public id names; an id of a person since merged into another names that one.
+    pub fn person_by_id(&self, id: &str) -> Option<u32> {
+        let r = *self.by_hash.get(id.strip_prefix("p-")?)?;
+        Some(self.person[r as usize])
+    }
+
+    /// The family a public id names (following merges).
+    pub fn family_by_id(&self, id: &str) -> Option<u32> {
+        let r = *self.by_hash.get(id.strip_prefix("f-")?)?;
+        Some(self.family[r as usize])
+    }
+
+    /// The person holding an NHS number.
+    pub fn find_by_nhs(&self, nhs: &str) -> Option<u32> {
+        self.by_nhs.get(nhs).map(|&r| self.person[r as usize])
+    }
+
+    /// The person holding a UPN.
+    pub fn find_by_upn(&self, upn: &str) -> Option<u32> {
+        self.by_upn.get(upn).map(|&r| self.person[r as usize])
+    }
+
+    /// The person a partner's local id belongs to.
+    pub fn find_by_local(&self, source: &str, local_id: &str) -> Option<u32> {
+        self.by_key
+            .get(&format!("{source}/{local_id}"))
+            .map(|&r| self.person[r as usize])
+    }
+
+    /// Persons matching a name and date of birth, tolerant of typos, nicknames and swapped
+    /// dates: everyone scoring at least [`REVIEW_THRESHOLD`], best first.
+    pub fn find_by_name(&self, given: &str, family: &str, dob: Date) -> Vec<Found> {
+        let probe = SubjectRecord {
+            key: String::new(),
+            source: String::new(),
+            first_offset: 0,
+            nhs_number: None,
+            upn: None,
+            given: names::normalise(given),
+            middle: String::new(),
+            family: names::normalise(family),
+            display_name: String::new(),
+            dob: Some(dob),
+            sex: None,
+            postcodes: Vec::new(),
+        };
+        // Without sex and postcode a perfect match scores 12.
+        self.score_persons(&probe, None)
+            .into_iter()
+            .filter(|(_, s)| s.total >= REVIEW_THRESHOLD - 1.0)
+            .map(|(person, score)| Found {
+                person,
+                score: Some(score),
+            })
+            .collect()
+    }
+
+    /// The links that hold a person's records together.
+    pub fn person_links(&self, person: u32) -> Vec<&Link> {
+        let mut idx: BTreeSet<u32> = BTreeSet::new();
+        for &r in self.person_records(person) {
+            idx.extend(self.links_of[r as usize].iter().copied());
+        }
+        idx.into_iter()
+            .map(|i| &self.links[i as usize])
+            .filter(|l| l.active)
+            .collect()
+    }
+
+    /// Every match candidate, in order of creation.
+    pub fn candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    /// Whether a candidate still waits for a person: open, and its records not yet one person.
+    pub fn is_open(&self, c: &Candidate) -> bool {
+        c.status == CandidateStatus::Open && self.person[c.a as usize] != self.person[c.b as usize]
+    }
+
+    /// Flagged identifier conflicts.
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
+    }
+
+    /// Applies one partner event at `offset`; returns the record of each subject, in order.
+    pub fn apply_event(&mut self, offset: u64, event: &Event) -> Vec<u32> {
+        let mut recs = Vec::with_capacity(event.subjects.len());
+        for (i, s) in event.subjects.iter().enumerate() {
+            let key = match &s.local_id {
+                Some(l) => format!("{}/{l}", event.source),
+                None => format!("@{offset}.{i}"),
+            };
+            let r = match self.by_key.get(&key) {
+                Some(&r) => {
+                    self.update_record(r, s, offset);
+                    r
+                }
+                None => self.new_record(record_from(&event.source, key, offset, s), offset),
+            };
+            recs.push(r);
+        }
+        for rel in &event.relationships {
+            let (Some(&a), Some(&b)) = (recs.get(rel.from as usize), recs.get(rel.to as usize))
+            else {
+                continue;
+            };
+            if a != b && self.rel_seen.insert(pair(a, b)) {
+                self.rels.push((a, b, rel.kind));
+                self.union_families(a, b);
+            }
+        }
+        recs
+    }
+
+    /// Applies a person's decision. A rejection splits a person if it was linked.
+    pub fn apply_decision(&mut self, offset: u64, d: &MatchDecision) -> Result<(), DecisionError> {
+        let a = self
+            .record_by_key(&d.record_a)
+            .ok_or_else(|| DecisionError::UnknownRecord(d.record_a.clone()))?;
+        let b = self
+            .record_by_key(&d.record_b)
+            .ok_or_else(|| DecisionError::UnknownRecord(d.record_b.clone()))?;
+        if a == b {
+            return Err(DecisionError::SameRecord);
+        }
+        if let Some(c) = &d.candidate_id {
+            let idx = self
+                .candidates
+                .iter()
+                .position(|x| &x.id == c)
+                .ok_or_else(|| DecisionError::UnknownCandidate(c.clone()))?;
+            self.candidates[idx].status = match d.decision {
+                Decision::Confirm => CandidateStatus::Confirmed {
+                    decided_by: d.decided_by.clone(),
+                },
+                Decision::Reject => CandidateStatus::Rejected {
+                    decided_by: d.decided_by.clone(),
+                },
+            };
+        }
+        match d.decision {
+            Decision::Confirm => {
+                for (x, y) in [(a, b), (b, a)] {
+                    if let Some(v) = self.cannot.get_mut(&x) {
+                        v.retain(|&z| z != y);
+                    }
+                }
+                let why = LinkWhy::Confirmed {
+                    decided_by: d.decided_by.clone(),
+                    reason: d.reason.clone(),
+                    decided_at: d.decided_at,
+                };
+                if let Err(detail) = self.union_persons(a, b, why, offset) {
+                    self.flag_conflict(a, b, detail, offset);
+                }
+            }
+            Decision::Reject => {
+                self.cannot.entry(a).or_default().push(b);
+                self.cannot.entry(b).or_default().push(a);
+                if self.person[a as usize] == self.person[b as usize] {
+                    for l in &mut self.links {
+                        if l.active && pair(l.a, l.b) == pair(a, b) {
+                            l.active = false;
+                        }
+                    }
+                    self.recluster();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_record(&mut self, rec: SubjectRecord, offset: u64) -> u32 {
+        let r = self.records.len() as u32;
+        self.by_key.insert(rec.key.clone(), r);
+        self.by_hash.insert(short_hash(&rec.key), r);
+        for k in Self::block_keys(&rec, false) {
+            self.blocks.entry(k).or_default().push(r);
+        }
+        let nhs = rec.nhs_number.clone();
+        let upn = rec.upn.clone();
+        self.records.push(rec);
+        self.person.push(r);
+        self.members.insert(r, vec![r]);
+        self.family.push(r);
+        self.family_members.insert(r, vec![r]);
+        self.links_of.push(Vec::new());
+        let mut linked = false;
+        if let Some(n) = nhs {
+            linked |= self.link_identifier(r, n, true, offset);
+        }
+        if let Some(u) = upn {
+            linked |= self.link_identifier(r, u, false, offset);
+        }
+        if !linked {
+            self.link_by_score(r, offset);
+        }
+        r
+    }
+
+    fn update_record(&mut self, r: u32, s: &Subject, offset: u64) {
+        let ri = r as usize;
+        if let Some(p) = s.address.as_ref().map(|a| &a.postcode) {
+            if !p.is_empty() && !self.records[ri].postcodes.contains(p) {
+                self.records[ri].postcodes.push(p.clone());
+            }
+        }
+        for nhs in [true, false] {
+            let given = if nhs { &s.nhs_number } else { &s.upn };
+            let Some(v) = given else { continue };
+            let held = if nhs {
+                &self.records[ri].nhs_number
+            } else {
+                &self.records[ri].upn
+            };
+            match held {
+                None => {
+                    let theirs = self.nhs_numbers(self.person[ri]);
+                    if nhs && !theirs.is_empty() && !theirs.contains(v.as_str()) {
+                        let detail = format!(
+                            "record {} now gives NHS number {v}, but its person has {}; not added",
+                            self.records[ri].key,
+                            theirs.into_iter().collect::<Vec<_>>().join(", ")
+                        );
+                        self.flag_conflict(r, r, detail, offset);
+                        continue;
+                    }
+                    if nhs {
+                        self.records[ri].nhs_number = Some(v.clone());
+                    } else {
+                        self.records[ri].upn = Some(v.clone());
+                    }
+                    self.link_identifier(r, v.clone(), nhs, offset);
+                }
+                Some(h) if h != v => {
+                    let what = if nhs { "NHS number" } else { "UPN" };
+                    let detail = format!(
+                        "record {} changed {what} from {h} to {v}; kept the first",
+                        self.records[ri].key
+                    );
+                    self.flag_conflict(r, r, detail, offset);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Links `r` to the holder of identifier `v`, or registers `r` as its holder. Returns
+    /// whether `r` is now linked through it.
+    fn link_identifier(&mut self, r: u32, v: String, nhs: bool, offset: u64) -> bool {
+        let index = if nhs {
+            &mut self.by_nhs
+        } else {
+            &mut self.by_upn
+        };
+        let Some(&holder) = index.get(&v) else {
+            index.insert(v, r);
+            return false;
+        };
+        if holder == r {
+            return false;
+        }
+        let what = if nhs { "NHS number" } else { "UPN" };
+        if identity_conflict(&self.records[r as usize], &self.records[holder as usize]) {
+            let detail = format!(
+                "same {what} {v} but different date of birth and given name; kept apart for review"
+            );
+            self.flag_conflict(r, holder, detail, offset);
+            return false;
+        }
+        let why = if nhs {
+            LinkWhy::SameNhsNumber
+        } else {
+            LinkWhy::SameUpn
+        };
+        match self.union_persons(r, holder, why, offset) {
+            Ok(()) => true,
+            Err(detail) => {
+                self.flag_conflict(r, holder, format!("same {what} {v}: {detail}"), offset);
+                false
+            }
+        }
+    }
+
+    fn flag_conflict(&mut self, a: u32, b: u32, detail: String, offset: u64) {
+        if self.conflict_pairs.insert(pair(a, b)) {
+            self.conflicts.push(Conflict {
+                a,
+                b,
+                detail,
+                offset,
+            });
+        }
+    }
+
+    fn block_keys(rec: &SubjectRecord, probe: bool) -> Vec<u64> {
+        let mut keys = Vec::with_capacity(5);
+        let initial = rec.given.as_bytes().first().copied().unwrap_or(0);
+        if let Some(d) = rec.dob {
+            keys.push(block_key(b'd', &[&date_bytes(d)]));
+            if probe {
+                if let Some(s) = names::swapped(d) {
+                    keys.push(block_key(b'd', &[&date_bytes(s)]));
+                }
+            }
+            if !rec.given.is_empty() {
+                let y = d.year.to_be_bytes();
+                keys.push(block_key(b'g', &[&names::soundex(&rec.given), &y]));
+            }
+        }
+        if !rec.family.is_empty() {
+            for part in names::surname_parts(&rec.family) {
+                keys.push(block_key(b'n', &[&names::soundex(part), &[initial]]));
+            }
+        }
+        keys
+    }
+
+    /// Scores `r` against every person sharing a block with it (other than `skip`), best first.
+    fn score_persons(&self, r: &SubjectRecord, skip: Option<u32>) -> Vec<(u32, Score)> {
+        let mut persons: BTreeSet<u32> = BTreeSet::new();
+        for k in Self::block_keys(r, true) {
+            if let Some(list) = self.blocks.get(&k) {
+                for &x in list.iter().rev().take(MAX_BLOCK_SCAN) {
+                    persons.insert(self.person[x as usize]);
+                }
+            }
+        }
+        let mut scored: Vec<(u32, Score)> = persons
+            .into_iter()
+            .filter(|&p| Some(p) != skip)
+            .filter_map(|p| {
+                let recs: Vec<&SubjectRecord> = self
+                    .person_records(p)
+                    .iter()
+                    .map(|&x| &self.records[x as usize])
+                    .collect();
+                let s = score_against(r, &recs);
+                s.eligible.then_some((p, s))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(&b.0)));
+        scored
+    }
+
+    fn link_by_score(&mut self, r: u32, offset: u64) {
+        let own = self.person[r as usize];
+        let scored = self.score_persons(&self.records[r as usize], Some(own));
+        let above: Vec<&(u32, Score)> = scored
+            .iter()
+            .filter(|(_, s)| s.total >= LINK_THRESHOLD)
+            .collect();
+        if above.len() == 1 {
+            let (p, s) = above[0].clone();
+            if self
+                .union_persons(r, p, LinkWhy::Scored { score: s.clone() }, offset)
+                .is_err()
+            {
+                self.add_candidate(r, p, s);
+            }
+            return;
+        }
+        // Two or more persons above the threshold is ambiguous: all go to review.
+        for (p, s) in scored
+            .into_iter()
+            .filter(|(_, s)| s.total >= REVIEW_THRESHOLD)
+        {
+            self.add_candidate(r, p, s);
+        }
+    }
+
+    fn add_candidate(&mut self, a: u32, b: u32, score: Score) {
+        if self.forbidden(a, b) {
+            return;
+        }
+        let key = pair(a, b);
+        if self.candidate_pairs.contains_key(&key) {
+            return;
+        }
+        let idx = self.candidates.len() as u32;
+        self.candidate_pairs.insert(key, idx);
+        self.candidates.push(Candidate {
+            id: format!("m-{}", idx + 1),
+            a,
+            b,
+            score,
+            status: CandidateStatus::Open,
+        });
+    }
+
+    /// Whether a rejected pair lies between the persons of `a` and `b`.
+    fn forbidden(&self, a: u32, b: u32) -> bool {
+        let (pa, pb) = (self.person[a as usize], self.person[b as usize]);
+        self.person_records(pa).iter().any(|m| {
+            self.cannot
+                .get(m)
+                .is_some_and(|v| v.iter().any(|&c| self.person[c as usize] == pb))
+        })
+    }
+
+    fn nhs_numbers(&self, person: u32) -> BTreeSet<&str> {
+        self.person_records(person)
+            .iter()
+            .filter_map(|&m| self.records[m as usize].nhs_number.as_deref())
+            .collect()
+    }
+
+    /// Joins the persons of `a` and `b`, unless a rejected pair or two different NHS numbers
+    /// stand between them.
+    fn union_persons(&mut self, a: u32, b: u32, why: LinkWhy, offset: u64) -> Result<(), String> {
+        let (pa, pb) = (self.person[a as usize], self.person[b as usize]);
+        if pa == pb {
+            return Ok(());
+        }
+        if self.forbidden(a, b) {
+            return Err("a person decided these are different people".into());
+        }
+        let (na, nb) = (self.nhs_numbers(pa), self.nhs_numbers(pb));
+        if !na.is_empty() && !nb.is_empty() && na.is_disjoint(&nb) {
+            return Err("the records carry different NHS numbers".into());
+        }
+        let i = self.links.len() as u32;
+        self.links.push(Link {
+            a,
+            b,
+            why,
+            offset,
+            active: true,
+        });
+        self.links_of[a as usize].push(i);
+        self.links_of[b as usize].push(i);
+        self.merge_persons(pa, pb);
+        self.union_families(a, b);
+        Ok(())
+    }
+
+    fn merge_persons(&mut self, pa: u32, pb: u32) {
+        let (keep, gone) = if pa < pb { (pa, pb) } else { (pb, pa) };
+        let moved = self.members.remove(&gone).unwrap_or_default();
+        for &m in &moved {
+            self.person[m as usize] = keep;
+        }
+        let list = self.members.entry(keep).or_default();
+        list.extend(moved);
+        list.sort_unstable();
+    }
+
+    fn union_families(&mut self, a: u32, b: u32) {
+        let (fa, fb) = (self.family[a as usize], self.family[b as usize]);
+        if fa == fb {
+            return;
+        }
+        let (keep, gone) = if fa < fb { (fa, fb) } else { (fb, fa) };
+        let moved = self.family_members.remove(&gone).unwrap_or_default();
+        for &m in &moved {
+            self.family[m as usize] = keep;
+        }
+        let list = self.family_members.entry(keep).or_default();
+        list.extend(moved);
+        list.sort_unstable();
+    }
+
+    /// Recomputes persons and families from the links still active and the stated
+    /// relationships, in their original order, dropping any link a rejection now forbids.
+    fn recluster(&mut self) {
+        let n = self.records.len() as u32;
+        self.person = (0..n).collect();
+        self.family = (0..n).collect();
+        self.members = (0..n).map(|r| (r, vec![r])).collect();
+        self.family_members = (0..n).map(|r| (r, vec![r])).collect();
+        for i in 0..self.links.len() {
+            if !self.links[i].active {
+                continue;
+            }
+            let (a, b) = (self.links[i].a, self.links[i].b);
+            let (pa, pb) = (self.person[a as usize], self.person[b as usize]);
+            if pa == pb {
+                continue;
+            }
+            if self.forbidden(a, b) {
+                self.links[i].active = false;
+                continue;
+            }
+            self.merge_persons(pa, pb);
+            self.union_families(a, b);
+        }
+        for i in 0..self.rels.len() {
+            let (a, b, _) = self.rels[i];
+            self.union_families(a, b);
+        }
+    }
+
+    /// A digest of everything the linker decided (records, persons, families, links,
+    /// candidates, conflicts), for comparing an incremental projection with a rebuilt one.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for (i, r) in self.records.iter().enumerate() {
+            h.update(r.key.as_bytes());
+            h.update(self.person[i].to_be_bytes());
+            h.update(self.family[i].to_be_bytes());
+            h.update(r.postcodes.join(",").as_bytes());
+            h.update(r.nhs_number.as_deref().unwrap_or("-").as_bytes());
+        }
+        for l in &self.links {
+            h.update(l.a.to_be_bytes());
+            h.update(l.b.to_be_bytes());
+            h.update([u8::from(l.active)]);
+        }
+        for c in &self.candidates {
+            h.update(c.id.as_bytes());
+            h.update(format!("{:?}", c.status).as_bytes());
+        }
+        for c in &self.conflicts {
+            h.update(c.detail.as_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
+#[cfg(test)]
+mod tests;

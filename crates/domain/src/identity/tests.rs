@@ -1,0 +1,519 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::event::{Address, LawfulBasis, Payload, Relationship};
+
+fn subject(local: &str, given: &str, family: &str, dob: &str, postcode: &str) -> Subject {
+    Subject {
+        local_id: Some(local.to_string()),
+        given_name: Some(given.to_string()),
+        family_name: Some(family.to_string()),
+        date_of_birth: Date::parse(dob).ok(),
+        sex: None,
+        address: Some(Address {
+            postcode: postcode.to_string(),
+            ..Address::default()
+        }),
+        ..Subject::default()
+    }
+}
+
+fn with_nhs(mut s: Subject, nhs: &str) -> Subject {
+    s.nhs_number = Some(nhs.to_string());
+    s
+}
+
+fn event(source: &str, subjects: Vec<Subject>, rels: Vec<(u32, u32)>) -> Event {
+    Event {
+        event_id: "e".into(),
+        source: source.into(),
+        occurred_at: Timestamp(0),
+        subjects,
+        relationships: rels
+            .into_iter()
+            .map(|(from, to)| Relationship {
+                from,
+                to,
+                kind: RelationshipKind::ParentCarerOf,
+            })
+            .collect(),
+        lawful_basis: Some(LawfulBasis::Consent {
+            consent_reference: "c".into(),
+        }),
+        payload: Payload::CaseClosed {
+            reason: crate::event::CaseClosureReason::NeedsMet,
+            note: String::new(),
+        },
+    }
+}
+
+fn one(l: &mut Linker, offset: u64, source: &str, s: Subject) -> u32 {
+    l.apply_event(offset, &event(source, vec![s], vec![]))[0]
+}
+
+fn decision(a: &str, b: &str, d: Decision, candidate: Option<String>) -> MatchDecision {
+    MatchDecision {
+        decision_id: "d1".into(),
+        candidate_id: candidate,
+        record_a: a.into(),
+        record_b: b.into(),
+        decision: d,
+        decided_by: "worker-7".into(),
+        reason: "checked with the school".into(),
+        decided_at: Timestamp(5),
+    }
+}
+
+#[test]
+fn same_local_id_is_one_record() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "police",
+        subject("P1", "Mia", "Carter", "2017-02-11", "NN1 4PA"),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "police",
+        subject("P1", "Mia", "Carter", "2017-02-11", "NN2 1AA"),
+    );
+    assert_eq!(a, b);
+    assert_eq!(l.record_count(), 1);
+    assert_eq!(l.record(a).postcodes, vec!["NN1 4PA", "NN2 1AA"]);
+}
+
+#[test]
+fn same_nhs_number_links_across_partners() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "nhs-community",
+        with_nhs(
+            subject("H1", "Mia", "Carter", "2017-02-11", "NN1 4PA"),
+            "9434765919",
+        ),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "childrens-trust",
+        with_nhs(
+            subject("C1", "Mia", "Carter-Jones", "2017-02-11", "NN9 9ZZ"),
+            "9434765919",
+        ),
+    );
+    assert_eq!(l.person_of(a), l.person_of(b));
+    let links = l.person_links(l.person_of(a));
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].why, LinkWhy::SameNhsNumber);
+    assert_eq!(l.find_by_nhs("9434765919"), Some(l.person_of(a)));
+}
+
+#[test]
+fn same_nhs_number_with_different_dob_and_name_is_a_conflict() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "nhs-community",
+        with_nhs(
+            subject("H1", "Mia", "Carter", "2017-02-11", "NN1 4PA"),
+            "9434765919",
+        ),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "police",
+        with_nhs(
+            subject("X1", "Kevin", "Carter", "1990-07-30", "NN1 4PA"),
+            "9434765919",
+        ),
+    );
+    assert_ne!(l.person_of(a), l.person_of(b));
+    assert_eq!(l.conflicts().len(), 1);
+    assert!(l.conflicts()[0].detail.contains("NHS number"));
+}
+
+#[test]
+fn scored_link_with_nickname_explains_itself() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "nhs-community",
+        with_nhs(
+            subject("H1", "Oliver", "Bennett", "2014-05-20", "NN3 2AB"),
+            "9434765919",
+        ),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "police",
+        subject("P9", "Ollie", "Bennett", "2014-05-20", "NN3 2AB"),
+    );
+    assert_eq!(l.person_of(a), l.person_of(b));
+    let links = l.person_links(l.person_of(a));
+    let LinkWhy::Scored { score } = &links[0].why else {
+        panic!("expected a scored link, got {:?}", links[0].why);
+    };
+    assert!(score.total >= LINK_THRESHOLD);
+    let given = score.fields.iter().find(|f| f.field == "given_name");
+    assert_eq!(given.map(|f| f.agreement.as_str()), Some("nickname"));
+}
+
+#[test]
+fn transposed_dob_and_typo_still_link_with_address() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "school-001",
+        subject("S1", "Amelia", "Johnson", "2013-04-03", "NN3 2AB"),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "police",
+        subject("P1", "Amelia", "Jonson", "2013-03-04", "NN3 2AB"),
+    );
+    // 4 + 2 + 3 + 2 = 11: below the link threshold, so a person reviews it.
+    assert_ne!(l.person_of(a), l.person_of(b));
+    assert_eq!(l.candidates().len(), 1);
+    assert!(l.is_open(&l.candidates()[0]));
+}
+
+#[test]
+fn twins_are_never_merged() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "school-001",
+        subject("S1", "Jack", "Smith", "2015-06-01", "NN1 1AA"),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "school-001",
+        subject("S2", "Jake", "Smith", "2015-06-01", "NN1 1AA"),
+    );
+    let c = one(
+        &mut l,
+        2,
+        "police",
+        subject("P1", "Jake", "Smith", "2015-06-01", "NN1 1AA"),
+    );
+    assert_ne!(l.person_of(a), l.person_of(b));
+    assert_eq!(l.person_of(b), l.person_of(c));
+    assert_ne!(l.person_of(a), l.person_of(c));
+    assert!(l.candidates().is_empty());
+}
+
+#[test]
+fn common_name_and_dob_without_address_is_not_linked() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "school-001",
+        subject("S1", "Oliver", "Smith", "2015-06-01", "NN1 1AA"),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "police",
+        subject("P1", "Oliver", "Smith", "2015-06-01", "MK9 3XY"),
+    );
+    assert_ne!(l.person_of(a), l.person_of(b));
+    assert_eq!(l.candidates().len(), 1, "goes to review instead");
+}
+
+#[test]
+fn name_alone_never_links() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "school-001",
+        subject("S1", "Oliver", "Smith", "2015-06-01", "NN1 1AA"),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "police",
+        subject("P1", "Oliver", "Smith", "2011-12-25", "NN1 1AA"),
+    );
+    assert_ne!(l.person_of(a), l.person_of(b));
+    assert!(l.candidates().is_empty());
+}
+
+#[test]
+fn different_nhs_numbers_never_join() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "nhs-community",
+        with_nhs(
+            subject("H1", "Mia", "Carter", "2017-02-11", "NN1 4PA"),
+            "9434765919",
+        ),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "childrens-trust",
+        with_nhs(
+            subject("C1", "Mia", "Carter", "2017-02-11", "NN1 4PA"),
+            "4010232137",
+        ),
+    );
+    assert_ne!(l.person_of(a), l.person_of(b));
+}
+
+#[test]
+fn confirm_and_reject_candidates() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "school-001",
+        subject("S1", "Oliver", "Smith", "2015-06-01", "NN1 1AA"),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "police",
+        subject("P1", "Oliver", "Smith", "2015-06-01", "MK9 3XY"),
+    );
+    let c = l.candidates()[0].id.clone();
+    l.apply_decision(
+        2,
+        &decision("school-001/S1", "police/P1", Decision::Confirm, Some(c)),
+    )
+    .expect("decision applies");
+    assert_eq!(l.person_of(a), l.person_of(b));
+    assert!(!l.is_open(&l.candidates()[0]));
+    let links = l.person_links(l.person_of(a));
+    assert!(
+        matches!(&links[0].why, LinkWhy::Confirmed { decided_by, .. } if decided_by == "worker-7")
+    );
+
+    // Rejecting the same pair splits the person again, and it stays split.
+    l.apply_decision(
+        3,
+        &decision("school-001/S1", "police/P1", Decision::Reject, None),
+    )
+    .expect("decision applies");
+    assert_ne!(l.person_of(a), l.person_of(b));
+    let d = one(
+        &mut l,
+        4,
+        "early-intervention",
+        subject("E1", "Oliver", "Smith", "2015-06-01", "MK9 3XY"),
+    );
+    assert_eq!(l.person_of(d), l.person_of(b));
+    assert_ne!(l.person_of(d), l.person_of(a));
+}
+
+#[test]
+fn rejecting_a_scored_link_splits_and_stays_rejected() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "school-001",
+        subject("S1", "Oliver", "Bennett", "2014-05-20", "NN3 2AB"),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "police",
+        subject("P9", "Ollie", "Bennett", "2014-05-20", "NN3 2AB"),
+    );
+    assert_eq!(l.person_of(a), l.person_of(b));
+    l.apply_decision(
+        2,
+        &decision("police/P9", "school-001/S1", Decision::Reject, None),
+    )
+    .expect("decision applies");
+    assert_ne!(l.person_of(a), l.person_of(b));
+    // The police record seen again does not re-link.
+    one(
+        &mut l,
+        3,
+        "police",
+        subject("P9", "Ollie", "Bennett", "2014-05-20", "NN3 2AB"),
+    );
+    assert_ne!(l.person_of(a), l.person_of(b));
+    assert!(l
+        .apply_decision(
+            4,
+            &decision("police/P9", "nobody/1", Decision::Reject, None)
+        )
+        .is_err());
+}
+
+#[test]
+fn families_form_merge_and_split() {
+    let mut l = Linker::new();
+    // Police: mother and child.
+    let recs = l.apply_event(
+        0,
+        &event(
+            "police",
+            vec![
+                subject("P1", "Mia", "Carter", "2017-02-11", "NN1 4PA"),
+                subject("P2", "Donna", "Carter", "1988-05-03", "NN1 4PA"),
+            ],
+            vec![(1, 0)],
+        ),
+    );
+    assert_eq!(l.family_of(recs[0]), l.family_of(recs[1]));
+    // School: the child and a sibling.
+    let s = l.apply_event(
+        1,
+        &event(
+            "school-001",
+            vec![
+                subject("S1", "Mia", "Carter", "2017-02-11", "NN1 4PA"),
+                subject("S2", "Tyler", "Carter", "2012-09-30", "NN1 4PA"),
+            ],
+            vec![(0, 1)],
+        ),
+    );
+    // Mia links across partners (name, dob, postcode), so the two families merge.
+    assert_eq!(l.person_of(s[0]), l.person_of(recs[0]));
+    let fam = l.family_of(recs[1]);
+    assert_eq!(l.family_of(s[1]), fam);
+    assert_eq!(l.family_persons(fam).len(), 3);
+    let fam_id = l.family_id(fam);
+    assert_eq!(l.family_by_id(&fam_id), Some(fam));
+    // Rejecting the link splits the families again.
+    l.apply_decision(
+        2,
+        &decision("school-001/S1", "police/P1", Decision::Reject, None),
+    )
+    .expect("decision applies");
+    assert_ne!(l.family_of(s[1]), l.family_of(recs[1]));
+    assert_eq!(l.family_persons(l.family_of(recs[1])).len(), 2);
+}
+
+#[test]
+fn find_by_name_tolerates_typos_and_swaps() {
+    let mut l = Linker::new();
+    let a = one(
+        &mut l,
+        0,
+        "school-001",
+        subject("S1", "Amelia", "Johnson", "2013-04-03", "NN3 2AB"),
+    );
+    let dob = Date::parse("2013-03-04").expect("date");
+    let found = l.find_by_name("Amelia", "Jonson", dob);
+    assert_eq!(found.first().map(|f| f.person), Some(l.person_of(a)));
+    let other = Date::parse("2001-01-01").expect("date");
+    assert!(l.find_by_name("Amelia", "Johnson", other).is_empty());
+}
+
+/// A small world of people with overlapping names, for property tests.
+fn arb_subject() -> impl Strategy<Value = Subject> {
+    (
+        0u8..12,
+        prop::sample::select(vec!["Mia", "Mya", "Oliver", "Ollie", "Jack", "Jake"]),
+        prop::sample::select(vec!["Smith", "Smyth", "Carter"]),
+        prop::sample::select(vec!["2015-06-01", "2015-01-06", "2015-06-02", "1990-01-01"]),
+        prop::sample::select(vec!["NN1 1AA", "NN1 2BB", "MK9 3XY"]),
+        prop::option::of(prop::sample::select(vec!["9434765919", "4010232137"])),
+    )
+        .prop_map(|(local, g, f, d, p, nhs)| {
+            let mut s = subject(&format!("L{local}"), g, f, d, p);
+            s.nhs_number = nhs.map(str::to_string);
+            s
+        })
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Event(String, Vec<Subject>),
+    Decide(u8, u8, bool),
+}
+
+fn arb_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (prop::sample::select(vec!["police", "school-001", "nhs-community"]), prop::collection::vec(arb_subject(), 1..3))
+            .prop_map(|(s, subs)| Step::Event(s.to_string(), subs)),
+        1 => (0u8..12, 0u8..12, any::<bool>()).prop_map(|(a, b, c)| Step::Decide(a, b, c)),
+    ]
+}
+
+fn run(steps: &[Step]) -> (Linker, Vec<(u32, u32)>) {
+    let mut l = Linker::new();
+    let mut rejected = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        match s {
+            Step::Event(src, subs) => {
+                let rels = if subs.len() > 1 { vec![(0, 1)] } else { vec![] };
+                l.apply_event(i as u64, &event(src, subs.clone(), rels));
+            }
+            Step::Decide(a, b, confirm) => {
+                if (*a as usize) < l.record_count() && (*b as usize) < l.record_count() && a != b {
+                    let (ka, kb) = (
+                        l.record(u32::from(*a)).key.clone(),
+                        l.record(u32::from(*b)).key.clone(),
+                    );
+                    let d = if *confirm {
+                        Decision::Confirm
+                    } else {
+                        Decision::Reject
+                    };
+                    if l.apply_decision(i as u64, &decision(&ka, &kb, d, None))
+                        .is_ok()
+                    {
+                        rejected.retain(|&(x, y)| {
+                            (x, y) != (u32::from(*a), u32::from(*b))
+                                && (y, x) != (u32::from(*a), u32::from(*b))
+                        });
+                        if !*confirm {
+                            rejected.push((u32::from(*a), u32::from(*b)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (l, rejected)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever arrives: a rejected pair is never one person; no person holds two NHS numbers;
+    /// every record belongs to exactly one person and one family; replay gives the same state.
+    #[test]
+    fn linking_rules_always_hold(steps in prop::collection::vec(arb_step(), 1..40)) {
+        let (l, rejected) = run(&steps);
+        for (a, b) in rejected {
+            prop_assert_ne!(l.person_of(a), l.person_of(b));
+        }
+        let mut seen = 0;
+        for p in l.persons() {
+            prop_assert!(l.nhs_numbers(p).len() <= 1);
+            for &r in l.person_records(p) {
+                prop_assert_eq!(l.person_of(r), p);
+                prop_assert_eq!(l.family_of(r), l.family_of(p));
+                seen += 1;
+            }
+        }
+        prop_assert_eq!(seen, l.record_count());
+        let (again, _) = run(&steps);
+        prop_assert_eq!(again.digest(), l.digest());
+        for c in l.candidates() {
+            prop_assert!(c.score.total >= REVIEW_THRESHOLD);
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Comparing names and dates the way partner records differ: typos, nicknames, hyphenated and
+//! changed surnames, transposed birth dates.
+//!
+//! All functions are pure and work on names already passed through [`normalise`].
+
+use crate::time::Date;
+
+/// Lower-cases a name, keeps letters, digits, hyphens and single spaces, and trims it.
+pub fn normalise(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut space = false;
+    for c in name.trim().chars() {
+        if c.is_alphanumeric() || c == '-' {
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.extend(c.to_lowercase());
+        } else if c.is_whitespace() {
+            space = true;
+        }
+        // Apostrophes and full stops are dropped: O'Neil = ONeil, St. John = St John.
+    }
+    out
+}
+
+/// Groups of given names that are the same name: the formal one and its common short forms.
+const NICKNAMES: &[&[&str]] = &[
+    &[
+        "william", "will", "bill", "billy", "liam", "willy", "willie",
+    ],
+    &["robert", "rob", "bob", "bobby", "robbie", "bert"],
+    &[
+        "elizabeth",
+        "liz",
+        "lizzie",
+        "beth",
+        "betty",
+        "eliza",
+        "libby",
+        "lily",
+    ],
+    &["margaret", "maggie", "peggy", "meg", "megan"],
+    &["james", "jim", "jimmy", "jamie"],
+    &["thomas", "tom", "tommy"],
+    &["alexander", "alex", "xander", "alfie"],
+    &["alexandra", "alex", "lexi", "sandra", "alexa"],
+    &["charlotte", "lottie", "charlie"],
+    &["charles", "charlie", "chas"],
+    &["daniel", "dan", "danny"],
+    &["joseph", "joe", "joey"],
+    &["samuel", "sam", "sammy"],
+    &["samantha", "sam", "sammy"],
+    &["jessica", "jess", "jessie"],
+    &["rebecca", "becky", "becca"],
+    &["katherine", "kate", "katie", "kath", "kathy", "kitty"],
+    &["catherine", "cath", "cathy", "kate", "katie"],
+    &["michael", "mike", "mikey", "mick"],
+    &["matthew", "matt", "matty"],
+    &["christopher", "chris", "kit"],
+    &["jonathan", "jon", "jonny"],
+    &["nicholas", "nick", "nicky"],
+    &["benjamin", "ben", "benny"],
+    &["edward", "ed", "eddie", "ted", "teddy"],
+    &["oliver", "ollie", "olly"],
+    &["henry", "harry", "hal"],
+    &["isabella", "bella", "izzy", "issy"],
+    &["isabelle", "bella", "izzy", "issy"],
+    &["olivia", "liv", "livvy", "livia"],
+    &["amelia", "millie", "mia"],
+    &["emily", "em", "emmy"],
+    &["jacob", "jake"],
+    &["joshua", "josh"],
+    &["anthony", "tony", "ant"],
+    &["stephen", "steve", "stevie"],
+    &["steven", "steve", "stevie"],
+    &["victoria", "vicky", "tori"],
+    &["abigail", "abi", "abby", "gail"],
+    &["frederick", "fred", "freddie", "freddy"],
+    &["theodore", "theo", "ted"],
+    &["zachary", "zach", "zack"],
+    &["gabriella", "gabby", "ella"],
+    &["eleanor", "ellie", "nell", "nora"],
+    &["florence", "flo", "florrie"],
+    &["sophia", "sophie"],
+    &["harriet", "hattie"],
+    &["jennifer", "jen", "jenny"],
+    &["susan", "sue", "susie"],
+    &["deborah", "debbie", "deb"],
+    &["patricia", "pat", "tricia", "patty"],
+    &["kimberley", "kim"],
+    &["nathaniel", "nathan", "nate"],
+    &["mohammed", "muhammad", "mohammad", "mohamed"],
+];
+
+/// Whether `a` and `b` are forms of the same given name (e.g. `william` and `bill`).
+pub fn are_nicknames(a: &str, b: &str) -> bool {
+    a != b && NICKNAMES.iter().any(|g| g.contains(&a) && g.contains(&b))
+}
+
+/// Damerau-Levenshtein (optimal string alignment) distance, stopping early above `limit`:
+/// returns `limit + 1` when the distance is larger.
+pub fn edit_distance(a: &str, b: &str, limit: usize) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.len().abs_diff(b.len()) > limit {
+        return limit + 1;
+    }
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        d[i * w] = i;
+        let mut row_min = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+            row_min = row_min.min(v);
+        }
+        if row_min > limit {
+            return limit + 1;
+        }
+    }
+    d[a.len() * w + b.len()].min(limit + 1)
+}
+
+/// Whether two different spellings are close enough to be a typo of each other: one edit for
+/// names of 4 to 7 letters, two for longer ones, none for very short names.
+pub fn is_typo(a: &str, b: &str) -> bool {
+    let n = a.chars().count().min(b.chars().count());
+    let limit = match n {
+        0..=3 => return false,
+        4..=7 => 1,
+        _ => 2,
+    };
+    edit_distance(a, b, limit) <= limit
+}
+
+/// American Soundex code of a name (first letter and three digits), for blocking.
+pub fn soundex(name: &str) -> [u8; 4] {
+    fn code(c: u8) -> u8 {
+        match c {
+            b'b' | b'f' | b'p' | b'v' => b'1',
+            b'c' | b'g' | b'j' | b'k' | b'q' | b's' | b'x' | b'z' => b'2',
+            b'd' | b't' => b'3',
+            b'l' => b'4',
+            b'm' | b'n' => b'5',
+            b'r' => b'6',
+            _ => b'0',
+        }
+    }
+    let mut out = [b'0'; 4];
+    let letters: Vec<u8> = name
+        .bytes()
+        .filter(u8::is_ascii_alphabetic)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let Some(&first) = letters.first() else {
+        return out;
+    };
+    out[0] = first.to_ascii_uppercase();
+    let mut last = code(first);
+    let mut n = 1;
+    for &c in &letters[1..] {
+        if n == 4 {
+            break;
+        }
+        let k = code(c);
+        if k != b'0' && k != last {
+            out[n] = k;
+            n += 1;
+        }
+        if c != b'h' && c != b'w' {
+            last = k;
+        }
+    }
+    out
+}
+
+/// How two dates of birth compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateAgreement {
+    /// The same date.
+    Exact,
+    /// Day and month swapped (03/04 and 04/03).
+    Swapped,
+    /// One digit different (a keying error).
+    OneDigit,
+    /// Different.
+    Different,
+}
+
+/// Compares two dates of birth, allowing the keying errors partners make.
+pub fn compare_dates(a: Date, b: Date) -> DateAgreement {
+    if a == b {
+        return DateAgreement::Exact;
+    }
+    if a.year == b.year && a.month == b.day && a.day == b.month {
+        return DateAgreement::Swapped;
+    }
+    let fa = format!("{:04}{:02}{:02}", a.year, a.month, a.day);
+    let fb = format!("{:04}{:02}{:02}", b.year, b.month, b.day);
+    let diff = fa.bytes().zip(fb.bytes()).filter(|(x, y)| x != y).count();
+    if diff == 1 {
+        DateAgreement::OneDigit
+    } else {
+        DateAgreement::Different
+    }
+}
+
+/// The date with day and month swapped, if that is a date.
+pub fn swapped(d: Date) -> Option<Date> {
+    if d.day == d.month {
+        return None;
+    }
+    Date::new(d.year, d.day, d.month).ok()
+}
+
+/// The parts of a hyphenated or double-barrelled surname.
+pub fn surname_parts(family: &str) -> impl Iterator<Item = &str> {
+    family.split(['-', ' ']).filter(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_names() {
+        assert_eq!(normalise("  O'Neil "), "oneil");
+        assert_eq!(normalise("Smith-Jones"), "smith-jones");
+        assert_eq!(normalise("Mary   Anne"), "mary anne");
+    }
+
+    #[test]
+    fn nicknames_and_typos() {
+        assert!(are_nicknames("william", "bill"));
+        assert!(are_nicknames("bill", "liam"));
+        assert!(!are_nicknames("william", "william"));
+        assert!(!are_nicknames("william", "oliver"));
+        assert!(is_typo("jonson", "johnson"));
+        assert!(is_typo("catherine", "cathrine"));
+        assert!(is_typo("amleia", "amelia"));
+        assert!(!is_typo("amy", "ami"));
+        assert!(!is_typo("jack", "jake"));
+        assert_eq!(edit_distance("kitten", "sitting", 5), 3);
+        assert_eq!(edit_distance("abc", "abcdef", 1), 2);
+    }
+
+    #[test]
+    fn soundex_codes() {
+        assert_eq!(&soundex("robert"), b"R163");
+        assert_eq!(&soundex("rupert"), b"R163");
+        assert_eq!(&soundex("ashcraft"), b"A261");
+        assert_eq!(&soundex("tymczak"), b"T522");
+        assert_eq!(&soundex(""), b"0000");
+    }
+
+    #[test]
+    fn dates() -> Result<(), crate::time::TimeParseError> {
+        let d = Date::parse("2015-03-04")?;
+        assert_eq!(compare_dates(d, d), DateAgreement::Exact);
+        assert_eq!(
+            compare_dates(d, Date::parse("2015-04-03")?),
+            DateAgreement::Swapped
+        );
+        assert_eq!(
+            compare_dates(d, Date::parse("2015-03-07")?),
+            DateAgreement::OneDigit
+        );
+        assert_eq!(
+            compare_dates(d, Date::parse("2016-05-04")?),
+            DateAgreement::Different
+        );
+        assert_eq!(swapped(d), Some(Date::parse("2015-04-03")?));
+        assert_eq!(swapped(Date::parse("2015-03-25")?), None);
+        Ok(())
+    }
+}
