@@ -371,7 +371,7 @@ fn dob_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) {
         (Some(x), Some(y)) => match names::compare_dates(x, y) {
             DateAgreement::Exact => ("exact", 5.0),
             DateAgreement::Swapped => ("day_month_swapped", 3.0),
-            DateAgreement::OneDigit => ("one_digit_off", 2.0),
+            DateAgreement::OneDigit => ("one_digit_off", 2.5),
             DateAgreement::Different => ("different", -10.0),
         },
         _ => ("missing", 0.0),
@@ -393,16 +393,10 @@ fn postcode_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f6
         return ("missing", 0.0);
     }
     if a.postcodes.iter().any(|p| b.postcodes.contains(p)) {
-        return ("exact", 2.0);
+        return ("exact", 3.0);
     }
-    let outward = |p: &String| p.split(' ').next().unwrap_or("").to_string();
-    if a.postcodes
-        .iter()
-        .any(|p| b.postcodes.iter().any(|q| outward(p) == outward(q)))
-    {
-        return ("same_district", 0.5);
-    }
-    ("different", 0.0)
+    // Families move, so a different postcode is only weak evidence against.
+    ("different", -1.5)
 }
 
 /// Scores record `r` against the records of one person: for each field, the best agreement
@@ -724,16 +718,15 @@ impl Linker {
         self.family.push(r);
         self.family_members.insert(r, vec![r]);
         self.links_of.push(Vec::new());
-        let mut linked = false;
         if let Some(n) = nhs {
-            linked |= self.link_identifier(r, n, true, offset);
+            self.link_identifier(r, n, true, offset);
         }
         if let Some(u) = upn {
-            linked |= self.link_identifier(r, u, false, offset);
+            self.link_identifier(r, u, false, offset);
         }
-        if !linked {
-            self.link_by_score(r, offset);
-        }
+        // Also when linked by an identifier: the record may carry what joins its person to
+        // records of the same person that have no identifier.
+        self.link_by_score(r, offset);
         r
     }
 
@@ -742,6 +735,8 @@ impl Linker {
         if let Some(p) = s.address.as_ref().map(|a| &a.postcode) {
             if !p.is_empty() && !self.records[ri].postcodes.contains(p) {
                 self.records[ri].postcodes.push(p.clone());
+                // A new address may be what a partner that met the family after a move has.
+                self.link_by_score(r, offset);
             }
         }
         for nhs in [true, false] {
@@ -891,6 +886,12 @@ impl Linker {
             .collect();
         if above.len() == 1 {
             let (p, s) = above[0].clone();
+            // A partner that keeps two records usually knows two people (twins, namesakes):
+            // such a pair is for a person to decide.
+            if self.share_a_partner(self.person[r as usize], p) {
+                self.add_candidate(r, p, s);
+                return;
+            }
             if self
                 .union_persons(r, p, LinkWhy::Scored { score: s.clone() }, offset)
                 .is_err()
@@ -934,6 +935,15 @@ impl Linker {
             self.cannot
                 .get(m)
                 .is_some_and(|v| v.iter().any(|&c| self.person[c as usize] == pb))
+        })
+    }
+
+    /// Whether both persons hold a record of the same partner.
+    fn share_a_partner(&self, pa: u32, pb: u32) -> bool {
+        let a = self.person_records(pa);
+        self.person_records(pb).iter().any(|&y| {
+            a.iter()
+                .any(|&x| self.records[x as usize].source == self.records[y as usize].source)
         })
     }
 

@@ -43,7 +43,7 @@ const NICKNAMES: &[&[&str]] = &[
     &["margaret", "maggie", "peggy", "meg", "megan"],
     &["james", "jim", "jimmy", "jamie"],
     &["thomas", "tom", "tommy"],
-    &["alexander", "alex", "xander", "alfie"],
+    &["alexander", "alex", "xander"],
     &["alexandra", "alex", "lexi", "sandra", "alexa"],
     &["charlotte", "lottie", "charlie"],
     &["charles", "charlie", "chas"],

@@ -1,0 +1,772 @@
+//! Projections: what the hub answers queries from, built by applying the log in order.
+//!
+//! [`Projection`] holds the identity linker ([`tellonce_domain::identity::Linker`]) in memory
+//! and keeps in sled everything a query reads in bulk: each event by offset, and a timeline
+//! index per subject record ordered by time. Each applied batch goes to sled in one atomic
+//! batch together with the checkpoint (the next offset to apply), and every
+//! [`SNAPSHOT_EVERY`] entries (and on close) the linker is snapshotted beside it. A restart
+//! loads the snapshot and re-applies the log from there (re-applying writes the same keys and
+//! values, so it is idempotent). Everything here can be thrown away: [`Projection::rebuild`]
+//! drops it and replays the whole log, and [`Projection::digest`] lets a test or an auditor
+//! compare an incremental projection with a rebuilt one.
+//!
+//! Reads take a visibility predicate: the server's access policy decides, per event, what a
+//! viewer sees, and the projection counts what it withheld.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tellonce_domain::identity::{Candidate, LinkWhy, Linker, SubjectRecord};
+use tellonce_domain::view::{self, FamilyEvent, FamilyView, Member};
+use tellonce_domain::{Date, Event, Record, Timestamp};
+use tellonce_log::{Hash, Log, LogError, StoredEntry};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Entries between linker snapshots.
+pub const SNAPSHOT_EVERY: u64 = 100_000;
+/// Entries read from the log per applied batch.
+pub const APPLY_BATCH: usize = 2_000;
+/// Largest timeline page.
+pub const MAX_PAGE: usize = 500;
+
+const K_APPLIED: &[u8] = b"m/applied";
+const K_SNAPSHOT: &[u8] = b"m/snapshot";
+
+/// Errors of the projection.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// sled failed.
+    #[error("projection storage failed: {0}")]
+    Store(#[from] sled::Error),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Stored projection data does not decode.
+    #[error("projection data is damaged ({0}); run `tellonce rebuild`")]
+    Damaged(String),
+    /// No such person or family.
+    #[error("{0}")]
+    NotFound(String),
+    /// A bad argument (cursor, range).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    next_offset: u64,
+    last_hash: Hash,
+    linker: Linker,
+}
+
+struct State {
+    linker: Linker,
+    next_offset: u64,
+    last_hash: Hash,
+    since_snapshot: u64,
+}
+
+/// The projections of one hub.
+pub struct Projection {
+    db: sled::Db,
+    state: RwLock<State>,
+    applied: watch::Sender<u64>,
+}
+
+/// What the visibility predicate sees of an event before deciding.
+#[derive(Debug, Clone, Copy)]
+pub struct EventMeta<'a> {
+    /// Log offset.
+    pub offset: u64,
+    /// When it happened.
+    pub occurred_at: Timestamp,
+    /// The publishing partner.
+    pub source: &'a str,
+    /// The payload kind.
+    pub kind: &'a str,
+}
+
+/// Which events a timeline shows.
+#[derive(Debug, Clone, Default)]
+pub struct TimelineFilter {
+    /// Only these partners (all when empty).
+    pub sources: Vec<String>,
+    /// Only these kinds (all when empty).
+    pub kinds: Vec<String>,
+    /// From this time (inclusive).
+    pub from: Option<Timestamp>,
+    /// Before this time (exclusive).
+    pub to: Option<Timestamp>,
+}
+
+/// One timeline line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineItem {
+    /// Log offset.
+    pub offset: u64,
+    /// When it happened.
+    pub occurred_at: Timestamp,
+    /// The publishing partner.
+    pub source: String,
+    /// The partner's event id.
+    pub event_id: String,
+    /// Payload kind.
+    pub kind: String,
+    /// What happened, in one line.
+    pub summary: String,
+    /// The persons it is about.
+    pub person_ids: Vec<String>,
+}
+
+/// A page of a timeline, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelinePage {
+    /// The items.
+    pub items: Vec<TimelineItem>,
+    /// Pass back to get the next (older) page; empty at the end.
+    pub next_cursor: String,
+    /// Events matching the filter that the predicate withheld (over the whole timeline).
+    pub withheld: u64,
+    /// Events matching the filter that the predicate allowed (over the whole timeline).
+    pub total: u64,
+}
+
+/// Whose timeline.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// A family, by id.
+    Family(String),
+    /// A person, by id.
+    Person(String),
+}
+
+/// A person, with the records and links that make them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonView {
+    /// Person id.
+    pub person_id: String,
+    /// Family id.
+    pub family_id: String,
+    /// Name as first recorded.
+    pub name: String,
+    /// Date of birth (first recorded).
+    pub date_of_birth: Option<Date>,
+    /// The partner records linked into this person.
+    pub records: Vec<SubjectRecord>,
+    /// Why the records are linked.
+    pub links: Vec<LinkView>,
+    /// Match score when found by name (absent for identifier matches).
+    pub score: Option<f64>,
+}
+
+/// A link, explained.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkView {
+    /// One record key.
+    pub record_a: String,
+    /// The other.
+    pub record_b: String,
+    /// Why.
+    pub why: LinkWhy,
+}
+
+/// A match candidate, with the records' keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateView {
+    /// The candidate.
+    pub candidate: Candidate,
+    /// Key of record a.
+    pub record_a: SubjectRecord,
+    /// Key of record b.
+    pub record_b: SubjectRecord,
+    /// Whether it still waits for a decision.
+    pub open: bool,
+}
+
+/// How to find a person.
+#[derive(Debug, Clone)]
+pub enum PersonQuery {
+    /// NHS number.
+    NhsNumber(String),
+    /// UPN.
+    Upn(String),
+    /// A partner's local id.
+    Local {
+        /// Partner.
+        source: String,
+        /// Their id.
+        local_id: String,
+    },
+    /// Name and date of birth (tolerant).
+    Name {
+        /// Given name.
+        given: String,
+        /// Family name.
+        family: String,
+        /// Date of birth.
+        dob: Date,
+    },
+    /// A person id.
+    Id(String),
+}
+
+fn event_key(offset: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'e';
+    k[1..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn time_key(record: u32, at: Timestamp, offset: u64) -> [u8; 21] {
+    let mut k = [0u8; 21];
+    k[0] = b't';
+    k[1..5].copy_from_slice(&record.to_be_bytes());
+    // Flip the sign bit so that negative times sort before positive ones.
+    k[5..13].copy_from_slice(&((at.0 as u64) ^ (1 << 63)).to_be_bytes());
+    k[13..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn parse_time_key(k: &[u8]) -> Option<(Timestamp, u64)> {
+    if k.len() != 21 {
+        return None;
+    }
+    let at = u64::from_be_bytes(k[5..13].try_into().ok()?) ^ (1 << 63);
+    let off = u64::from_be_bytes(k[13..].try_into().ok()?);
+    Some((Timestamp(at as i64), off))
+}
+
+fn encode_cursor(at: Timestamp, offset: u64) -> String {
+    format!("{}.{}", at.0, offset)
+}
+
+fn decode_cursor(c: &str) -> Result<Option<(Timestamp, u64)>, ProjectionError> {
+    if c.is_empty() {
+        return Ok(None);
+    }
+    let bad = || ProjectionError::Invalid(format!("cursor {c:?} is not one this hub issued"));
+    let (a, b) = c.split_once('.').ok_or_else(bad)?;
+    Ok(Some((
+        Timestamp(a.parse().map_err(|_| bad())?),
+        b.parse().map_err(|_| bad())?,
+    )))
+}
+
+impl Projection {
+    /// Opens (or creates) the projections in `dir`, resuming from the last snapshot when it
+    /// belongs to `log`; otherwise starts empty and will replay from the beginning.
+    pub async fn open(dir: &Path, log: &dyn Log) -> Result<Self, ProjectionError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(200))
+            .open()?;
+        let mut state = State {
+            linker: Linker::new(),
+            next_offset: 0,
+            last_hash: [0; 32],
+            since_snapshot: 0,
+        };
+        if let Some(bytes) = db.get(K_SNAPSHOT)? {
+            match serde_json::from_slice::<Snapshot>(&bytes) {
+                Ok(s) => {
+                    let ours = if s.next_offset == 0 {
+                        true
+                    } else {
+                        log.read(s.next_offset - 1, 1)
+                            .await?
+                            .first()
+                            .is_some_and(|e| e.hash == s.last_hash)
+                    };
+                    if ours {
+                        info!(
+                            offset = s.next_offset,
+                            "projection resumes from its snapshot"
+                        );
+                        state.linker = s.linker;
+                        state.next_offset = s.next_offset;
+                        state.last_hash = s.last_hash;
+                    } else {
+                        warn!("projection snapshot does not match the log; rebuilding");
+                        db.clear()?;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "projection snapshot unreadable; rebuilding");
+                    db.clear()?;
+                }
+            }
+        } else if !db.is_empty() {
+            db.clear()?;
+        }
+        let (applied, _) = watch::channel(state.next_offset);
+        Ok(Projection {
+            db,
+            state: RwLock::new(state),
+            applied,
+        })
+    }
+
+    /// Drops the projections in `dir` and opens empty ones (they fill as the log is applied).
+    pub async fn rebuild(dir: &Path, log: &dyn Log) -> Result<Self, ProjectionError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| ProjectionError::Store(e.into()))?;
+        }
+        Self::open(dir, log).await
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next offset to apply (= entries applied).
+    pub fn applied(&self) -> u64 {
+        self.read_state().next_offset
+    }
+
+    /// A receiver that sees the applied offset advance.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Applies entries that continue the applied prefix (others are skipped as already
+    /// applied). Returns how many were new.
+    pub fn apply(&self, entries: &[StoredEntry]) -> Result<usize, ProjectionError> {
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for e in entries {
+            if e.offset < st.next_offset {
+                continue;
+            }
+            if e.offset != st.next_offset {
+                return Err(ProjectionError::Damaged(format!(
+                    "expected log offset {}, got {}",
+                    st.next_offset, e.offset
+                )));
+            }
+            match Record::decode(&e.body) {
+                Ok(Record::PartnerEvent(ev)) => {
+                    let recs = st.linker.apply_event(e.offset, &ev);
+                    let meta = format!("{}\0{}", ev.source, ev.payload.kind());
+                    let mut seen = Vec::with_capacity(recs.len());
+                    for r in recs {
+                        if !seen.contains(&r) {
+                            seen.push(r);
+                            batch.insert(&time_key(r, ev.occurred_at, e.offset), meta.as_bytes());
+                        }
+                    }
+                    batch.insert(&event_key(e.offset), e.body.as_slice());
+                }
+                Ok(Record::MatchDecision(d)) => {
+                    if let Err(err) = st.linker.apply_decision(e.offset, &d) {
+                        warn!(offset = e.offset, error = %err, "match decision not applied");
+                    }
+                }
+                Err(err) => {
+                    // The log verified this entry, so it is what was written: an entry this
+                    // version cannot read is skipped, visibly.
+                    warn!(offset = e.offset, error = %err, "log entry not understood; skipped");
+                }
+            }
+            st.next_offset = e.offset + 1;
+            st.last_hash = e.hash;
+            st.since_snapshot += 1;
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        batch.insert(K_APPLIED, &st.next_offset.to_be_bytes());
+        if st.since_snapshot >= SNAPSHOT_EVERY {
+            batch.insert(K_SNAPSHOT, Self::snapshot_bytes(&st)?);
+            st.since_snapshot = 0;
+        }
+        self.db.apply_batch(batch)?;
+        let next = st.next_offset;
+        drop(st);
+        self.applied.send_replace(next);
+        Ok(n)
+    }
+
+    fn snapshot_bytes(st: &State) -> Result<Vec<u8>, ProjectionError> {
+        #[derive(Serialize)]
+        struct SnapshotRef<'a> {
+            next_offset: u64,
+            last_hash: Hash,
+            linker: &'a Linker,
+        }
+        serde_json::to_vec(&SnapshotRef {
+            next_offset: st.next_offset,
+            last_hash: st.last_hash,
+            linker: &st.linker,
+        })
+        .map_err(|e| ProjectionError::Damaged(e.to_string()))
+    }
+
+    /// Writes a snapshot and flushes sled (on shutdown).
+    pub fn close(&self) -> Result<(), ProjectionError> {
+        let st = self.read_state();
+        self.db.insert(K_SNAPSHOT, Self::snapshot_bytes(&st)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Applies the log from the applied offset to its current head. Returns entries applied.
+    pub async fn catch_up(&self, log: &dyn Log) -> Result<u64, ProjectionError> {
+        let mut total = 0;
+        loop {
+            let from = self.applied();
+            if from >= log.head().next_offset {
+                return Ok(total);
+            }
+            let entries = log.read(from, APPLY_BATCH).await?;
+            if entries.is_empty() {
+                return Ok(total);
+            }
+            total += self.apply(&entries)? as u64;
+        }
+    }
+
+    /// A digest of everything the projection holds (linker decisions and every stored event
+    /// and timeline key), equal for an incremental and a rebuilt projection of the same log.
+    pub fn digest(&self) -> Result<[u8; 32], ProjectionError> {
+        let st = self.read_state();
+        let mut h = Sha256::new();
+        h.update(st.linker.digest());
+        h.update(st.next_offset.to_be_bytes());
+        for kv in self.db.iter() {
+            let (k, v) = kv?;
+            if k.starts_with(b"m/") {
+                continue;
+            }
+            h.update((k.len() as u32).to_be_bytes());
+            h.update(&k);
+            h.update((v.len() as u32).to_be_bytes());
+            h.update(&v);
+        }
+        Ok(h.finalize().into())
+    }
+
+    /// Numbers of records, persons, families and open candidates.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let st = self.read_state();
+        let l = &st.linker;
+        let open = l.candidates().iter().filter(|c| l.is_open(c)).count();
+        (l.record_count(), l.person_count(), l.family_count(), open)
+    }
+
+    /// Runs `f` on the linker (for benchmarks and ground-truth comparison).
+    pub fn with_linker<T>(&self, f: impl FnOnce(&Linker) -> T) -> T {
+        f(&self.read_state().linker)
+    }
+
+    fn person_view(l: &Linker, p: u32, score: Option<f64>) -> PersonView {
+        let first = l.record(p);
+        PersonView {
+            person_id: l.person_id(p),
+            family_id: l.family_id(l.family_of(p)),
+            name: first.display_name.clone(),
+            date_of_birth: l.person_records(p).iter().find_map(|&r| l.record(r).dob),
+            records: l
+                .person_records(p)
+                .iter()
+                .map(|&r| l.record(r).clone())
+                .collect(),
+            links: l
+                .person_links(p)
+                .into_iter()
+                .map(|k| LinkView {
+                    record_a: l.record(k.a).key.clone(),
+                    record_b: l.record(k.b).key.clone(),
+                    why: k.why.clone(),
+                })
+                .collect(),
+            score,
+        }
+    }
+
+    /// Finds persons.
+    pub fn find_person(&self, q: &PersonQuery) -> Vec<PersonView> {
+        let st = self.read_state();
+        let l = &st.linker;
+        let one = |p: Option<u32>| -> Vec<PersonView> {
+            p.map(|p| Self::person_view(l, p, None))
+                .into_iter()
+                .collect()
+        };
+        match q {
+            PersonQuery::NhsNumber(n) => one(l.find_by_nhs(n)),
+            PersonQuery::Upn(u) => one(l.find_by_upn(u)),
+            PersonQuery::Local { source, local_id } => one(l.find_by_local(source, local_id)),
+            PersonQuery::Id(id) => one(l.person_by_id(id)),
+            PersonQuery::Name { given, family, dob } => l
+                .find_by_name(given, family, *dob)
+                .into_iter()
+                .map(|f| Self::person_view(l, f.person, f.score.map(|s| s.total)))
+                .collect(),
+        }
+    }
+
+    /// The records in scope and, for a family, its id.
+    fn scope_records(
+        l: &Linker,
+        scope: &Scope,
+    ) -> Result<(Vec<u32>, Option<u32>), ProjectionError> {
+        match scope {
+            Scope::Family(id) => {
+                let f = l
+                    .family_by_id(id)
+                    .ok_or_else(|| ProjectionError::NotFound(format!("no family {id:?}")))?;
+                Ok((l.family_records(f).to_vec(), Some(f)))
+            }
+            Scope::Person(id) => {
+                let p = l
+                    .person_by_id(id)
+                    .ok_or_else(|| ProjectionError::NotFound(format!("no person {id:?}")))?;
+                Ok((l.person_records(p).to_vec(), None))
+            }
+        }
+    }
+
+    /// Every (time, offset, meta) of the records, newest first, without duplicates.
+    fn index_of(&self, recs: &[u32]) -> Result<Vec<(Timestamp, u64, sled::IVec)>, ProjectionError> {
+        let mut all = Vec::new();
+        for &r in recs {
+            let mut prefix = [0u8; 5];
+            prefix[0] = b't';
+            prefix[1..].copy_from_slice(&r.to_be_bytes());
+            for kv in self.db.scan_prefix(prefix) {
+                let (k, v) = kv?;
+                let (at, off) = parse_time_key(&k)
+                    .ok_or_else(|| ProjectionError::Damaged("bad timeline key".into()))?;
+                all.push((at, off, v));
+            }
+        }
+        all.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        all.dedup_by_key(|x| x.1);
+        Ok(all)
+    }
+
+    fn load_event(&self, offset: u64) -> Result<Event, ProjectionError> {
+        let bytes = self
+            .db
+            .get(event_key(offset))?
+            .ok_or_else(|| ProjectionError::Damaged(format!("event at offset {offset} missing")))?;
+        match Record::decode(&bytes) {
+            Ok(Record::PartnerEvent(e)) => Ok(e),
+            Ok(_) => Err(ProjectionError::Damaged(format!(
+                "offset {offset} is not an event"
+            ))),
+            Err(e) => Err(ProjectionError::Damaged(e.to_string())),
+        }
+    }
+
+    fn subject_persons(l: &Linker, e: &Event) -> Vec<String> {
+        e.subjects
+            .iter()
+            .map(|s| match &s.local_id {
+                Some(id) => l
+                    .find_by_local(&e.source, id)
+                    .map(|p| l.person_id(p))
+                    .unwrap_or_default(),
+                None => String::new(),
+            })
+            .collect()
+    }
+
+    /// A page of the timeline of a family or person, newest first, showing only events
+    /// `visible` allows and counting the others.
+    pub fn timeline(
+        &self,
+        scope: &Scope,
+        filter: &TimelineFilter,
+        page_size: usize,
+        cursor: &str,
+        visible: &dyn Fn(&EventMeta) -> bool,
+    ) -> Result<TimelinePage, ProjectionError> {
+        let after = decode_cursor(cursor)?;
+        let page_size = page_size.clamp(1, MAX_PAGE);
+        let st = self.read_state();
+        let l = &st.linker;
+        let (recs, _) = Self::scope_records(l, scope)?;
+        let index = self.index_of(&recs)?;
+        let mut page = TimelinePage {
+            items: Vec::new(),
+            next_cursor: String::new(),
+            withheld: 0,
+            total: 0,
+        };
+        let mut last = None;
+        for (at, off, meta) in &index {
+            let meta = std::str::from_utf8(meta).unwrap_or("\0");
+            let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
+            if filter.from.is_some_and(|f| *at < f) || filter.to.is_some_and(|t| *at >= t) {
+                continue;
+            }
+            if !filter.sources.is_empty() && !filter.sources.iter().any(|s| s == source) {
+                continue;
+            }
+            if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == kind) {
+                continue;
+            }
+            let m = EventMeta {
+                offset: *off,
+                occurred_at: *at,
+                source,
+                kind,
+            };
+            if !visible(&m) {
+                page.withheld += 1;
+                continue;
+            }
+            page.total += 1;
+            if after.is_some_and(|c| (*at, *off) >= c) {
+                continue;
+            }
+            if page.items.len() == page_size {
+                if let Some((a, o)) = last {
+                    page.next_cursor = encode_cursor(a, o);
+                }
+                last = None;
+                continue;
+            }
+            let e = self.load_event(*off)?;
+            page.items.push(TimelineItem {
+                offset: *off,
+                occurred_at: *at,
+                source: source.to_string(),
+                event_id: e.event_id.clone(),
+                kind: kind.to_string(),
+                summary: view::summary_line(&e),
+                person_ids: Self::subject_persons(l, &e),
+            });
+            last = Some((*at, *off));
+        }
+        Ok(page)
+    }
+
+    /// The family view of a family (by family id or a member's person id), as of `now`,
+    /// from the events `visible` allows; also returns how many were withheld.
+    pub fn family(
+        &self,
+        scope: &Scope,
+        now: Timestamp,
+        visible: &dyn Fn(&EventMeta) -> bool,
+    ) -> Result<(FamilyView, u64), ProjectionError> {
+        let st = self.read_state();
+        let l = &st.linker;
+        let fam = match scope {
+            Scope::Family(id) => l
+                .family_by_id(id)
+                .ok_or_else(|| ProjectionError::NotFound(format!("no family {id:?}")))?,
+            Scope::Person(id) => l.family_of(
+                l.person_by_id(id)
+                    .ok_or_else(|| ProjectionError::NotFound(format!("no person {id:?}")))?,
+            ),
+        };
+        let members: Vec<Member> = l
+            .family_persons(fam)
+            .into_iter()
+            .map(|p| {
+                let r = l.record(p);
+                Member {
+                    person_id: l.person_id(p),
+                    name: r.display_name.clone(),
+                    date_of_birth: l.person_records(p).iter().find_map(|&x| l.record(x).dob),
+                    age: None,
+                    sex: l.person_records(p).iter().find_map(|&x| l.record(x).sex),
+                }
+            })
+            .collect();
+        let index = self.index_of(l.family_records(fam))?;
+        let mut events = Vec::with_capacity(index.len());
+        let mut withheld = 0;
+        for (at, off, meta) in &index {
+            let meta = std::str::from_utf8(meta).unwrap_or("\0");
+            let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
+            let m = EventMeta {
+                offset: *off,
+                occurred_at: *at,
+                source,
+                kind,
+            };
+            if !visible(&m) {
+                withheld += 1;
+                continue;
+            }
+            let event = self.load_event(*off)?;
+            let persons = Self::subject_persons(l, &event);
+            events.push(FamilyEvent {
+                offset: *off,
+                event,
+                persons,
+            });
+        }
+        Ok((
+            view::family_view(l.family_id(fam), members, &events, now),
+            withheld,
+        ))
+    }
+
+    /// Match candidates (open ones only, or all), oldest first.
+    pub fn candidates(&self, open_only: bool) -> Vec<CandidateView> {
+        let st = self.read_state();
+        let l = &st.linker;
+        l.candidates()
+            .iter()
+            .map(|c| CandidateView {
+                candidate: c.clone(),
+                record_a: l.record(c.a).clone(),
+                record_b: l.record(c.b).clone(),
+                open: l.is_open(c),
+            })
+            .filter(|c| !open_only || c.open)
+            .collect()
+    }
+
+    /// A candidate by id.
+    pub fn candidate(&self, id: &str) -> Option<CandidateView> {
+        self.candidates(false)
+            .into_iter()
+            .find(|c| c.candidate.id == id)
+    }
+
+    /// Whether a subject record key is known.
+    pub fn has_record(&self, key: &str) -> bool {
+        self.read_state().linker.record_by_key(key).is_some()
+    }
+}
+
+/// Applies `log` to `projection` until `stop` is set: reads after each notification on
+/// `wake`, and at least every 50 ms. Errors are logged and retried after a pause.
+pub async fn follow(
+    projection: Arc<Projection>,
+    log: Arc<dyn Log>,
+    wake: Arc<tokio::sync::Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match projection.catch_up(log.as_ref()).await {
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "projection could not apply the log; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+use std::sync::Arc;
+
+use tellonce_demo::{County, Settings};
+use tellonce_domain::identity::{Decision, MatchDecision};
+use tellonce_domain::record::HUB_SOURCE;
+use tellonce_log::storage::FsDir;
+use tellonce_log::{EmbeddedLog, EmbeddedOptions, NewEntry};
+
+use super::*;
+
+const END: Timestamp = Timestamp(1_790_000_000_000);
+
+fn open_log(dir: &Path) -> Arc<EmbeddedLog<FsDir>> {
+    let (log, _) = EmbeddedLog::open(
+        FsDir::new(dir.join("log")).expect("log folder"),
+        EmbeddedOptions::default(),
+    )
+    .expect("log opens");
+    Arc::new(log)
+}
+
+async fn fill(log: &dyn Log, families: usize, events: u64) {
+    let mut county = County::new(Settings {
+        seed: 11,
+        families,
+        events,
+        end: END,
+    });
+    let entries: Vec<NewEntry> = county
+        .events()
+        .map(|e| {
+            let rec = Record::PartnerEvent(e);
+            let (source, id) = rec.key();
+            NewEntry {
+                source: source.to_string(),
+                id: id.to_string(),
+                recorded_at_ms: END.0,
+                body: rec.encode(),
+            }
+        })
+        .collect();
+    for chunk in entries.chunks(500) {
+        log.append(chunk.to_vec()).await.expect("append");
+    }
+}
+
+fn all(_: &EventMeta) -> bool {
+    true
+}
+
+#[tokio::test]
+async fn incremental_with_restarts_equals_rebuild() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 60, 3_000).await;
+
+    // Incremental: small batches, with a restart in the middle.
+    let dir = tmp.path().join("proj");
+    {
+        let p = Projection::open(&dir, log.as_ref()).await.expect("open");
+        let entries = log.read(0, 1_200).await.expect("read");
+        for chunk in entries.chunks(37) {
+            p.apply(chunk).expect("apply");
+        }
+        p.close().expect("close");
+    }
+    // A decision arrives between restarts.
+    let p = Projection::open(&dir, log.as_ref()).await.expect("reopen");
+    assert_eq!(p.applied(), 1_200, "resumes from its snapshot");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    let open = p.candidates(true);
+    let person = p.find_person(&PersonQuery::Id(
+        p.with_linker(|l| l.person_id(l.person_of(0))),
+    ));
+    let (a, b) = match open.first() {
+        Some(c) => (c.record_a.key.clone(), c.record_b.key.clone()),
+        None => (person[0].records[0].key.clone(), "police/none".into()),
+    };
+    let d = Record::MatchDecision(MatchDecision {
+        decision_id: "d-1".into(),
+        candidate_id: open.first().map(|c| c.candidate.id.clone()),
+        record_a: a,
+        record_b: b,
+        decision: Decision::Reject,
+        decided_by: "worker-1".into(),
+        reason: "different children".into(),
+        decided_at: END,
+    });
+    log.append(vec![NewEntry {
+        source: HUB_SOURCE.into(),
+        id: "d-1".into(),
+        recorded_at_ms: END.0,
+        body: d.encode(),
+    }])
+    .await
+    .expect("append decision");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    let incremental = p.digest().expect("digest");
+    let counts = p.counts();
+    p.close().expect("close");
+    drop(p);
+
+    // Rebuilt: one pass from an empty folder.
+    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref())
+        .await
+        .expect("rebuild");
+    q.catch_up(log.as_ref()).await.expect("replay");
+    assert_eq!(q.applied(), 3_001);
+    assert_eq!(q.digest().expect("digest"), incremental);
+    assert_eq!(q.counts(), counts);
+    assert!(counts.1 > 100 && counts.2 > 20, "{counts:?}");
+}
+
+#[tokio::test]
+async fn timeline_pages_filters_and_withholding() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 20, 2_000).await;
+    let p = Projection::open(&tmp.path().join("proj"), log.as_ref())
+        .await
+        .expect("open");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    // The family with the most events.
+    let fam = p.with_linker(|l| {
+        let mut best = (0, 0);
+        for person in l.persons() {
+            let f = l.family_of(person);
+            let n = l.family_records(f).len();
+            if n > best.1 {
+                best = (f, n);
+            }
+        }
+        l.family_id(best.0)
+    });
+    let scope = Scope::Family(fam.clone());
+    let full = p
+        .timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &all)
+        .expect("timeline");
+    assert!(full.items.len() > 20, "{}", full.items.len());
+    assert!(full
+        .items
+        .windows(2)
+        .all(|w| (w[0].occurred_at, w[0].offset) > (w[1].occurred_at, w[1].offset)));
+    // Paging returns the same items.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..1000 {
+        let page = p
+            .timeline(&scope, &TimelineFilter::default(), 7, &cursor, &all)
+            .expect("page");
+        paged.extend(page.items);
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    assert_eq!(paged, full.items);
+    // Filters.
+    let police = TimelineFilter {
+        sources: vec!["police".into()],
+        ..TimelineFilter::default()
+    };
+    let only = p
+        .timeline(&scope, &police, MAX_PAGE, "", &all)
+        .expect("filtered");
+    assert!(only.items.iter().all(|i| i.source == "police"));
+    let mid = full.items[full.items.len() / 2].occurred_at;
+    let since = TimelineFilter {
+        from: Some(mid),
+        ..TimelineFilter::default()
+    };
+    let recent = p
+        .timeline(&scope, &since, MAX_PAGE, "", &all)
+        .expect("range");
+    assert!(recent.items.iter().all(|i| i.occurred_at >= mid));
+    // Withholding: everything not from the police is counted, not shown.
+    let police_only = |m: &EventMeta| m.source == "police";
+    let seen = p
+        .timeline(
+            &scope,
+            &TimelineFilter::default(),
+            MAX_PAGE,
+            "",
+            &police_only,
+        )
+        .expect("withheld");
+    assert_eq!(seen.items.len(), only.items.len());
+    assert_eq!(seen.withheld as usize, full.items.len() - only.items.len());
+    // A bad cursor is a clear error.
+    assert!(matches!(
+        p.timeline(&scope, &TimelineFilter::default(), 5, "nonsense", &all),
+        Err(ProjectionError::Invalid(_))
+    ));
+    // The family view folds the same events.
+    let (view, withheld) = p.family(&scope, END, &all).expect("family");
+    assert_eq!(view.event_count, full.items.len());
+    assert_eq!(withheld, 0);
+    assert_eq!(view.family_id, fam);
+    assert!(!view.members.is_empty());
+}
+
+#[tokio::test]
+async fn a_projection_of_another_log_is_rebuilt() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 5, 100).await;
+    let dir = tmp.path().join("proj");
+    let p = Projection::open(&dir, log.as_ref()).await.expect("open");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    p.close().expect("close");
+    drop(p);
+    log.close();
+    drop(log);
+
+    let other = tempfile::tempdir().expect("tmp");
+    let log2 = open_log(other.path());
+    let mut county = County::new(Settings {
+        seed: 99,
+        families: 5,
+        events: 100,
+        end: END,
+    });
+    let e = county.events().next().expect("an event");
+    let rec = Record::PartnerEvent(e);
+    let mut entries = Vec::new();
+    for i in 0..100 {
+        entries.push(NewEntry {
+            source: "police".into(),
+            id: format!("x{i}"),
+            recorded_at_ms: 0,
+            body: rec.encode(),
+        });
+    }
+    log2.append(entries).await.expect("append");
+    let q = Projection::open(&dir, log2.as_ref()).await.expect("open");
+    assert_eq!(q.applied(), 0, "a snapshot of another log is not used");
+}
