@@ -12,8 +12,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod client;
+mod demo;
+mod projbench;
 mod publish;
 mod serve;
+mod timeline;
 mod verify;
 
 /// TellOnce: an event-sourced data-sharing hub for early help and safeguarding of children.
@@ -30,6 +33,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Publish events from a JSON-lines file (one event per line) to a running hub.
     Publish(publish::PublishArgs),
+    /// Generate a synthetic county and publish it to a running hub, then show one family.
+    Demo(demo::DemoArgs),
+    /// Print a family's timeline: one line per event, newest first.
+    Timeline(timeline::TimelineArgs),
+    /// Drop the projections and rebuild them from the log (stop the hub first).
+    Rebuild(projbench::RebuildArgs),
     /// Benchmarks (not tests): measure the hub against a baseline in the same run.
     Bench {
         #[command(subcommand)]
@@ -46,6 +55,12 @@ enum Command {
 enum BenchCommand {
     /// Ingest over gRPC end to end, streamed and unary, against the raw append rate of the disk.
     Ingest(bench::IngestArgs),
+    /// Identity linking on the demo county, scored against its ground truth.
+    Link(projbench::DemoSize),
+    /// A full rebuild of the projections from a demo log.
+    Replay(projbench::DemoSize),
+    /// GetTimeline and GetFamily over gRPC on the demo county.
+    Query(projbench::QueryArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,9 +92,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Publish(args) => publish::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Timeline(args) => timeline::run(args),
+        Command::Rebuild(args) => projbench::rebuild(args),
         Command::Bench {
             which: BenchCommand::Ingest(args),
         } => bench::run(args),
+        Command::Bench {
+            which: BenchCommand::Link(args),
+        } => projbench::link(args),
+        Command::Bench {
+            which: BenchCommand::Replay(args),
+        } => projbench::replay(args),
+        Command::Bench {
+            which: BenchCommand::Query(args),
+        } => projbench::query(args),
         Command::Log {
             which: LogCommand::Verify { data_dir, json },
         } => verify::run(&data_dir, json),

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use tellonce_domain::Event;
 use tellonce_proto::v1 as pb;
-use tellonce_server::config::{dev_credentials_path, DevCredentials};
 use tellonce_server::convert::event_to_pb;
 
 use crate::client;
@@ -164,25 +163,10 @@ pub fn run(args: PublishArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 fn load_tokens(args: &PublishArgs) -> Result<HashMap<String, String>, String> {
-    let path = match &args.credentials {
-        Some(p) => p.clone(),
-        None => {
-            let dev = dev_credentials_path(std::path::Path::new("./data"));
-            if !dev.exists() || args.token.is_some() {
-                return Ok(HashMap::new());
-            }
-            dev
-        }
-    };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let creds: DevCredentials =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(creds
-        .partners
-        .into_iter()
-        .map(|p| (p.id, p.token))
-        .collect())
+    if args.credentials.is_none() && args.token.is_some() {
+        return Ok(HashMap::new());
+    }
+    client::partner_tokens(args.credentials.as_deref())
 }
 
 #[cfg(test)]

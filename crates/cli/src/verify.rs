@@ -49,6 +49,10 @@ pub fn dump(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error:
                     ev.subjects.len(),
                     ev.occurred_at
                 ),
+                Ok(Record::MatchDecision(d)) => format!(
+                    "match decision: {:?} {} and {} by {}",
+                    d.decision, d.record_a, d.record_b, d.decided_by
+                ),
                 Err(err) => format!("(undecodable: {err})"),
             };
             format!(

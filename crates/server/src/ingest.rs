@@ -44,6 +44,7 @@ pub struct Ingest {
     log: Arc<dyn Log>,
     clock: Clock,
     max_batch: usize,
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn rejected(event_id: String, e: &ValidationError) -> pb::EventResult {
@@ -69,7 +70,14 @@ impl Ingest {
             log,
             clock,
             max_batch,
+            wake: None,
         }
+    }
+
+    /// Notifies `wake` after every append that wrote something (the projection follower).
+    pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     /// Validates and appends a batch from `partner`; one result per event, in order. Fails as a
@@ -124,6 +132,14 @@ impl Ingest {
         }
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let outcomes = self.log.append(entries).await?;
+        if let Some(w) = &self.wake {
+            if outcomes
+                .iter()
+                .any(|o| matches!(o, AppendOutcome::Appended(_)))
+            {
+                w.notify_one();
+            }
+        }
         for ((slot, id), outcome) in slots.into_iter().zip(ids).zip(outcomes) {
             let outcome = match outcome {
                 AppendOutcome::Appended(offset) => {

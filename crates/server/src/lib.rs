@@ -11,7 +11,9 @@ use std::sync::Arc;
 use tellonce_log::storage::FsDir;
 use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log, OpenReport};
 use tellonce_log_nats::{NatsLog, NatsOptions};
+use tellonce_projection::Projection;
 use tellonce_proto::v1::ingest_service_server::IngestServiceServer;
+use tellonce_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -20,6 +22,7 @@ pub mod config;
 pub mod convert;
 mod error;
 pub mod ingest;
+pub mod query;
 
 pub use config::{Config, Overrides};
 pub use error::ServerError;
@@ -80,8 +83,14 @@ pub async fn open_engine(config: &Config) -> Result<Engine, ServerError> {
     }
 }
 
+/// The folder of the projections inside a data folder.
+pub fn projections_dir(config: &Config) -> std::path::PathBuf {
+    config.storage.data_dir.join("projections")
+}
+
 /// Serves the hub on `listener` until `shutdown` completes, then stops accepting calls and
-/// finishes the ones in flight.
+/// finishes the ones in flight. Opens the projections in the data folder and keeps them
+/// applying the log while it serves.
 pub async fn run(
     listener: TcpListener,
     config: &Config,
@@ -89,16 +98,44 @@ pub async fn run(
     auth: Arc<dyn auth::Authenticator>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let ingest = ingest::Ingest::new(log, ingest::system_clock(), config.server.max_batch);
+    let projection = Arc::new(Projection::open(&projections_dir(config), log.as_ref()).await?);
+    info!(
+        applied = projection.applied(),
+        head = log.head().next_offset,
+        "projections open"
+    );
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(tellonce_projection::follow(
+        projection.clone(),
+        log.clone(),
+        wake.clone(),
+        stop_rx,
+    ));
+    let clock = ingest::system_clock();
+    let ingest = ingest::Ingest::new(log.clone(), clock.clone(), config.server.max_batch)
+        .with_wake(wake.clone());
     let ingest = IngestServiceServer::new(ingest::IngestGrpc::new(
         ingest,
-        auth,
+        auth.clone(),
         config.server.stream_window,
     ))
     .max_decoding_message_size(16 * 1024 * 1024);
+    let query = query::Query::new(
+        projection.clone(),
+        log,
+        Arc::new(query::AllowAuthenticated),
+        clock,
+        wake,
+    );
+    let query = QueryServiceServer::new(query::QueryGrpc::new(query, auth))
+        .max_encoding_message_size(16 * 1024 * 1024);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServiceServer<ingest::IngestGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<QueryServiceServer<query::QueryGrpc>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tellonce_proto::FILE_DESCRIPTOR_SET)
@@ -106,19 +143,23 @@ pub async fn run(
         .build_v1()
         .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
     info!(addr = %listener.local_addr()?, "serving gRPC");
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(8 * 1024 * 1024))
         .add_service(health)
         .add_service(reflection)
         .add_service(ingest)
+        .add_service(query)
         .serve_with_incoming_shutdown(
             // Small answers must not wait for Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await
-        .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+        .map_err(|e| ServerError::Io(std::io::Error::other(e)));
+    let _ = stop_tx.send(true);
+    let _ = follower.await;
+    projection.close()?;
     info!("gRPC server stopped");
-    Ok(())
+    served
 }

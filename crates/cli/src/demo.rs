@@ -1,0 +1,272 @@
+//! `tellonce demo`: generate a synthetic county, publish it to a running hub over gRPC, and
+//! print one family's timeline.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tellonce_demo::{County, Settings, PARTNERS};
+use tellonce_proto::v1 as pb;
+use tellonce_server::convert::event_to_pb;
+use tokio::sync::mpsc;
+
+use crate::client;
+
+/// Options of `tellonce demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Number of families.
+    #[arg(long, default_value_t = 10_000)]
+    pub families: usize,
+    /// Number of events (over the three years up to now).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Seed: the same seed gives the same county.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// The hub's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// A credentials file with every demo partner's token (default: ./data's development
+    /// credentials).
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
+    /// Events per request.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+}
+
+/// What a demo ingest did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ingested {
+    /// Newly accepted events.
+    pub accepted: u64,
+    /// Events already in the log.
+    pub duplicate: u64,
+    /// Rejected events.
+    pub rejected: u64,
+    /// The highest offset answered.
+    pub max_offset: u64,
+}
+
+fn now() -> tellonce_domain::Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    // A minute back, so that no event is "in the future" for a hub with a slower clock.
+    tellonce_domain::Timestamp(ms - 60_000)
+}
+
+/// The demo settings of `args`, ending now.
+pub fn settings(args: &DemoArgs) -> Settings {
+    Settings {
+        seed: args.seed,
+        families: args.families,
+        events: args.events,
+        end: now(),
+    }
+}
+
+/// Publishes the county's events to the hub at `addr`, one stream per partner.
+pub async fn ingest(
+    county: &mut County,
+    addr: &str,
+    tokens: &HashMap<String, String>,
+    batch: usize,
+    bar: &ProgressBar,
+) -> Result<Ingested, Box<dyn std::error::Error>> {
+    let channel = client::connect(addr).await?;
+    let mut senders = HashMap::new();
+    let mut tasks = Vec::new();
+    for (source, _) in PARTNERS {
+        let token = tokens.get(*source).ok_or_else(|| {
+            format!("no credential for partner {source:?}: the demo publishes as every development partner (run it against a dev hub, or pass --credentials)")
+        })?;
+        let mut c = client::ingest(channel.clone(), token)?;
+        let (tx, rx) = mpsc::channel::<pb::PublishRequest>(8);
+        senders.insert(source.to_string(), tx);
+        let bar = bar.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Ingested::default();
+            let mut answers = c
+                .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            while let Some(resp) = answers.message().await? {
+                for r in &resp.results {
+                    match &r.outcome {
+                        Some(pb::event_result::Outcome::Accepted(a)) => {
+                            out.accepted += 1;
+                            out.max_offset = out.max_offset.max(a.offset);
+                        }
+                        Some(pb::event_result::Outcome::Duplicate(d)) => {
+                            out.duplicate += 1;
+                            out.max_offset = out.max_offset.max(d.offset);
+                        }
+                        _ => out.rejected += 1,
+                    }
+                }
+                bar.inc(resp.results.len() as u64);
+            }
+            Ok::<_, tonic::Status>(out)
+        }));
+    }
+    let mut buffers: HashMap<String, Vec<pb::Event>> = HashMap::new();
+    for event in county.events() {
+        let source = event.source.clone();
+        let buf = buffers.entry(source.clone()).or_default();
+        buf.push(event_to_pb(&event));
+        if buf.len() >= batch {
+            let events = std::mem::take(buf);
+            if let Some(tx) = senders.get(&source) {
+                tx.send(pb::PublishRequest {
+                    events,
+                    request_id: 0,
+                })
+                .await
+                .map_err(|_| "the hub closed the stream")?;
+            }
+        }
+    }
+    for (source, events) in buffers {
+        if let (Some(tx), false) = (senders.get(&source), events.is_empty()) {
+            tx.send(pb::PublishRequest {
+                events,
+                request_id: 0,
+            })
+            .await
+            .map_err(|_| "the hub closed the stream")?;
+        }
+    }
+    drop(senders);
+    let mut total = Ingested::default();
+    for t in tasks {
+        let r = t
+            .await?
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+        total.accepted += r.accepted;
+        total.duplicate += r.duplicate;
+        total.rejected += r.rejected;
+        total.max_offset = total.max_offset.max(r.max_offset);
+    }
+    Ok(total)
+}
+
+/// Waits until the hub has applied `offset` (polling with bounded waits).
+pub async fn wait_applied(
+    q: &mut client::Query,
+    family_id: &str,
+    offset: u64,
+) -> Result<(), String> {
+    for _ in 0..60 {
+        let r = q
+            .get_timeline(pb::GetTimelineRequest {
+                scope: Some(pb::get_timeline_request::Scope::FamilyId(family_id.into())),
+                page_size: 1,
+                consistency: Some(pb::Consistency {
+                    min_offset: offset,
+                    wait_ms: 10_000,
+                }),
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() == tonic::Code::Unavailable => continue,
+            Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+    Err(format!(
+        "the hub did not apply offset {offset} within 10 minutes"
+    ))
+}
+
+/// Runs `tellonce demo`.
+pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let tokens = client::partner_tokens(args.credentials.as_deref())?;
+    if tokens.is_empty() {
+        return Err("no credentials: start a development hub first (`tellonce serve` writes data/dev-credentials.toml), run this from the same folder, or pass --credentials".into());
+    }
+    let mut county = County::new(settings(&args));
+    let bar = ProgressBar::new(args.events);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    runtime.block_on(async {
+        let done = ingest(&mut county, &args.addr, &tokens, args.batch, &bar).await?;
+        bar.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "published {} events in {secs:.1} s ({:.0}/s): accepted {}, duplicate {}, rejected {}",
+            args.events,
+            args.events as f64 / secs,
+            done.accepted,
+            done.duplicate,
+            done.rejected
+        );
+        // The busiest family, found as a practitioner would: by a child's NHS number.
+        let busiest = county
+            .families
+            .iter()
+            .max_by_key(|f| f.weight)
+            .ok_or("the county has no families")?;
+        let child = busiest
+            .members
+            .iter()
+            .map(|&m| &county.people[m as usize])
+            .find(|p| p.child)
+            .ok_or("no child")?;
+        let channel = client::connect(&args.addr).await?;
+        let token = tokens.values().next().cloned().unwrap_or_default();
+        let mut q = client::query(channel, &token)?;
+        let found = q
+            .find_person(pb::FindPersonRequest {
+                by: Some(pb::find_person_request::By::NhsNumber(child.nhs.clone())),
+                consistency: Some(pb::Consistency {
+                    min_offset: done.max_offset,
+                    wait_ms: 30_000,
+                }),
+            })
+            .await;
+        let found = match found {
+            Ok(f) => f.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                println!("waiting for the hub to apply the log...");
+                q.find_person(pb::FindPersonRequest {
+                    by: Some(pb::find_person_request::By::NhsNumber(child.nhs.clone())),
+                    consistency: None,
+                })
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                .into_inner()
+            }
+            Err(s) => return Err(format!("{:?}: {}", s.code(), s.message()).into()),
+        };
+        let Some(person) = found.persons.first() else {
+            println!(
+                "(no partner has published {}'s NHS number yet)",
+                child.given
+            );
+            return Ok(ExitCode::SUCCESS);
+        };
+        wait_applied(&mut q, &person.family_id, done.max_offset).await?;
+        println!(
+            "\n{} (NHS {}), as every partner knows them:",
+            person.name, child.nhs
+        );
+        println!(
+            "try: tellonce timeline --nhs-number {}    or: tellonce timeline --family {}\n",
+            child.nhs, person.family_id
+        );
+        crate::timeline::show(&mut q, &person.family_id, Vec::new(), Vec::new(), 25).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,466 @@
+//! `tellonce rebuild` and the benchmarks of the read side: `bench link` (linkage quality against
+//! the demo's ground truth), `bench replay` (a full rebuild of the projections), `bench query`
+//! (GetTimeline and GetFamily over gRPC on the demo county).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tellonce_demo::{County, Settings};
+use tellonce_domain::identity::Linker;
+use tellonce_domain::Record;
+use tellonce_log::storage::FsDir;
+use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log, NewEntry};
+use tellonce_projection::Projection;
+use tellonce_proto::v1 as pb;
+use tellonce_server::auth::StaticTokens;
+use tellonce_server::config::PartnerConfig;
+use tellonce_server::{Config, Overrides};
+
+use crate::client;
+
+/// Peak resident memory of this process so far, in MiB (Linux; 0 elsewhere).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Options shared by the demo-based benchmarks.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoSize {
+    /// Families in the demo county.
+    #[arg(long, default_value_t = 10_000)]
+    families: usize,
+    /// Events in the demo county.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Seed.
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn county(size: &DemoSize) -> County {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    County::new(Settings {
+        seed: size.seed,
+        families: size.families,
+        events: size.events,
+        end: tellonce_domain::Timestamp(now - 60_000),
+    })
+}
+
+fn bar(len: u64, json: bool, what: &str) -> ProgressBar {
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Runs `tellonce bench link`.
+pub fn link(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut c = county(&size);
+    let mut linker = Linker::new();
+    let progress = bar(size.events, size.json, "events");
+    let started = Instant::now();
+    for (i, e) in c.events().enumerate() {
+        linker.apply_event(i as u64, &e);
+        if i % 10_000 == 0 {
+            progress.set_position(i as u64);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    let q = tellonce_demo::score_linking(&linker, &c.truth());
+    let review_fraction = q.persons_in_review as f64 / q.persons.max(1) as f64;
+    let out = serde_json::json!({
+        "precision": q.precision,
+        "recall": q.recall,
+        "false_merges": q.false_merges,
+        "missed_links": q.missed_links,
+        "review_fraction": review_fraction,
+        "persons_in_review": q.persons_in_review,
+        "true_persons": q.persons,
+        "linked_persons": linker.person_count(),
+        "records": linker.record_count(),
+        "families": linker.family_count(),
+        "conflicts": linker.conflicts().len(),
+        "events": size.events,
+        "events_per_sec": size.events as f64 / secs,
+    });
+    if size.json {
+        println!("{out}");
+    } else {
+        println!(
+            "linked {} partner records of {} true persons into {} persons and {} families ({} events, {:.0} events/s)",
+            linker.record_count(), q.persons, linker.person_count(), linker.family_count(), size.events, size.events as f64 / secs
+        );
+        println!(
+            "pairwise precision {:.5}  recall {:.5}",
+            q.precision, q.recall
+        );
+        println!(
+            "false merges {}  missed links {}",
+            q.false_merges, q.missed_links
+        );
+        println!(
+            "persons sent to review {} ({:.2}% of persons)  identifier conflicts {}",
+            q.persons_in_review,
+            review_fraction * 100.0,
+            linker.conflicts().len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the demo county straight into an embedded log (not through gRPC: this sets up a
+/// benchmark, it does not measure ingest).
+async fn fill_log(log: &dyn Log, size: &DemoSize) -> Result<County, Box<dyn std::error::Error>> {
+    let mut c = county(size);
+    let progress = bar(size.events, size.json, "events written");
+    let mut chunk = Vec::with_capacity(1000);
+    let mut events = c.events();
+    loop {
+        chunk.clear();
+        for e in events.by_ref().take(1000) {
+            let rec = Record::PartnerEvent(e);
+            let (source, id) = rec.key();
+            chunk.push(NewEntry {
+                source: source.to_string(),
+                id: id.to_string(),
+                recorded_at_ms: 0,
+                body: rec.encode(),
+            });
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        progress.inc(chunk.len() as u64);
+        log.append(chunk.clone()).await?;
+    }
+    drop(events);
+    progress.finish_and_clear();
+    Ok(c)
+}
+
+/// What a rebuild did.
+pub struct Rebuilt {
+    /// Entries applied.
+    pub entries: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// The projection.
+    pub projection: Projection,
+}
+
+/// Drops the projections in `dir` and replays all of `log` into new ones.
+pub async fn rebuild_into(
+    dir: &Path,
+    log: &dyn Log,
+    progress: &ProgressBar,
+) -> Result<Rebuilt, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let p = Projection::rebuild(dir, log).await?;
+    let head = log.head().next_offset;
+    progress.set_length(head);
+    while p.applied() < head {
+        let from = p.applied();
+        let entries = log.read(from, tellonce_projection::APPLY_BATCH).await?;
+        if entries.is_empty() {
+            break;
+        }
+        p.apply(&entries)?;
+        progress.set_position(p.applied());
+    }
+    p.close()?;
+    Ok(Rebuilt {
+        entries: p.applied(),
+        elapsed: started.elapsed(),
+        projection: p,
+    })
+}
+
+/// Runs `tellonce bench replay`.
+pub fn replay(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let base = tempfile::Builder::new()
+        .prefix(".tellonce-bench-")
+        .tempdir_in(".")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (log, _) = EmbeddedLog::open(FsDir::new(base.path().join("log"))?, EmbeddedOptions::default())?;
+        fill_log(&log, &size).await?;
+        let rss_before = peak_rss_mb();
+        let progress = bar(0, size.json, "entries applied");
+        let r = rebuild_into(&base.path().join("projections"), &log, &progress).await?;
+        progress.finish_and_clear();
+        let (records, persons, families, open) = r.projection.counts();
+        let eps = r.entries as f64 / r.elapsed.as_secs_f64();
+        let out = serde_json::json!({
+            "events_per_sec": eps,
+            "entries": r.entries,
+            "seconds": r.elapsed.as_secs_f64(),
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb_before_replay": rss_before,
+            "records": records, "persons": persons, "families": families, "open_candidates": open,
+        });
+        if size.json {
+            println!("{out}");
+        } else {
+            println!(
+                "rebuilt the projections from {} entries in {:.2} s: {eps:.0} events/s; peak RSS {:.0} MiB ({:.0} MiB before the replay)",
+                r.entries, r.elapsed.as_secs_f64(), peak_rss_mb(), rss_before
+            );
+            println!("{records} partner records, {persons} persons, {families} families, {open} open match candidates");
+        }
+        log.close();
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `tellonce rebuild`.
+#[derive(clap::Args, Debug)]
+pub struct RebuildArgs {
+    /// A TOML config file (as for `serve`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data folder (overrides the config file).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Runs `tellonce rebuild`: the hub must be stopped (the log's folder lock says so).
+pub fn rebuild(args: RebuildArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let config = Config::load(
+        args.config.as_deref(),
+        &Overrides {
+            data_dir: args.data_dir,
+            ..Overrides::default()
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let engine = tellonce_server::open_engine(&config).await.map_err(|e| {
+            format!("{e} (stop the hub before `tellonce rebuild`: they share the data folder)")
+        })?;
+        let log = engine.log();
+        let progress = bar(0, false, "entries applied");
+        let r = rebuild_into(&tellonce_server::projections_dir(&config), log.as_ref(), &progress).await?;
+        progress.finish_and_clear();
+        let (records, persons, families, open) = r.projection.counts();
+        println!(
+            "rebuilt the projections from {} entries in {:.2} s ({:.0}/s): {records} partner records, {persons} persons, {families} families, {open} open match candidates",
+            r.entries,
+            r.elapsed.as_secs_f64(),
+            r.entries as f64 / r.elapsed.as_secs_f64().max(1e-9)
+        );
+        engine.close();
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `tellonce bench query`.
+#[derive(clap::Args, Debug)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    size: DemoSize,
+    /// Seconds of load per query kind.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// gRPC connections they share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Timeline page size.
+    #[arg(long, default_value_t = 50)]
+    page_size: u32,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Timeline,
+    Family,
+}
+
+async fn load(
+    clients: &[client::Query],
+    families: Arc<Vec<String>>,
+    kind: Kind,
+    args: &QueryArgs,
+) -> Result<(Vec<Duration>, f64), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.concurrency {
+        let mut c = clients[i % clients.len()].clone();
+        let families = families.clone();
+        let page_size = args.page_size;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut rng = tellonce_demo::Rng::new(i as u64 + 1);
+            while Instant::now() < deadline {
+                let f = rng.pick(&families).clone();
+                let t = Instant::now();
+                match kind {
+                    Kind::Timeline => {
+                        c.get_timeline(pb::GetTimelineRequest {
+                            scope: Some(pb::get_timeline_request::Scope::FamilyId(f)),
+                            page_size,
+                            ..Default::default()
+                        })
+                        .await?;
+                    }
+                    Kind::Family => {
+                        c.get_family(pb::GetFamilyRequest {
+                            by: Some(pb::get_family_request::By::FamilyId(f)),
+                            consistency: None,
+                        })
+                        .await?;
+                    }
+                }
+                lat.push(t.elapsed());
+            }
+            Ok::<_, tonic::Status>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort();
+    let qps = all.len() as f64 / secs;
+    Ok((all, qps))
+}
+
+/// Runs `tellonce bench query`: an in-process hub on a temporary folder holding the demo
+/// county, queried over gRPC on loopback by concurrent callers.
+pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let base = tempfile::Builder::new()
+        .prefix(".tellonce-bench-")
+        .tempdir_in(".")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let json = args.size.json;
+    runtime.block_on(async {
+        let token = format!("bench-{:016x}", tellonce_demo::Rng::new(std::process::id() as u64).next_u64());
+        let mut config = Config::default();
+        config.storage.data_dir = base.path().join("hub");
+        config.partners = vec![PartnerConfig { id: "childrens-trust".into(), name: "benchmark".into(), token: token.clone() }];
+        let engine = tellonce_server::open_engine(&config).await?;
+        let log = engine.log();
+        let c = fill_log(log.as_ref(), &args.size).await?;
+        let head = log.head().next_offset;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let auth = Arc::new(StaticTokens::new(&config.partners));
+        let server_config = config.clone();
+        let server = tokio::spawn(async move {
+            tellonce_server::run(listener, &server_config, log, auth, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let mut clients = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            clients.push(client::query(client::connect(&addr).await?, &token)?);
+        }
+        // Family ids as a practitioner finds them: by NHS numbers of children.
+        let mut families = Vec::new();
+        let mut q = clients[0].clone();
+        let applying = Instant::now();
+        for (i, p) in c.people.iter().filter(|p| p.child).enumerate().step_by(7).take(2_000) {
+            let consistency = (i == 0).then_some(pb::Consistency { min_offset: head.saturating_sub(1), wait_ms: 30_000 });
+            let mut found = None;
+            for _ in 0..40 {
+                match q.find_person(pb::FindPersonRequest {
+                    by: Some(pb::find_person_request::By::NhsNumber(p.nhs.clone())),
+                    consistency,
+                }).await {
+                    Ok(r) => { found = Some(r.into_inner()); break; }
+                    Err(s) if s.code() == tonic::Code::Unavailable => continue,
+                    Err(s) => return Err(format!("{:?}: {}", s.code(), s.message()).into()),
+                }
+            }
+            let found = found.ok_or("the hub did not apply the demo within 20 minutes")?;
+            if let Some(person) = found.persons.first() {
+                families.push(person.family_id.clone());
+            }
+        }
+        let apply_secs = applying.elapsed().as_secs_f64();
+        families.sort();
+        families.dedup();
+        if families.is_empty() {
+            return Err("no families found".into());
+        }
+        let families = Arc::new(families);
+        let (tl, tl_qps) = load(&clients, families.clone(), Kind::Timeline, &args).await?;
+        let (fam, fam_qps) = load(&clients, families.clone(), Kind::Family, &args).await?;
+        let out = serde_json::json!({
+            "policy": false,
+            "timeline_p50_ms": pct(&tl, 0.50),
+            "timeline_p99_ms": pct(&tl, 0.99),
+            "queries_per_sec": tl_qps,
+            "family_p50_ms": pct(&fam, 0.50),
+            "family_p99_ms": pct(&fam, 0.99),
+            "family_queries_per_sec": fam_qps,
+            "families_sampled": families.len(),
+            "events": head,
+            "concurrency": args.concurrency,
+            "page_size": args.page_size,
+            "initial_apply_seconds": apply_secs,
+            "peak_rss_mb": peak_rss_mb(),
+        });
+        if json {
+            println!("{out}");
+        } else {
+            println!("{} events, {} families sampled; {} callers on {} connections, {} s per kind (hub and callers share this machine)",
+                head, families.len(), args.concurrency, args.connections, args.seconds);
+            println!("GetTimeline (page {}): p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", args.page_size, pct(&tl, 0.5), pct(&tl, 0.99), tl_qps);
+            println!("GetFamily:          p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", pct(&fam, 0.5), pct(&fam, 0.99), fam_qps);
+            println!("initial projection of the log took {apply_secs:.1} s; peak RSS {:.0} MiB", peak_rss_mb());
+        }
+        let _ = stop_tx.send(());
+        server.await??;
+        engine.close();
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

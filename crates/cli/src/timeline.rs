@@ -1,0 +1,242 @@
+//! `tellonce timeline`: a family's or person's timeline, one readable line per event.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tellonce_proto::v1 as pb;
+
+use crate::client;
+
+/// Options of `tellonce timeline`.
+#[derive(clap::Args, Debug)]
+pub struct TimelineArgs {
+    /// A family id (`f-...`).
+    #[arg(long)]
+    family: Option<String>,
+    /// A person id (`p-...`): shows that person's whole family.
+    #[arg(long)]
+    person: Option<String>,
+    /// Find the person by NHS number and show their family.
+    #[arg(long)]
+    nhs_number: Option<String>,
+    /// Find the person by UPN and show their family.
+    #[arg(long)]
+    upn: Option<String>,
+    /// Find the person by name ("Given Family") with --dob, and show their family.
+    #[arg(long, requires = "dob")]
+    name: Option<String>,
+    /// Date of birth for --name, YYYY-MM-DD.
+    #[arg(long)]
+    dob: Option<String>,
+    /// Only events from this partner (repeatable).
+    #[arg(long)]
+    source: Vec<String>,
+    /// Only events of this kind, e.g. public_protection_notification (repeatable).
+    #[arg(long)]
+    kind: Vec<String>,
+    /// How many events to show (newest first).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// The hub's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Bearer token (default: the development credentials in ./data).
+    #[arg(long)]
+    token: Option<String>,
+    /// A credentials file to take a token from.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+}
+
+/// Resolves the arguments to a family id, through FindPerson where needed.
+async fn family_of(q: &mut client::Query, args: &TimelineArgs) -> Result<String, String> {
+    use pb::find_person_request::By;
+    if let Some(f) = &args.family {
+        return Ok(f.clone());
+    }
+    let by = if let Some(p) = &args.person {
+        By::PersonId(p.clone())
+    } else if let Some(n) = &args.nhs_number {
+        By::NhsNumber(n.clone())
+    } else if let Some(u) = &args.upn {
+        By::Upn(u.clone())
+    } else if let (Some(name), Some(dob)) = (&args.name, &args.dob) {
+        let (given, family) = name
+            .trim()
+            .rsplit_once(' ')
+            .ok_or("--name needs a given and a family name, e.g. --name \"Mia Carter\"")?;
+        By::Name(pb::NameAndDob {
+            given_name: given.into(),
+            family_name: family.into(),
+            date_of_birth: dob.clone(),
+        })
+    } else {
+        return Err(
+            "say whose timeline: --family, --person, --nhs-number, --upn or --name with --dob"
+                .into(),
+        );
+    };
+    let found = q
+        .find_person(pb::FindPersonRequest {
+            by: Some(by),
+            consistency: None,
+        })
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    match found.persons.as_slice() {
+        [] => Err("no person found".into()),
+        [p] => Ok(p.family_id.clone()),
+        many => {
+            let mut msg = String::from("more than one person matches; pick one with --person:\n");
+            for p in many {
+                msg.push_str(&format!(
+                    "  {}  {}  born {}  score {:.1}\n",
+                    p.person_id, p.name, p.date_of_birth, p.score
+                ));
+            }
+            Err(msg)
+        }
+    }
+}
+
+/// Prints a family view's head lines.
+pub fn print_family(f: &pb::FamilyView, withheld: u64) {
+    println!("family {}  ({} events)", f.family_id, f.event_count);
+    for m in &f.members {
+        let age = if m.age >= 0 {
+            format!("age {}", m.age)
+        } else {
+            "age unknown".into()
+        };
+        println!(
+            "  {}  {}  {}  {}",
+            m.person_id, m.name, m.date_of_birth, age
+        );
+    }
+    if let Some(l) = &f.lead_practitioner {
+        println!("  lead practitioner: {} ({})", l.name, l.organisation);
+    }
+    if !f.threshold_level.is_empty() {
+        println!("  threshold: {}", f.threshold_level);
+    }
+    let open: Vec<&str> = f
+        .partners
+        .iter()
+        .filter(|p| p.open)
+        .map(|p| p.partner.as_str())
+        .collect();
+    println!("  partners involved (open): {}", open.join(", "));
+    for r in &f.open_referrals {
+        println!("  referral {} to {}: {}", r.referral_id, r.service, r.state);
+    }
+    if let Some(fl) = &f.flags {
+        let mut flags = Vec::new();
+        if fl.ppn_last_30_days > 0 {
+            flags.push(format!(
+                "{} PPN(s) in the last 30 days",
+                fl.ppn_last_30_days
+            ));
+        }
+        if fl.excluded_this_term {
+            flags.push("excluded this term".into());
+        }
+        if fl.youth_justice_involvement {
+            flags.push("youth justice involvement".into());
+        }
+        if fl.repeat_referral_within_12_months {
+            flags.push("repeat referral within 12 months".into());
+        }
+        if !flags.is_empty() {
+            println!("  flags: {}", flags.join("; "));
+        }
+    }
+    for o in &f.outcomes {
+        println!(
+            "  {} {}: {} -> {} ({:+})",
+            o.person_id, o.instrument, o.start, o.latest, o.change
+        );
+    }
+    if withheld > 0 {
+        println!("  {withheld} event(s) withheld from you: ask the lead practitioner");
+    }
+}
+
+/// Prints timeline items, one line each.
+pub fn print_items(items: &[pb::TimelineItem]) {
+    for i in items {
+        let date = i.occurred_at.get(..10).unwrap_or(&i.occurred_at);
+        let mut summary = i.summary.clone();
+        if summary.chars().count() > 110 {
+            summary = summary.chars().take(107).collect::<String>() + "...";
+        }
+        println!("{date}  {:<19} {summary}", i.source);
+    }
+}
+
+/// Fetches and prints `limit` timeline items of a family, newest first.
+pub async fn show(
+    q: &mut client::Query,
+    family_id: &str,
+    sources: Vec<String>,
+    kinds: Vec<String>,
+    limit: usize,
+) -> Result<(), String> {
+    let fam = q
+        .get_family(pb::GetFamilyRequest {
+            by: Some(pb::get_family_request::By::FamilyId(family_id.into())),
+            consistency: None,
+        })
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    if let Some(f) = &fam.family {
+        print_family(f, fam.withheld);
+    }
+    let mut cursor = String::new();
+    let mut shown = 0;
+    println!();
+    while shown < limit {
+        let page = q
+            .get_timeline(pb::GetTimelineRequest {
+                scope: Some(pb::get_timeline_request::Scope::FamilyId(family_id.into())),
+                sources: sources.clone(),
+                kinds: kinds.clone(),
+                page_size: (limit - shown).min(500) as u32,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        print_items(&page.items);
+        shown += page.items.len();
+        if page.next_cursor.is_empty() || page.items.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    Ok(())
+}
+
+/// Runs `tellonce timeline`.
+pub fn run(args: TimelineArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let token = client::query_token(args.token.as_deref(), args.credentials.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let channel = client::connect(&args.addr).await?;
+        let mut q = client::query(channel, &token)?;
+        let family = family_of(&mut q, &args).await?;
+        show(
+            &mut q,
+            &family,
+            args.source.clone(),
+            args.kind.clone(),
+            args.limit,
+        )
+        .await?;
+        Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
+    })
+}
