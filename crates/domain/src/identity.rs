@@ -827,25 +827,32 @@ impl Linker {
         }
     }
 
+    /// Blocking keys: the exact date of birth (probed also day/month swapped), and for dates
+    /// one digit off, the surname's sound with two of the three date parts, and the given
+    /// name's sound with month and day. Every block is small, so the cost per record is
+    /// near constant however large the county grows.
     fn block_keys(rec: &SubjectRecord, probe: bool) -> Vec<u64> {
-        let mut keys = Vec::with_capacity(5);
-        let initial = rec.given.as_bytes().first().copied().unwrap_or(0);
-        if let Some(d) = rec.dob {
-            keys.push(block_key(b'd', &[&date_bytes(d)]));
-            if probe {
-                if let Some(s) = names::swapped(d) {
-                    keys.push(block_key(b'd', &[&date_bytes(s)]));
-                }
-            }
-            if !rec.given.is_empty() {
-                let y = d.year.to_be_bytes();
-                keys.push(block_key(b'g', &[&names::soundex(&rec.given), &y]));
+        let mut keys = Vec::with_capacity(8);
+        let Some(d) = rec.dob else {
+            return keys;
+        };
+        keys.push(block_key(b'd', &[&date_bytes(d)]));
+        if probe {
+            if let Some(s) = names::swapped(d) {
+                keys.push(block_key(b'd', &[&date_bytes(s)]));
             }
         }
-        if !rec.family.is_empty() {
-            for part in names::surname_parts(&rec.family) {
-                keys.push(block_key(b'n', &[&names::soundex(part), &[initial]]));
-            }
+        let y = d.year.to_be_bytes();
+        for part in names::surname_parts(&rec.family) {
+            let sx = names::soundex(part);
+            keys.push(block_key(b'm', &[&sx, &y, &[d.month]]));
+            keys.push(block_key(b'k', &[&sx, &y, &[d.day]]));
+        }
+        if !rec.given.is_empty() {
+            keys.push(block_key(
+                b'y',
+                &[&names::soundex(&rec.given), &[d.month, d.day]],
+            ));
         }
         keys
     }
@@ -856,7 +863,10 @@ impl Linker {
         for k in Self::block_keys(r, true) {
             if let Some(list) = self.blocks.get(&k) {
                 for &x in list.iter().rev().take(MAX_BLOCK_SCAN) {
-                    persons.insert(self.person[x as usize]);
+                    // A link needs an agreeing date of birth: skip the rest before scoring.
+                    if dob_agreement(r, &self.records[x as usize]).1 > 0.0 {
+                        persons.insert(self.person[x as usize]);
+                    }
                 }
             }
         }

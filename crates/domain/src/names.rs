@@ -206,9 +206,23 @@ pub fn compare_dates(a: Date, b: Date) -> DateAgreement {
     if a.year == b.year && a.month == b.day && a.day == b.month {
         return DateAgreement::Swapped;
     }
-    let fa = format!("{:04}{:02}{:02}", a.year, a.month, a.day);
-    let fb = format!("{:04}{:02}{:02}", b.year, b.month, b.day);
-    let diff = fa.bytes().zip(fb.bytes()).filter(|(x, y)| x != y).count();
+    // Compare the eight digits of YYYYMMDD without formatting.
+    let digits = |d: Date| -> [u32; 8] {
+        let y = d.year.rem_euclid(10_000) as u32;
+        let (m, dd) = (u32::from(d.month), u32::from(d.day));
+        [
+            y / 1000,
+            y / 100 % 10,
+            y / 10 % 10,
+            y % 10,
+            m / 10,
+            m % 10,
+            dd / 10,
+            dd % 10,
+        ]
+    };
+    let (da, db) = (digits(a), digits(b));
+    let diff = da.iter().zip(db.iter()).filter(|(x, y)| x != y).count();
     if diff == 1 {
         DateAgreement::OneDigit
     } else {
