@@ -192,3 +192,29 @@ pub fn outcome(r: &pb::EventResult) -> (&'static str, u64, i32, String) {
         None => ("none", 0, 0, String::new()),
     }
 }
+
+/// A query client presenting `token`.
+pub async fn query_client(
+    addr: &str,
+    token: &str,
+) -> tellonce_proto::v1::query_service_client::QueryServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        impl tonic::service::Interceptor + Clone,
+    >,
+> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect to the hub");
+    let value: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().expect("header value");
+    tellonce_proto::v1::query_service_client::QueryServiceClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", value.clone());
+            Ok(req)
+        },
+    )
+}
