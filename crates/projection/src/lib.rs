@@ -26,14 +26,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// Entries between linker snapshots.
-pub const SNAPSHOT_EVERY: u64 = 100_000;
+pub const SNAPSHOT_EVERY: u64 = 500_000;
 /// Entries read from the log per applied batch.
 pub const APPLY_BATCH: usize = 2_000;
 /// Largest timeline page.
 pub const MAX_PAGE: usize = 500;
 
 const K_APPLIED: &[u8] = b"m/applied";
-const K_SNAPSHOT: &[u8] = b"m/snapshot";
+const SNAPSHOT_FILE: &str = "linker.snapshot.json";
 
 /// Errors of the projection.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,7 @@ struct State {
 /// The projections of one hub.
 pub struct Projection {
     db: sled::Db,
+    dir: std::path::PathBuf,
     state: RwLock<State>,
     applied: watch::Sender<u64>,
 }
@@ -213,13 +214,6 @@ pub enum PersonQuery {
     Id(String),
 }
 
-fn event_key(offset: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = b'e';
-    k[1..].copy_from_slice(&offset.to_be_bytes());
-    k
-}
-
 fn time_key(record: u32, at: Timestamp, offset: u64) -> [u8; 21] {
     let mut k = [0u8; 21];
     k[0] = b't';
@@ -260,9 +254,9 @@ impl Projection {
     /// belongs to `log`; otherwise starts empty and will replay from the beginning.
     pub async fn open(dir: &Path, log: &dyn Log) -> Result<Self, ProjectionError> {
         let db = sled::Config::new()
-            .path(dir)
+            .path(dir.join("db"))
             .cache_capacity(256 * 1024 * 1024)
-            .flush_every_ms(Some(200))
+            .flush_every_ms(Some(500))
             .open()?;
         let mut state = State {
             linker: Linker::new(),
@@ -270,17 +264,16 @@ impl Projection {
             last_hash: [0; 32],
             since_snapshot: 0,
         };
-        if let Some(bytes) = db.get(K_SNAPSHOT)? {
-            match serde_json::from_slice::<Snapshot>(&bytes) {
+        let mut resumed = false;
+        if let Ok(file) = std::fs::File::open(dir.join(SNAPSHOT_FILE)) {
+            match serde_json::from_reader::<_, Snapshot>(std::io::BufReader::new(file)) {
                 Ok(s) => {
-                    let ours = if s.next_offset == 0 {
-                        true
-                    } else {
-                        log.read(s.next_offset - 1, 1)
+                    let ours = s.next_offset == 0
+                        || log
+                            .read(s.next_offset - 1, 1)
                             .await?
                             .first()
-                            .is_some_and(|e| e.hash == s.last_hash)
-                    };
+                            .is_some_and(|e| e.hash == s.last_hash);
                     if ours {
                         info!(
                             offset = s.next_offset,
@@ -289,22 +282,21 @@ impl Projection {
                         state.linker = s.linker;
                         state.next_offset = s.next_offset;
                         state.last_hash = s.last_hash;
+                        resumed = true;
                     } else {
                         warn!("projection snapshot does not match the log; rebuilding");
-                        db.clear()?;
                     }
                 }
-                Err(e) => {
-                    warn!(error = %e, "projection snapshot unreadable; rebuilding");
-                    db.clear()?;
-                }
+                Err(e) => warn!(error = %e, "projection snapshot unreadable; rebuilding"),
             }
-        } else if !db.is_empty() {
+        }
+        if !resumed && !db.is_empty() {
             db.clear()?;
         }
         let (applied, _) = watch::channel(state.next_offset);
         Ok(Projection {
             db,
+            dir: dir.to_path_buf(),
             state: RwLock::new(state),
             applied,
         })
@@ -359,7 +351,6 @@ impl Projection {
                             batch.insert(&time_key(r, ev.occurred_at, e.offset), meta.as_bytes());
                         }
                     }
-                    batch.insert(&event_key(e.offset), e.body.as_slice());
                 }
                 Ok(Record::MatchDecision(d)) => {
                     if let Err(err) = st.linker.apply_decision(e.offset, &d) {
@@ -381,38 +372,50 @@ impl Projection {
             return Ok(0);
         }
         batch.insert(K_APPLIED, &st.next_offset.to_be_bytes());
+        self.db.apply_batch(batch)?;
         if st.since_snapshot >= SNAPSHOT_EVERY {
-            batch.insert(K_SNAPSHOT, Self::snapshot_bytes(&st)?);
+            self.write_snapshot(&st)?;
             st.since_snapshot = 0;
         }
-        self.db.apply_batch(batch)?;
         let next = st.next_offset;
         drop(st);
         self.applied.send_replace(next);
         Ok(n)
     }
 
-    fn snapshot_bytes(st: &State) -> Result<Vec<u8>, ProjectionError> {
+    /// Flushes sled, then writes the linker and the offset it reflects to the snapshot file
+    /// (through a temporary file and a rename, so a crash leaves the old or the new one).
+    fn write_snapshot(&self, st: &State) -> Result<(), ProjectionError> {
         #[derive(Serialize)]
         struct SnapshotRef<'a> {
             next_offset: u64,
             last_hash: Hash,
             linker: &'a Linker,
         }
-        serde_json::to_vec(&SnapshotRef {
-            next_offset: st.next_offset,
-            last_hash: st.last_hash,
-            linker: &st.linker,
-        })
-        .map_err(|e| ProjectionError::Damaged(e.to_string()))
+        self.db.flush()?;
+        let io = |e: std::io::Error| ProjectionError::Store(e.into());
+        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        let file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        serde_json::to_writer(
+            &mut w,
+            &SnapshotRef {
+                next_offset: st.next_offset,
+                last_hash: st.last_hash,
+                linker: &st.linker,
+            },
+        )
+        .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_data().map_err(io)?;
+        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(io)?;
+        Ok(())
     }
 
     /// Writes a snapshot and flushes sled (on shutdown).
     pub fn close(&self) -> Result<(), ProjectionError> {
         let st = self.read_state();
-        self.db.insert(K_SNAPSHOT, Self::snapshot_bytes(&st)?)?;
-        self.db.flush()?;
-        Ok(())
+        self.write_snapshot(&st)
     }
 
     /// Applies the log from the applied offset to its current head. Returns entries applied.
@@ -551,12 +554,18 @@ impl Projection {
         Ok(all)
     }
 
-    fn load_event(&self, offset: u64) -> Result<Event, ProjectionError> {
-        let bytes = self
-            .db
-            .get(event_key(offset))?
-            .ok_or_else(|| ProjectionError::Damaged(format!("event at offset {offset} missing")))?;
-        match Record::decode(&bytes) {
+    /// Reads the event at `offset` from the log (events are not copied into the projection:
+    /// the log is their one home).
+    async fn load_event(log: &dyn Log, offset: u64) -> Result<Event, ProjectionError> {
+        let entry = log
+            .read(offset, 1)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ProjectionError::Damaged(format!("the log has no entry at offset {offset}"))
+            })?;
+        match Record::decode(&entry.body) {
             Ok(Record::PartnerEvent(e)) => Ok(e),
             Ok(_) => Err(ProjectionError::Damaged(format!(
                 "offset {offset} is not an event"
@@ -579,135 +588,158 @@ impl Projection {
     }
 
     /// A page of the timeline of a family or person, newest first, showing only events
-    /// `visible` allows and counting the others.
-    pub fn timeline(
+    /// `visible` allows and counting the others. Event contents are read from `log`.
+    pub async fn timeline(
         &self,
+        log: &dyn Log,
         scope: &Scope,
         filter: &TimelineFilter,
         page_size: usize,
         cursor: &str,
-        visible: &dyn Fn(&EventMeta) -> bool,
+        visible: &(dyn Fn(&EventMeta) -> bool + Sync),
     ) -> Result<TimelinePage, ProjectionError> {
         let after = decode_cursor(cursor)?;
         let page_size = page_size.clamp(1, MAX_PAGE);
-        let st = self.read_state();
-        let l = &st.linker;
-        let (recs, _) = Self::scope_records(l, scope)?;
-        let index = self.index_of(&recs)?;
         let mut page = TimelinePage {
             items: Vec::new(),
             next_cursor: String::new(),
             withheld: 0,
             total: 0,
         };
-        let mut last = None;
-        for (at, off, meta) in &index {
-            let meta = std::str::from_utf8(meta).unwrap_or("\0");
-            let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
-            if filter.from.is_some_and(|f| *at < f) || filter.to.is_some_and(|t| *at >= t) {
-                continue;
-            }
-            if !filter.sources.is_empty() && !filter.sources.iter().any(|s| s == source) {
-                continue;
-            }
-            if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == kind) {
-                continue;
-            }
-            let m = EventMeta {
-                offset: *off,
-                occurred_at: *at,
-                source,
-                kind,
-            };
-            if !visible(&m) {
-                page.withheld += 1;
-                continue;
-            }
-            page.total += 1;
-            if after.is_some_and(|c| (*at, *off) >= c) {
-                continue;
-            }
-            if page.items.len() == page_size {
-                if let Some((a, o)) = last {
-                    page.next_cursor = encode_cursor(a, o);
+        let mut picked: Vec<(Timestamp, u64, String, String)> = Vec::new();
+        {
+            let st = self.read_state();
+            let (recs, _) = Self::scope_records(&st.linker, scope)?;
+            let index = self.index_of(&recs)?;
+            drop(st);
+            let mut last = None;
+            for (at, off, meta) in &index {
+                let meta = std::str::from_utf8(meta).unwrap_or("\0");
+                let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
+                if filter.from.is_some_and(|f| *at < f) || filter.to.is_some_and(|t| *at >= t) {
+                    continue;
                 }
-                last = None;
-                continue;
+                if !filter.sources.is_empty() && !filter.sources.iter().any(|s| s == source) {
+                    continue;
+                }
+                if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == kind) {
+                    continue;
+                }
+                let m = EventMeta {
+                    offset: *off,
+                    occurred_at: *at,
+                    source,
+                    kind,
+                };
+                if !visible(&m) {
+                    page.withheld += 1;
+                    continue;
+                }
+                page.total += 1;
+                if after.is_some_and(|c| (*at, *off) >= c) {
+                    continue;
+                }
+                if picked.len() == page_size {
+                    if let Some((a, o)) = last {
+                        page.next_cursor = encode_cursor(a, o);
+                    }
+                    last = None;
+                    continue;
+                }
+                picked.push((*at, *off, source.to_string(), kind.to_string()));
+                last = Some((*at, *off));
             }
-            let e = self.load_event(*off)?;
+        }
+        let mut events = Vec::with_capacity(picked.len());
+        for (_, off, _, _) in &picked {
+            events.push(Self::load_event(log, *off).await?);
+        }
+        let st = self.read_state();
+        for ((at, offset, source, kind), e) in picked.into_iter().zip(events) {
             page.items.push(TimelineItem {
-                offset: *off,
-                occurred_at: *at,
-                source: source.to_string(),
+                offset,
+                occurred_at: at,
+                source,
                 event_id: e.event_id.clone(),
-                kind: kind.to_string(),
+                kind,
                 summary: view::summary_line(&e),
-                person_ids: Self::subject_persons(l, &e),
+                person_ids: Self::subject_persons(&st.linker, &e),
             });
-            last = Some((*at, *off));
         }
         Ok(page)
     }
 
     /// The family view of a family (by family id or a member's person id), as of `now`,
     /// from the events `visible` allows; also returns how many were withheld.
-    pub fn family(
+    pub async fn family(
         &self,
+        log: &dyn Log,
         scope: &Scope,
         now: Timestamp,
-        visible: &dyn Fn(&EventMeta) -> bool,
+        visible: &(dyn Fn(&EventMeta) -> bool + Sync),
     ) -> Result<(FamilyView, u64), ProjectionError> {
-        let st = self.read_state();
-        let l = &st.linker;
-        let fam = match scope {
-            Scope::Family(id) => l
-                .family_by_id(id)
-                .ok_or_else(|| ProjectionError::NotFound(format!("no family {id:?}")))?,
-            Scope::Person(id) => l.family_of(
-                l.person_by_id(id)
-                    .ok_or_else(|| ProjectionError::NotFound(format!("no person {id:?}")))?,
-            ),
-        };
-        let members: Vec<Member> = l
-            .family_persons(fam)
-            .into_iter()
-            .map(|p| {
-                let r = l.record(p);
-                Member {
-                    person_id: l.person_id(p),
-                    name: r.display_name.clone(),
-                    date_of_birth: l.person_records(p).iter().find_map(|&x| l.record(x).dob),
-                    age: None,
-                    sex: l.person_records(p).iter().find_map(|&x| l.record(x).sex),
+        let (family_id, members, offsets, withheld) = {
+            let st = self.read_state();
+            let l = &st.linker;
+            let fam = match scope {
+                Scope::Family(id) => l
+                    .family_by_id(id)
+                    .ok_or_else(|| ProjectionError::NotFound(format!("no family {id:?}")))?,
+                Scope::Person(id) => l.family_of(
+                    l.person_by_id(id)
+                        .ok_or_else(|| ProjectionError::NotFound(format!("no person {id:?}")))?,
+                ),
+            };
+            let members: Vec<Member> = l
+                .family_persons(fam)
+                .into_iter()
+                .map(|p| {
+                    let r = l.record(p);
+                    Member {
+                        person_id: l.person_id(p),
+                        name: r.display_name.clone(),
+                        date_of_birth: l.person_records(p).iter().find_map(|&x| l.record(x).dob),
+                        age: None,
+                        sex: l.person_records(p).iter().find_map(|&x| l.record(x).sex),
+                    }
+                })
+                .collect();
+            let index = self.index_of(l.family_records(fam))?;
+            let mut offsets = Vec::with_capacity(index.len());
+            let mut withheld = 0;
+            for (at, off, meta) in &index {
+                let meta = std::str::from_utf8(meta).unwrap_or("\0");
+                let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
+                let m = EventMeta {
+                    offset: *off,
+                    occurred_at: *at,
+                    source,
+                    kind,
+                };
+                if visible(&m) {
+                    offsets.push(*off);
+                } else {
+                    withheld += 1;
                 }
+            }
+            (l.family_id(fam), members, offsets, withheld)
+        };
+        let mut loaded = Vec::with_capacity(offsets.len());
+        for off in offsets {
+            loaded.push((off, Self::load_event(log, off).await?));
+        }
+        let st = self.read_state();
+        let events: Vec<FamilyEvent> = loaded
+            .into_iter()
+            .map(|(offset, event)| FamilyEvent {
+                offset,
+                persons: Self::subject_persons(&st.linker, &event),
+                event,
             })
             .collect();
-        let index = self.index_of(l.family_records(fam))?;
-        let mut events = Vec::with_capacity(index.len());
-        let mut withheld = 0;
-        for (at, off, meta) in &index {
-            let meta = std::str::from_utf8(meta).unwrap_or("\0");
-            let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
-            let m = EventMeta {
-                offset: *off,
-                occurred_at: *at,
-                source,
-                kind,
-            };
-            if !visible(&m) {
-                withheld += 1;
-                continue;
-            }
-            let event = self.load_event(*off)?;
-            let persons = Self::subject_persons(l, &event);
-            events.push(FamilyEvent {
-                offset: *off,
-                event,
-                persons,
-            });
-        }
+        drop(st);
         Ok((
-            view::family_view(l.family_id(fam), members, &events, now),
+            view::family_view(family_id, members, &events, now),
             withheld,
         ))
     }

@@ -134,7 +134,15 @@ async fn timeline_pages_filters_and_withholding() {
     });
     let scope = Scope::Family(fam.clone());
     let full = p
-        .timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &all)
+        .timeline(
+            log.as_ref(),
+            &scope,
+            &TimelineFilter::default(),
+            MAX_PAGE,
+            "",
+            &all,
+        )
+        .await
         .expect("timeline");
     assert!(full.items.len() > 20, "{}", full.items.len());
     assert!(full
@@ -146,7 +154,15 @@ async fn timeline_pages_filters_and_withholding() {
     let mut cursor = String::new();
     for _ in 0..1000 {
         let page = p
-            .timeline(&scope, &TimelineFilter::default(), 7, &cursor, &all)
+            .timeline(
+                log.as_ref(),
+                &scope,
+                &TimelineFilter::default(),
+                7,
+                &cursor,
+                &all,
+            )
+            .await
             .expect("page");
         paged.extend(page.items);
         if page.next_cursor.is_empty() {
@@ -161,7 +177,8 @@ async fn timeline_pages_filters_and_withholding() {
         ..TimelineFilter::default()
     };
     let only = p
-        .timeline(&scope, &police, MAX_PAGE, "", &all)
+        .timeline(log.as_ref(), &scope, &police, MAX_PAGE, "", &all)
+        .await
         .expect("filtered");
     assert!(only.items.iter().all(|i| i.source == "police"));
     let mid = full.items[full.items.len() / 2].occurred_at;
@@ -170,29 +187,43 @@ async fn timeline_pages_filters_and_withholding() {
         ..TimelineFilter::default()
     };
     let recent = p
-        .timeline(&scope, &since, MAX_PAGE, "", &all)
+        .timeline(log.as_ref(), &scope, &since, MAX_PAGE, "", &all)
+        .await
         .expect("range");
     assert!(recent.items.iter().all(|i| i.occurred_at >= mid));
     // Withholding: everything not from the police is counted, not shown.
     let police_only = |m: &EventMeta| m.source == "police";
     let seen = p
         .timeline(
+            log.as_ref(),
             &scope,
             &TimelineFilter::default(),
             MAX_PAGE,
             "",
             &police_only,
         )
+        .await
         .expect("withheld");
     assert_eq!(seen.items.len(), only.items.len());
     assert_eq!(seen.withheld as usize, full.items.len() - only.items.len());
     // A bad cursor is a clear error.
     assert!(matches!(
-        p.timeline(&scope, &TimelineFilter::default(), 5, "nonsense", &all),
+        p.timeline(
+            log.as_ref(),
+            &scope,
+            &TimelineFilter::default(),
+            5,
+            "nonsense",
+            &all
+        )
+        .await,
         Err(ProjectionError::Invalid(_))
     ));
     // The family view folds the same events.
-    let (view, withheld) = p.family(&scope, END, &all).expect("family");
+    let (view, withheld) = p
+        .family(log.as_ref(), &scope, END, &all)
+        .await
+        .expect("family");
     assert_eq!(view.event_count, full.items.len());
     assert_eq!(withheld, 0);
     assert_eq!(view.family_id, fam);

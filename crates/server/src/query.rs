@@ -323,7 +323,7 @@ impl Query {
     }
 
     /// GetFamily, as seen by `viewer`.
-    pub fn get_family(
+    pub async fn get_family(
         &self,
         viewer: &Partner,
         req: pb::GetFamilyRequest,
@@ -339,7 +339,10 @@ impl Query {
             }
         };
         let visible = |m: &EventMeta| self.policy.visible(viewer, m);
-        let (view, withheld) = self.projection.family(&scope, (self.clock)(), &visible)?;
+        let (view, withheld) = self
+            .projection
+            .family(self.log.as_ref(), &scope, (self.clock)(), &visible)
+            .await?;
         Ok(pb::GetFamilyResponse {
             family: Some(family_pb(view)),
             withheld,
@@ -347,7 +350,7 @@ impl Query {
     }
 
     /// GetTimeline, as seen by `viewer`.
-    pub fn get_timeline(
+    pub async fn get_timeline(
         &self,
         viewer: &Partner,
         req: pb::GetTimelineRequest,
@@ -369,13 +372,17 @@ impl Query {
             to: time_arg(&req.to, "to")?,
         };
         let visible = |m: &EventMeta| self.policy.visible(viewer, m);
-        let page = self.projection.timeline(
-            &scope,
-            &filter,
-            page_size(req.page_size),
-            &req.cursor,
-            &visible,
-        )?;
+        let page = self
+            .projection
+            .timeline(
+                self.log.as_ref(),
+                &scope,
+                &filter,
+                page_size(req.page_size),
+                &req.cursor,
+                &visible,
+            )
+            .await?;
         Ok(pb::GetTimelineResponse {
             items: page
                 .items
@@ -566,7 +573,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         let viewer = self.caller(&request)?;
         let req = request.into_inner();
         self.query.wait_for(req.consistency.as_ref()).await?;
-        Ok(Response::new(self.query.get_family(&viewer, req)?))
+        Ok(Response::new(self.query.get_family(&viewer, req).await?))
     }
 
     async fn get_timeline(
@@ -576,7 +583,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         let viewer = self.caller(&request)?;
         let req = request.into_inner();
         self.query.wait_for(req.consistency.as_ref()).await?;
-        Ok(Response::new(self.query.get_timeline(&viewer, req)?))
+        Ok(Response::new(self.query.get_timeline(&viewer, req).await?))
     }
 
     async fn list_match_candidates(
