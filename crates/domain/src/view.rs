@@ -222,15 +222,11 @@ pub fn family_view(
                     };
                 }
             }
-            Payload::PublicProtectionNotification { .. } => {
-                if at >= month_ago && at <= now {
-                    flags.ppn_last_30_days += 1;
-                }
+            Payload::PublicProtectionNotification { .. } if at >= month_ago && at <= now => {
+                flags.ppn_last_30_days += 1;
             }
-            Payload::Exclusion { .. } => {
-                if at >= term && at <= now {
-                    flags.excluded_this_term = true;
-                }
+            Payload::Exclusion { .. } if at >= term && at <= now => {
+                flags.excluded_this_term = true;
             }
             Payload::YouthJusticeContact { contact_kind, .. } => {
                 let _: YouthJusticeKind = *contact_kind;

@@ -274,7 +274,21 @@ impl Projection {
                             .await?
                             .first()
                             .is_some_and(|e| e.hash == s.last_hash);
-                    if ours {
+                    // sled applies each batch atomically and recovers a prefix of them, and
+                    // its flush is not a durable fsync: if it lost writes the snapshot
+                    // depends on, start again.
+                    let stored = db
+                        .get(K_APPLIED)?
+                        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                        .unwrap_or(0);
+                    if ours && stored < s.next_offset {
+                        warn!(
+                            stored,
+                            snapshot = s.next_offset,
+                            "projection store is behind its snapshot; rebuilding"
+                        );
+                    }
+                    if ours && stored >= s.next_offset {
                         info!(
                             offset = s.next_offset,
                             "projection resumes from its snapshot"
@@ -549,7 +563,7 @@ impl Projection {
                 all.push((at, off, v));
             }
         }
-        all.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        all.sort_by_key(|x| std::cmp::Reverse((x.0, x.1)));
         all.dedup_by_key(|x| x.1);
         Ok(all)
     }
