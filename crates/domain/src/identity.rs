@@ -36,7 +36,9 @@ pub const LINK_THRESHOLD: f64 = 13.0;
 /// From this score up to [`LINK_THRESHOLD`] a pair goes to review as a match candidate.
 pub const REVIEW_THRESHOLD: f64 = 9.0;
 /// Largest block scanned for one record (protects the cost against a pathological block).
-const MAX_BLOCK_SCAN: usize = 400;
+const MAX_BLOCK_SCAN: usize = 64;
+/// Most match candidates one record opens (the best-scoring persons).
+const MAX_CANDIDATES_PER_RECORD: usize = 3;
 
 /// A person as one partner knows them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -914,6 +916,7 @@ impl Linker {
         for (p, s) in scored
             .into_iter()
             .filter(|(_, s)| s.total >= REVIEW_THRESHOLD)
+            .take(MAX_CANDIDATES_PER_RECORD)
         {
             self.add_candidate(r, p, s);
         }

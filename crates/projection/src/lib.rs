@@ -799,8 +799,19 @@ pub async fn follow(
         if *stop.borrow() {
             return;
         }
-        match projection.catch_up(log.as_ref()).await {
-            Ok(_) => {}
+        // One batch at a time, so that a stop is seen between batches.
+        let from = projection.applied();
+        let step = if from < log.head().next_offset {
+            match log.read(from, APPLY_BATCH).await {
+                Ok(entries) => projection.apply(&entries).map(|n| n > 0),
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            Ok(false)
+        };
+        match step {
+            Ok(true) => continue,
+            Ok(false) => {}
             Err(e) => {
                 warn!(error = %e, "projection could not apply the log; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
