@@ -112,17 +112,7 @@ impl Hub {
             impl tonic::service::Interceptor + Clone,
         >,
     > {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect to the hub");
-        let value: tonic::metadata::MetadataValue<_> =
-            format!("Bearer {token}").parse().expect("header value");
-        IngestServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", value.clone());
-            Ok(req)
-        })
+        IngestServiceClient::with_interceptor(channel(&self.addr).await, bearer(token))
     }
 
     /// A client sending no credential at all.
@@ -193,6 +183,25 @@ pub fn outcome(r: &pb::EventResult) -> (&'static str, u64, i32, String) {
     }
 }
 
+/// A connection to the hub at `addr`.
+pub async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect to the hub")
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+pub fn bearer(token: &str) -> impl tonic::service::Interceptor + Clone {
+    let value: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().expect("header value");
+    move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", value.clone());
+        Ok(req)
+    }
+}
+
 /// A query client presenting `token`.
 pub async fn query_client(
     addr: &str,
@@ -203,18 +212,8 @@ pub async fn query_client(
         impl tonic::service::Interceptor + Clone,
     >,
 > {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect to the hub");
-    let value: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {token}").parse().expect("header value");
     tellonce_proto::v1::query_service_client::QueryServiceClient::with_interceptor(
-        channel,
-        move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", value.clone());
-            Ok(req)
-        },
+        channel(addr).await,
+        bearer(token),
     )
 }

@@ -50,23 +50,16 @@ pub struct Ingested {
     pub max_offset: u64,
 }
 
-fn now() -> tellonce_domain::Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    // A minute back, so that no event is "in the future" for a hub with a slower clock.
-    tellonce_domain::Timestamp(ms - 60_000)
-}
-
-/// The demo settings of `args`, ending now.
-pub fn settings(args: &DemoArgs) -> Settings {
-    Settings {
-        seed: args.seed,
-        families: args.families,
-        events: args.events,
-        end: now(),
-    }
+/// The demo county of a seed and size, its three years ending a minute ago (so that no event is
+/// "in the future" for a hub with a slightly slower clock).
+pub fn county(seed: u64, families: usize, events: u64) -> County {
+    let now = tellonce_server::ingest::system_clock()();
+    County::new(Settings {
+        seed,
+        families,
+        events,
+        end: tellonce_domain::Timestamp(now.0 - 60_000),
+    })
 }
 
 /// Publishes the county's events to the hub at `addr`, one stream per partner.
@@ -189,7 +182,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if tokens.is_empty() {
         return Err("no credentials: start a development hub first (`tellonce serve` writes data/dev-credentials.toml), run this from the same folder, or pass --credentials".into());
     }
-    let mut county = County::new(settings(&args));
+    let mut county = county(args.seed, args.families, args.events);
     let bar = ProgressBar::new(args.events);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")

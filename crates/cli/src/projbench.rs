@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tellonce_demo::{County, Settings};
+use tellonce_demo::County;
 use tellonce_domain::identity::Linker;
 use tellonce_domain::Record;
 use tellonce_log::storage::FsDir;
@@ -19,6 +19,7 @@ use tellonce_server::auth::StaticTokens;
 use tellonce_server::config::PartnerConfig;
 use tellonce_server::{Config, Overrides};
 
+use crate::bench::percentile;
 use crate::client;
 
 /// Peak resident memory of this process so far, in MiB (Linux; 0 elsewhere).
@@ -32,14 +33,6 @@ pub fn peak_rss_mb() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 /// Options shared by the demo-based benchmarks.
@@ -60,16 +53,19 @@ pub struct DemoSize {
 }
 
 fn county(size: &DemoSize) -> County {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    County::new(Settings {
-        seed: size.seed,
-        families: size.families,
-        events: size.events,
-        end: tellonce_domain::Timestamp(now - 60_000),
-    })
+    crate::demo::county(size.seed, size.families, size.events)
+}
+
+/// A temporary folder for a benchmark in the current directory (so it is on the disk the hub
+/// would use), and a multi-threaded runtime.
+pub fn bench_setup() -> Result<(tempfile::TempDir, tokio::runtime::Runtime), std::io::Error> {
+    let base = tempfile::Builder::new()
+        .prefix(".tellonce-bench-")
+        .tempdir_in(".")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok((base, runtime))
 }
 
 fn bar(len: u64, json: bool, what: &str) -> ProgressBar {
@@ -191,13 +187,7 @@ pub async fn rebuild_into(
     let p = Projection::rebuild(dir, log).await?;
     let head = log.head().next_offset;
     progress.set_length(head);
-    while p.applied() < head {
-        let from = p.applied();
-        let entries = log.read(from, tellonce_projection::APPLY_BATCH).await?;
-        if entries.is_empty() {
-            break;
-        }
-        p.apply(&entries)?;
+    while p.step(log).await? > 0 {
         progress.set_position(p.applied());
     }
     p.close()?;
@@ -210,12 +200,7 @@ pub async fn rebuild_into(
 
 /// Runs `tellonce bench replay`.
 pub fn replay(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let base = tempfile::Builder::new()
-        .prefix(".tellonce-bench-")
-        .tempdir_in(".")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let (base, runtime) = bench_setup()?;
     runtime.block_on(async {
         let (log, _) = EmbeddedLog::open(FsDir::new(base.path().join("log"))?, EmbeddedOptions::default())?;
         fill_log(&log, &size).await?;
@@ -371,12 +356,7 @@ async fn load(
 /// Runs `tellonce bench query`: an in-process hub on a temporary folder holding the demo
 /// county, queried over gRPC on loopback by concurrent callers.
 pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let base = tempfile::Builder::new()
-        .prefix(".tellonce-bench-")
-        .tempdir_in(".")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let (base, runtime) = bench_setup()?;
     let json = args.size.json;
     runtime.block_on(async {
         let token = format!("bench-{:016x}", tellonce_demo::Rng::new(std::process::id() as u64).next_u64());
@@ -435,11 +415,11 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let (fam, fam_qps) = load(&clients, families.clone(), Kind::Family, &args).await?;
         let out = serde_json::json!({
             "policy": false,
-            "timeline_p50_ms": pct(&tl, 0.50),
-            "timeline_p99_ms": pct(&tl, 0.99),
+            "timeline_p50_ms": percentile(&tl, 0.50),
+            "timeline_p99_ms": percentile(&tl, 0.99),
             "queries_per_sec": tl_qps,
-            "family_p50_ms": pct(&fam, 0.50),
-            "family_p99_ms": pct(&fam, 0.99),
+            "family_p50_ms": percentile(&fam, 0.50),
+            "family_p99_ms": percentile(&fam, 0.99),
             "family_queries_per_sec": fam_qps,
             "families_sampled": families.len(),
             "events": head,
@@ -453,8 +433,8 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         } else {
             println!("{} events, {} families sampled; {} callers on {} connections, {} s per kind (hub and callers share this machine)",
                 head, families.len(), args.concurrency, args.connections, args.seconds);
-            println!("GetTimeline (page {}): p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", args.page_size, pct(&tl, 0.5), pct(&tl, 0.99), tl_qps);
-            println!("GetFamily:          p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", pct(&fam, 0.5), pct(&fam, 0.99), fam_qps);
+            println!("GetTimeline (page {}): p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", args.page_size, percentile(&tl, 0.5), percentile(&tl, 0.99), tl_qps);
+            println!("GetFamily:          p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", percentile(&fam, 0.5), percentile(&fam, 0.99), fam_qps);
             println!("initial projection of the log took {apply_secs:.1} s; peak RSS {:.0} MiB", peak_rss_mb());
         }
         let _ = stop_tx.send(());

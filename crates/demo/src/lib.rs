@@ -471,6 +471,37 @@ pub struct Person {
     pub child: bool,
 }
 
+/// The NHS number of person `id` of the county.
+fn nhs_of(id: u32) -> String {
+    sample::nhs_number(1_000_000 + u64::from(id) * 13)
+}
+
+impl Person {
+    /// A parent or carer.
+    fn adult(
+        id: u32,
+        family: u32,
+        given: String,
+        family_name: String,
+        dob: Date,
+        sex: Sex,
+    ) -> Self {
+        Person {
+            id,
+            family,
+            given,
+            middle: String::new(),
+            family_name,
+            new_family_name: None,
+            dob,
+            sex,
+            nhs: nhs_of(id),
+            upn: None,
+            child: false,
+        }
+    }
+}
+
 /// A family (the truth).
 #[derive(Debug, Clone)]
 pub struct Family {
@@ -563,41 +594,19 @@ impl County {
                 surname.clone()
             };
             let id = people.len() as u32;
+            let given = rng.pick_skewed(WOMEN).to_string();
             push(
                 &mut people,
-                Person {
-                    id,
-                    family: f,
-                    given: rng.pick_skewed(WOMEN).to_string(),
-                    middle: String::new(),
-                    family_name: mother_surname,
-                    new_family_name: None,
-                    dob: mother_dob,
-                    sex: Sex::Female,
-                    nhs: sample::nhs_number(1_000_000 + u64::from(id) * 13),
-                    upn: None,
-                    child: false,
-                },
+                Person::adult(id, f, given, mother_surname, mother_dob, Sex::Female),
             );
             if rng.chance(0.55) {
                 let id = people.len() as u32;
+                let given = rng.pick_skewed(MEN).to_string();
+                let dob =
+                    date_from_days(mother_dob.days_since_epoch() - 400 + rng.below(2000) as i64);
                 push(
                     &mut people,
-                    Person {
-                        id,
-                        family: f,
-                        given: rng.pick_skewed(MEN).to_string(),
-                        middle: String::new(),
-                        family_name: surname.clone(),
-                        new_family_name: None,
-                        dob: date_from_days(
-                            mother_dob.days_since_epoch() - 400 + rng.below(2000) as i64,
-                        ),
-                        sex: Sex::Male,
-                        nhs: sample::nhs_number(1_000_000 + u64::from(id) * 13),
-                        upn: None,
-                        child: false,
-                    },
+                    Person::adult(id, f, given, surname.clone(), dob, Sex::Male),
                 );
             }
             let children = 1 + rng.below(4) as usize;
@@ -652,7 +661,7 @@ impl County {
                         new_family_name,
                         dob,
                         sex,
-                        nhs: sample::nhs_number(1_000_000 + u64::from(id) * 13),
+                        nhs: nhs_of(id),
                         upn: (age_days > 4 * 365).then(|| sample::upn(500_000 + u64::from(id) * 7)),
                         child: true,
                     },

@@ -446,6 +446,43 @@ fn identity_conflict(a: &SubjectRecord, b: &SubjectRecord) -> bool {
     dob_agreement(a, b).1 < 0.0 && given_agreement(a, b).1 < 0.0
 }
 
+/// The identifiers that link records deterministically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identifier {
+    Nhs,
+    Upn,
+}
+
+impl Identifier {
+    fn name(self) -> &'static str {
+        match self {
+            Identifier::Nhs => "NHS number",
+            Identifier::Upn => "UPN",
+        }
+    }
+
+    fn of_subject(self, s: &Subject) -> Option<&String> {
+        match self {
+            Identifier::Nhs => s.nhs_number.as_ref(),
+            Identifier::Upn => s.upn.as_ref(),
+        }
+    }
+
+    fn of_record(self, r: &SubjectRecord) -> Option<&String> {
+        match self {
+            Identifier::Nhs => r.nhs_number.as_ref(),
+            Identifier::Upn => r.upn.as_ref(),
+        }
+    }
+
+    fn slot(self, r: &mut SubjectRecord) -> &mut Option<String> {
+        match self {
+            Identifier::Nhs => &mut r.nhs_number,
+            Identifier::Upn => &mut r.upn,
+        }
+    }
+}
+
 /// A person found by a search, with how well they matched.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
@@ -607,6 +644,16 @@ impl Linker {
         &self.candidates
     }
 
+    /// A candidate by id (`m-N` is the N-th candidate made).
+    pub fn candidate(&self, id: &str) -> Option<&Candidate> {
+        self.candidates.get(self.candidate_index(id)?)
+    }
+
+    fn candidate_index(&self, id: &str) -> Option<usize> {
+        let n: usize = id.strip_prefix("m-")?.parse().ok()?;
+        n.checked_sub(1).filter(|&i| i < self.candidates.len())
+    }
+
     /// Whether a candidate still waits for a person: open, and its records not yet one person.
     pub fn is_open(&self, c: &Candidate) -> bool {
         c.status == CandidateStatus::Open && self.person[c.a as usize] != self.person[c.b as usize]
@@ -660,9 +707,7 @@ impl Linker {
         }
         if let Some(c) = &d.candidate_id {
             let idx = self
-                .candidates
-                .iter()
-                .position(|x| &x.id == c)
+                .candidate_index(c)
                 .ok_or_else(|| DecisionError::UnknownCandidate(c.clone()))?;
             self.candidates[idx].status = match d.decision {
                 Decision::Confirm => CandidateStatus::Confirmed {
@@ -712,19 +757,20 @@ impl Linker {
         for k in Self::block_keys(&rec, false) {
             self.blocks.entry(k).or_default().push(r);
         }
-        let nhs = rec.nhs_number.clone();
-        let upn = rec.upn.clone();
+        let ids = [
+            (Identifier::Nhs, rec.nhs_number.clone()),
+            (Identifier::Upn, rec.upn.clone()),
+        ];
         self.records.push(rec);
         self.person.push(r);
         self.members.insert(r, vec![r]);
         self.family.push(r);
         self.family_members.insert(r, vec![r]);
         self.links_of.push(Vec::new());
-        if let Some(n) = nhs {
-            self.link_identifier(r, n, true, offset);
-        }
-        if let Some(u) = upn {
-            self.link_identifier(r, u, false, offset);
+        for (id, value) in ids {
+            if let Some(v) = value {
+                self.link_identifier(r, v, id, offset);
+            }
         }
         // Also when linked by an identifier: the record may carry what joins its person to
         // records of the same person that have no identifier.
@@ -741,18 +787,12 @@ impl Linker {
                 self.link_by_score(r, offset);
             }
         }
-        for nhs in [true, false] {
-            let given = if nhs { &s.nhs_number } else { &s.upn };
-            let Some(v) = given else { continue };
-            let held = if nhs {
-                &self.records[ri].nhs_number
-            } else {
-                &self.records[ri].upn
-            };
-            match held {
+        for id in [Identifier::Nhs, Identifier::Upn] {
+            let Some(v) = id.of_subject(s) else { continue };
+            match id.of_record(&self.records[ri]) {
                 None => {
                     let theirs = self.nhs_numbers(self.person[ri]);
-                    if nhs && !theirs.is_empty() && !theirs.contains(v.as_str()) {
+                    if id == Identifier::Nhs && !theirs.is_empty() && !theirs.contains(v.as_str()) {
                         let detail = format!(
                             "record {} now gives NHS number {v}, but its person has {}; not added",
                             self.records[ri].key,
@@ -761,18 +801,14 @@ impl Linker {
                         self.flag_conflict(r, r, detail, offset);
                         continue;
                     }
-                    if nhs {
-                        self.records[ri].nhs_number = Some(v.clone());
-                    } else {
-                        self.records[ri].upn = Some(v.clone());
-                    }
-                    self.link_identifier(r, v.clone(), nhs, offset);
+                    *id.slot(&mut self.records[ri]) = Some(v.clone());
+                    self.link_identifier(r, v.clone(), id, offset);
                 }
-                Some(h) if h != v => {
-                    let what = if nhs { "NHS number" } else { "UPN" };
+                Some(held) if held != v => {
                     let detail = format!(
-                        "record {} changed {what} from {h} to {v}; kept the first",
-                        self.records[ri].key
+                        "record {} changed {} from {held} to {v}; kept the first",
+                        self.records[ri].key,
+                        id.name()
                     );
                     self.flag_conflict(r, r, detail, offset);
                 }
@@ -781,40 +817,33 @@ impl Linker {
         }
     }
 
-    /// Links `r` to the holder of identifier `v`, or registers `r` as its holder. Returns
-    /// whether `r` is now linked through it.
-    fn link_identifier(&mut self, r: u32, v: String, nhs: bool, offset: u64) -> bool {
-        let index = if nhs {
-            &mut self.by_nhs
-        } else {
-            &mut self.by_upn
+    /// Links `r` to the holder of identifier `v`, or registers `r` as its holder.
+    fn link_identifier(&mut self, r: u32, v: String, id: Identifier, offset: u64) {
+        let index = match id {
+            Identifier::Nhs => &mut self.by_nhs,
+            Identifier::Upn => &mut self.by_upn,
         };
         let Some(&holder) = index.get(&v) else {
             index.insert(v, r);
-            return false;
+            return;
         };
         if holder == r {
-            return false;
+            return;
         }
-        let what = if nhs { "NHS number" } else { "UPN" };
+        let what = id.name();
         if identity_conflict(&self.records[r as usize], &self.records[holder as usize]) {
             let detail = format!(
                 "same {what} {v} but different date of birth and given name; kept apart for review"
             );
             self.flag_conflict(r, holder, detail, offset);
-            return false;
+            return;
         }
-        let why = if nhs {
-            LinkWhy::SameNhsNumber
-        } else {
-            LinkWhy::SameUpn
+        let why = match id {
+            Identifier::Nhs => LinkWhy::SameNhsNumber,
+            Identifier::Upn => LinkWhy::SameUpn,
         };
-        match self.union_persons(r, holder, why, offset) {
-            Ok(()) => true,
-            Err(detail) => {
-                self.flag_conflict(r, holder, format!("same {what} {v}: {detail}"), offset);
-                false
-            }
+        if let Err(detail) = self.union_persons(r, holder, why, offset) {
+            self.flag_conflict(r, holder, format!("same {what} {v}: {detail}"), offset);
         }
     }
 

@@ -90,6 +90,27 @@ pub struct EventMeta<'a> {
     pub kind: &'a str,
 }
 
+/// One timeline index entry: an event of a subject record, with what the policy needs.
+struct Indexed {
+    at: Timestamp,
+    offset: u64,
+    /// `source\0kind`.
+    meta: sled::IVec,
+}
+
+impl Indexed {
+    fn event_meta(&self) -> EventMeta<'_> {
+        let meta = std::str::from_utf8(&self.meta).unwrap_or("\0");
+        let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
+        EventMeta {
+            offset: self.offset,
+            occurred_at: self.at,
+            source,
+            kind,
+        }
+    }
+}
+
 /// Which events a timeline shows.
 #[derive(Debug, Clone, Default)]
 pub struct TimelineFilter {
@@ -436,16 +457,22 @@ impl Projection {
     pub async fn catch_up(&self, log: &dyn Log) -> Result<u64, ProjectionError> {
         let mut total = 0;
         loop {
-            let from = self.applied();
-            if from >= log.head().next_offset {
-                return Ok(total);
+            match self.step(log).await? {
+                0 => return Ok(total),
+                n => total += n as u64,
             }
-            let entries = log.read(from, APPLY_BATCH).await?;
-            if entries.is_empty() {
-                return Ok(total);
-            }
-            total += self.apply(&entries)? as u64;
         }
+    }
+
+    /// Applies the next batch (at most [`APPLY_BATCH`] entries) of `log`, if there is one.
+    /// Returns how many entries were applied (0 at the head).
+    pub async fn step(&self, log: &dyn Log) -> Result<usize, ProjectionError> {
+        let from = self.applied();
+        if from >= log.head().next_offset {
+            return Ok(0);
+        }
+        let entries = log.read(from, APPLY_BATCH).await?;
+        self.apply(&entries)
     }
 
     /// A digest of everything the projection holds (linker decisions and every stored event
@@ -528,43 +555,40 @@ impl Projection {
         }
     }
 
-    /// The records in scope and, for a family, its id.
-    fn scope_records(
-        l: &Linker,
-        scope: &Scope,
-    ) -> Result<(Vec<u32>, Option<u32>), ProjectionError> {
-        match scope {
-            Scope::Family(id) => {
-                let f = l
-                    .family_by_id(id)
-                    .ok_or_else(|| ProjectionError::NotFound(format!("no family {id:?}")))?;
-                Ok((l.family_records(f).to_vec(), Some(f)))
-            }
-            Scope::Person(id) => {
-                let p = l
-                    .person_by_id(id)
-                    .ok_or_else(|| ProjectionError::NotFound(format!("no person {id:?}")))?;
-                Ok((l.person_records(p).to_vec(), None))
-            }
-        }
+    fn family_in(l: &Linker, id: &str) -> Result<u32, ProjectionError> {
+        l.family_by_id(id)
+            .ok_or_else(|| ProjectionError::NotFound(format!("no family {id:?}")))
     }
 
-    /// Every (time, offset, meta) of the records, newest first, without duplicates.
-    fn index_of(&self, recs: &[u32]) -> Result<Vec<(Timestamp, u64, sled::IVec)>, ProjectionError> {
+    fn person_in(l: &Linker, id: &str) -> Result<u32, ProjectionError> {
+        l.person_by_id(id)
+            .ok_or_else(|| ProjectionError::NotFound(format!("no person {id:?}")))
+    }
+
+    /// The subject records in scope.
+    fn scope_records(l: &Linker, scope: &Scope) -> Result<Vec<u32>, ProjectionError> {
+        Ok(match scope {
+            Scope::Family(id) => l.family_records(Self::family_in(l, id)?).to_vec(),
+            Scope::Person(id) => l.person_records(Self::person_in(l, id)?).to_vec(),
+        })
+    }
+
+    /// The index entries of the records, newest first, without duplicates.
+    fn index_of(&self, recs: &[u32]) -> Result<Vec<Indexed>, ProjectionError> {
         let mut all = Vec::new();
         for &r in recs {
             let mut prefix = [0u8; 5];
             prefix[0] = b't';
             prefix[1..].copy_from_slice(&r.to_be_bytes());
             for kv in self.db.scan_prefix(prefix) {
-                let (k, v) = kv?;
-                let (at, off) = parse_time_key(&k)
+                let (k, meta) = kv?;
+                let (at, offset) = parse_time_key(&k)
                     .ok_or_else(|| ProjectionError::Damaged("bad timeline key".into()))?;
-                all.push((at, off, v));
+                all.push(Indexed { at, offset, meta });
             }
         }
-        all.sort_by_key(|x| std::cmp::Reverse((x.0, x.1)));
-        all.dedup_by_key(|x| x.1);
+        all.sort_by_key(|x| std::cmp::Reverse((x.at, x.offset)));
+        all.dedup_by_key(|x| x.offset);
         Ok(all)
     }
 
@@ -623,28 +647,22 @@ impl Projection {
         let mut picked: Vec<(Timestamp, u64, String, String)> = Vec::new();
         {
             let st = self.read_state();
-            let (recs, _) = Self::scope_records(&st.linker, scope)?;
+            let recs = Self::scope_records(&st.linker, scope)?;
             let index = self.index_of(&recs)?;
             drop(st);
             let mut last = None;
-            for (at, off, meta) in &index {
-                let meta = std::str::from_utf8(meta).unwrap_or("\0");
-                let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
+            for ix in &index {
+                let m = ix.event_meta();
+                let (at, off) = (&ix.at, &ix.offset);
                 if filter.from.is_some_and(|f| *at < f) || filter.to.is_some_and(|t| *at >= t) {
                     continue;
                 }
-                if !filter.sources.is_empty() && !filter.sources.iter().any(|s| s == source) {
+                if !filter.sources.is_empty() && !filter.sources.iter().any(|s| s == m.source) {
                     continue;
                 }
-                if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == kind) {
+                if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == m.kind) {
                     continue;
                 }
-                let m = EventMeta {
-                    offset: *off,
-                    occurred_at: *at,
-                    source,
-                    kind,
-                };
                 if !visible(&m) {
                     page.withheld += 1;
                     continue;
@@ -660,7 +678,7 @@ impl Projection {
                     last = None;
                     continue;
                 }
-                picked.push((*at, *off, source.to_string(), kind.to_string()));
+                picked.push((*at, *off, m.source.to_string(), m.kind.to_string()));
                 last = Some((*at, *off));
             }
         }
@@ -696,13 +714,8 @@ impl Projection {
             let st = self.read_state();
             let l = &st.linker;
             let fam = match scope {
-                Scope::Family(id) => l
-                    .family_by_id(id)
-                    .ok_or_else(|| ProjectionError::NotFound(format!("no family {id:?}")))?,
-                Scope::Person(id) => l.family_of(
-                    l.person_by_id(id)
-                        .ok_or_else(|| ProjectionError::NotFound(format!("no person {id:?}")))?,
-                ),
+                Scope::Family(id) => Self::family_in(l, id)?,
+                Scope::Person(id) => l.family_of(Self::person_in(l, id)?),
             };
             let members: Vec<Member> = l
                 .family_persons(fam)
@@ -721,17 +734,9 @@ impl Projection {
             let index = self.index_of(l.family_records(fam))?;
             let mut offsets = Vec::with_capacity(index.len());
             let mut withheld = 0;
-            for (at, off, meta) in &index {
-                let meta = std::str::from_utf8(meta).unwrap_or("\0");
-                let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
-                let m = EventMeta {
-                    offset: *off,
-                    occurred_at: *at,
-                    source,
-                    kind,
-                };
-                if visible(&m) {
-                    offsets.push(*off);
+            for ix in &index {
+                if visible(&ix.event_meta()) {
+                    offsets.push(ix.offset);
                 } else {
                     withheld += 1;
                 }
@@ -764,21 +769,25 @@ impl Projection {
         let l = &st.linker;
         l.candidates()
             .iter()
-            .map(|c| CandidateView {
-                candidate: c.clone(),
-                record_a: l.record(c.a).clone(),
-                record_b: l.record(c.b).clone(),
-                open: l.is_open(c),
-            })
-            .filter(|c| !open_only || c.open)
+            .filter(|c| !open_only || l.is_open(c))
+            .map(|c| Self::candidate_view(l, c))
             .collect()
     }
 
     /// A candidate by id.
     pub fn candidate(&self, id: &str) -> Option<CandidateView> {
-        self.candidates(false)
-            .into_iter()
-            .find(|c| c.candidate.id == id)
+        let st = self.read_state();
+        let l = &st.linker;
+        l.candidate(id).map(|c| Self::candidate_view(l, c))
+    }
+
+    fn candidate_view(l: &Linker, c: &Candidate) -> CandidateView {
+        CandidateView {
+            candidate: c.clone(),
+            record_a: l.record(c.a).clone(),
+            record_b: l.record(c.b).clone(),
+            open: l.is_open(c),
+        }
     }
 
     /// Whether a subject record key is known.
@@ -800,18 +809,9 @@ pub async fn follow(
             return;
         }
         // One batch at a time, so that a stop is seen between batches.
-        let from = projection.applied();
-        let step = if from < log.head().next_offset {
-            match log.read(from, APPLY_BATCH).await {
-                Ok(entries) => projection.apply(&entries).map(|n| n > 0),
-                Err(e) => Err(e.into()),
-            }
-        } else {
-            Ok(false)
-        };
-        match step {
-            Ok(true) => continue,
-            Ok(false) => {}
+        match projection.step(log.as_ref()).await {
+            Ok(0) => {}
+            Ok(_) => continue,
             Err(e) => {
                 warn!(error = %e, "projection could not apply the log; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
