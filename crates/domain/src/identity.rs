@@ -229,6 +229,8 @@ pub struct Linker {
     records: Vec<SubjectRecord>,
     by_key: HashMap<String, u32>,
     by_hash: HashMap<String, u32>,
+    /// The short hash of each record's key (ids are asked for on every query).
+    hashes: Vec<String>,
     by_nhs: HashMap<String, u32>,
     by_upn: HashMap<String, u32>,
     blocks: HashMap<u64, Vec<u32>>,
@@ -562,12 +564,12 @@ impl Linker {
 
     /// The public id of a person: `p-` and a hash of its earliest record's key.
     pub fn person_id(&self, person: u32) -> String {
-        format!("p-{}", short_hash(&self.records[person as usize].key))
+        format!("p-{}", self.hashes[person as usize])
     }
 
     /// The public id of a family: `f-` and a hash of its earliest record's key.
     pub fn family_id(&self, family: u32) -> String {
-        format!("f-{}", short_hash(&self.records[family as usize].key))
+        format!("f-{}", self.hashes[family as usize])
     }
 
     /// The person a public id names; an id of a person since merged into another names that one.
@@ -753,7 +755,9 @@ impl Linker {
     fn new_record(&mut self, rec: SubjectRecord, offset: u64) -> u32 {
         let r = self.records.len() as u32;
         self.by_key.insert(rec.key.clone(), r);
-        self.by_hash.insert(short_hash(&rec.key), r);
+        let hash = short_hash(&rec.key);
+        self.by_hash.insert(hash.clone(), r);
+        self.hashes.push(hash);
         for k in Self::block_keys(&rec, false) {
             self.blocks.entry(k).or_default().push(r);
         }

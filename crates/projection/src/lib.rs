@@ -1,24 +1,29 @@
 //! Projections: what the hub answers queries from, built by applying the log in order.
 //!
-//! [`Projection`] holds the identity linker ([`tellonce_domain::identity::Linker`]) in memory
-//! and keeps in sled everything a query reads in bulk: each event by offset, and a timeline
-//! index per subject record ordered by time. Each applied batch goes to sled in one atomic
-//! batch together with the checkpoint (the next offset to apply), and every
-//! [`SNAPSHOT_EVERY`] entries (and on close) the linker is snapshotted beside it. A restart
-//! loads the snapshot and re-applies the log from there (re-applying writes the same keys and
-//! values, so it is idempotent). Everything here can be thrown away: [`Projection::rebuild`]
-//! drops it and replays the whole log, and [`Projection::digest`] lets a test or an auditor
-//! compare an incremental projection with a rebuilt one.
+//! [`Projection`] holds in memory the identity linker
+//! ([`tellonce_domain::identity::Linker`]) and a timeline index: for every subject record, its
+//! events as `(time, offset, source and kind)`, sorted by time. sled keeps, by log offset, one
+//! timeline line per partner event (time, partner, kind, event id, summary, subject records)
+//! and the applied offset; each applied chunk of the log is one atomic sled batch, and keys
+//! only grow, which is the cheapest way to write to sled. Every [`SNAPSHOT_EVERY`] entries and
+//! on close the linker is snapshotted to a file. A restart loads the snapshot, rebuilds the
+//! in-memory index from sled's lines below it, and re-applies the log from there (re-applying
+//! writes the same keys and values, so it is idempotent). Everything here can be thrown away:
+//! [`Projection::rebuild`] drops it and replays the whole log, and [`Projection::digest`] lets
+//! a test or an auditor compare an incremental projection with a rebuilt one.
 //!
 //! Reads take a visibility predicate: the server's access policy decides, per event, what a
-//! viewer sees, and the projection counts what it withheld.
+//! viewer sees, and the projection counts what it withheld. Timelines are answered from the
+//! index and sled alone; the family view folds full events, read from the log.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tellonce_domain::identity::{Candidate, LinkWhy, Linker, SubjectRecord};
+use tellonce_domain::record::DecodeError;
 use tellonce_domain::view::{self, FamilyEvent, FamilyView, Member};
 use tellonce_domain::{Date, Event, Record, Timestamp};
 use tellonce_log::{Hash, Log, LogError, StoredEntry};
@@ -67,6 +72,143 @@ struct State {
     next_offset: u64,
     last_hash: Hash,
     since_snapshot: u64,
+    /// Per subject record: its events, sorted by (time, offset).
+    by_record: Vec<Vec<Indexed>>,
+    /// Interned `(source, kind)` pairs, referred to by [`Indexed::meta`].
+    metas: Vec<(String, String)>,
+    meta_ids: HashMap<(String, String), u32>,
+    /// Set when a sled write failed after memory changed: the projection must be rebuilt.
+    broken: Option<String>,
+}
+
+impl State {
+    fn empty() -> Self {
+        State {
+            linker: Linker::new(),
+            next_offset: 0,
+            last_hash: [0; 32],
+            since_snapshot: 0,
+            by_record: Vec::new(),
+            metas: Vec::new(),
+            meta_ids: HashMap::new(),
+            broken: None,
+        }
+    }
+
+    /// Adds a line to the in-memory index.
+    fn index(&mut self, offset: u64, line: &Line) {
+        let key = (line.source.clone(), line.kind.clone());
+        let meta = match self.meta_ids.get(&key) {
+            Some(&m) => m,
+            None => {
+                let m = self.metas.len() as u32;
+                self.metas.push(key.clone());
+                self.meta_ids.insert(key, m);
+                m
+            }
+        };
+        let entry = Indexed {
+            at: Timestamp(line.at),
+            offset,
+            meta,
+        };
+        for &r in &line.records {
+            let r = r as usize;
+            if self.by_record.len() <= r {
+                self.by_record.resize_with(r + 1, Vec::new);
+            }
+            let list = &mut self.by_record[r];
+            // Events mostly arrive in time order: this is an append.
+            let at = list.partition_point(|x| (x.at, x.offset) <= (entry.at, entry.offset));
+            if list
+                .get(at.wrapping_sub(1))
+                .is_none_or(|x| x.offset != offset)
+            {
+                list.insert(at, entry);
+            }
+        }
+    }
+
+    fn event_meta(&self, ix: &Indexed) -> EventMeta<'_> {
+        let (source, kind) = &self.metas[ix.meta as usize];
+        EventMeta {
+            offset: ix.offset,
+            occurred_at: ix.at,
+            source,
+            kind,
+        }
+    }
+
+    /// The index entries of the records, newest first, without duplicates.
+    fn entries_of(&self, recs: &[u32]) -> Vec<Indexed> {
+        let mut all: Vec<Indexed> = recs
+            .iter()
+            .filter_map(|&r| self.by_record.get(r as usize))
+            .flatten()
+            .copied()
+            .collect();
+        all.sort_unstable_by_key(|x| std::cmp::Reverse((x.at, x.offset)));
+        all.dedup_by_key(|x| x.offset);
+        all
+    }
+}
+
+/// A log entry decoded, with the parts of its timeline line that need no linking.
+enum Decoded {
+    Event(Event, Line),
+    Decision(tellonce_domain::identity::MatchDecision),
+}
+
+fn decode_one(e: &StoredEntry) -> Result<Decoded, DecodeError> {
+    Ok(match Record::decode(&e.body)? {
+        Record::PartnerEvent(ev) => {
+            let line = Line {
+                at: ev.occurred_at.0,
+                source: ev.source.clone(),
+                kind: ev.payload.kind().to_string(),
+                event_id: ev.event_id.clone(),
+                summary: view::summary_line(&ev),
+                records: Vec::new(),
+            };
+            Decoded::Event(ev, line)
+        }
+        Record::MatchDecision(d) => Decoded::Decision(d),
+    })
+}
+
+/// Decodes entries, on two threads when there are many (decoding JSON is most of the cost of
+/// applying the log, and needs no lock).
+fn decode_all<'a>(
+    entries: &[&'a StoredEntry],
+) -> Vec<(&'a StoredEntry, Result<Decoded, DecodeError>)> {
+    let one =
+        |part: &[&'a StoredEntry]| -> Vec<_> { part.iter().map(|&e| (e, decode_one(e))).collect() };
+    if entries.len() < 512 {
+        return one(entries);
+    }
+    let (a, b) = entries.split_at(entries.len() / 2);
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| one(b));
+        let mut out = one(a);
+        match second.join() {
+            Ok(rest) => out.extend(rest),
+            // A panic in decoding is a bug; decode the rest here so nothing is skipped.
+            Err(_) => out.extend(one(b)),
+        }
+        out
+    })
+}
+
+/// What the projection keeps of a partner event for timelines (the sled value by offset).
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    at: i64,
+    source: String,
+    kind: String,
+    event_id: String,
+    summary: String,
+    /// The subject records, without repeats.
+    records: Vec<u32>,
 }
 
 /// The projections of one hub.
@@ -90,25 +232,13 @@ pub struct EventMeta<'a> {
     pub kind: &'a str,
 }
 
-/// One timeline index entry: an event of a subject record, with what the policy needs.
+/// One timeline index entry: an event of a subject record.
+#[derive(Debug, Clone, Copy)]
 struct Indexed {
     at: Timestamp,
     offset: u64,
-    /// `source\0kind`.
-    meta: sled::IVec,
-}
-
-impl Indexed {
-    fn event_meta(&self) -> EventMeta<'_> {
-        let meta = std::str::from_utf8(&self.meta).unwrap_or("\0");
-        let (source, kind) = meta.split_once('\0').unwrap_or(("", ""));
-        EventMeta {
-            offset: self.offset,
-            occurred_at: self.at,
-            source,
-            kind,
-        }
-    }
+    /// Index into [`State::metas`].
+    meta: u32,
 }
 
 /// Which events a timeline shows.
@@ -235,23 +365,11 @@ pub enum PersonQuery {
     Id(String),
 }
 
-fn time_key(record: u32, at: Timestamp, offset: u64) -> [u8; 21] {
-    let mut k = [0u8; 21];
-    k[0] = b't';
-    k[1..5].copy_from_slice(&record.to_be_bytes());
-    // Flip the sign bit so that negative times sort before positive ones.
-    k[5..13].copy_from_slice(&((at.0 as u64) ^ (1 << 63)).to_be_bytes());
-    k[13..].copy_from_slice(&offset.to_be_bytes());
+fn line_key(offset: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'o';
+    k[1..].copy_from_slice(&offset.to_be_bytes());
     k
-}
-
-fn parse_time_key(k: &[u8]) -> Option<(Timestamp, u64)> {
-    if k.len() != 21 {
-        return None;
-    }
-    let at = u64::from_be_bytes(k[5..13].try_into().ok()?) ^ (1 << 63);
-    let off = u64::from_be_bytes(k[13..].try_into().ok()?);
-    Some((Timestamp(at as i64), off))
 }
 
 fn encode_cursor(at: Timestamp, offset: u64) -> String {
@@ -279,12 +397,7 @@ impl Projection {
             .cache_capacity(256 * 1024 * 1024)
             .flush_every_ms(Some(500))
             .open()?;
-        let mut state = State {
-            linker: Linker::new(),
-            next_offset: 0,
-            last_hash: [0; 32],
-            since_snapshot: 0,
-        };
+        let mut state = State::empty();
         let mut resumed = false;
         if let Ok(file) = std::fs::File::open(dir.join(SNAPSHOT_FILE)) {
             match serde_json::from_reader::<_, Snapshot>(std::io::BufReader::new(file)) {
@@ -325,7 +438,19 @@ impl Projection {
                 Err(e) => warn!(error = %e, "projection snapshot unreadable; rebuilding"),
             }
         }
-        if !resumed && !db.is_empty() {
+        if resumed {
+            for kv in db.range(line_key(0)..line_key(state.next_offset)) {
+                let (k, v) = kv?;
+                let offset = k
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| ProjectionError::Damaged("bad line key".into()))?;
+                let line: Line = serde_json::from_slice(&v)
+                    .map_err(|e| ProjectionError::Damaged(format!("line {offset}: {e}")))?;
+                state.index(offset, &line);
+            }
+        } else if !db.is_empty() {
             db.clear()?;
         }
         let (applied, _) = watch::channel(state.next_offset);
@@ -360,12 +485,19 @@ impl Projection {
     }
 
     /// Applies entries that continue the applied prefix (others are skipped as already
-    /// applied). Returns how many were new.
+    /// applied). Returns how many were new. Entries are decoded before the state is locked,
+    /// so queries wait only for the linking itself.
     pub fn apply(&self, entries: &[StoredEntry]) -> Result<usize, ProjectionError> {
+        let applied = self.applied();
+        let todo: Vec<&StoredEntry> = entries.iter().filter(|e| e.offset >= applied).collect();
+        let decoded = decode_all(&todo);
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &st.broken {
+            return Err(ProjectionError::Damaged(why.clone()));
+        }
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for e in entries {
+        for (e, record) in decoded {
             if e.offset < st.next_offset {
                 continue;
             }
@@ -375,19 +507,18 @@ impl Projection {
                     st.next_offset, e.offset
                 )));
             }
-            match Record::decode(&e.body) {
-                Ok(Record::PartnerEvent(ev)) => {
-                    let recs = st.linker.apply_event(e.offset, &ev);
-                    let meta = format!("{}\0{}", ev.source, ev.payload.kind());
-                    let mut seen = Vec::with_capacity(recs.len());
-                    for r in recs {
-                        if !seen.contains(&r) {
-                            seen.push(r);
-                            batch.insert(&time_key(r, ev.occurred_at, e.offset), meta.as_bytes());
-                        }
-                    }
+            match record {
+                Ok(Decoded::Event(ev, mut line)) => {
+                    let mut records = st.linker.apply_event(e.offset, &ev);
+                    records.sort_unstable();
+                    records.dedup();
+                    line.records = records;
+                    st.index(e.offset, &line);
+                    let bytes = serde_json::to_vec(&line)
+                        .map_err(|err| ProjectionError::Damaged(err.to_string()))?;
+                    batch.insert(&line_key(e.offset), bytes);
                 }
-                Ok(Record::MatchDecision(d)) => {
+                Ok(Decoded::Decision(d)) => {
                     if let Err(err) = st.linker.apply_decision(e.offset, &d) {
                         warn!(offset = e.offset, error = %err, "match decision not applied");
                     }
@@ -407,7 +538,13 @@ impl Projection {
             return Ok(0);
         }
         batch.insert(K_APPLIED, &st.next_offset.to_be_bytes());
-        self.db.apply_batch(batch)?;
+        if let Err(err) = self.db.apply_batch(batch) {
+            // Memory is now ahead of the store: refuse to go on; a restart rebuilds.
+            st.broken = Some(format!(
+                "projection store failed ({err}); restart the hub to rebuild the projections"
+            ));
+            return Err(err.into());
+        }
         if st.since_snapshot >= SNAPSHOT_EVERY {
             self.write_snapshot(&st)?;
             st.since_snapshot = 0;
@@ -475,13 +612,23 @@ impl Projection {
         self.apply(&entries)
     }
 
-    /// A digest of everything the projection holds (linker decisions and every stored event
-    /// and timeline key), equal for an incremental and a rebuilt projection of the same log.
+    /// A digest of everything the projection holds (linker decisions, the timeline index and
+    /// every stored line), equal for an incremental and a rebuilt projection of the same log.
     pub fn digest(&self) -> Result<[u8; 32], ProjectionError> {
         let st = self.read_state();
         let mut h = Sha256::new();
         h.update(st.linker.digest());
         h.update(st.next_offset.to_be_bytes());
+        for (r, list) in st.by_record.iter().enumerate() {
+            for ix in list {
+                let m = st.event_meta(ix);
+                h.update((r as u32).to_be_bytes());
+                h.update(ix.at.0.to_be_bytes());
+                h.update(ix.offset.to_be_bytes());
+                h.update(m.source.as_bytes());
+                h.update(m.kind.as_bytes());
+            }
+        }
         for kv in self.db.iter() {
             let (k, v) = kv?;
             if k.starts_with(b"m/") {
@@ -573,25 +720,6 @@ impl Projection {
         })
     }
 
-    /// The index entries of the records, newest first, without duplicates.
-    fn index_of(&self, recs: &[u32]) -> Result<Vec<Indexed>, ProjectionError> {
-        let mut all = Vec::new();
-        for &r in recs {
-            let mut prefix = [0u8; 5];
-            prefix[0] = b't';
-            prefix[1..].copy_from_slice(&r.to_be_bytes());
-            for kv in self.db.scan_prefix(prefix) {
-                let (k, meta) = kv?;
-                let (at, offset) = parse_time_key(&k)
-                    .ok_or_else(|| ProjectionError::Damaged("bad timeline key".into()))?;
-                all.push(Indexed { at, offset, meta });
-            }
-        }
-        all.sort_by_key(|x| std::cmp::Reverse((x.at, x.offset)));
-        all.dedup_by_key(|x| x.offset);
-        Ok(all)
-    }
-
     /// Reads the event at `offset` from the log (events are not copied into the projection:
     /// the log is their one home).
     async fn load_event(log: &dyn Log, offset: u64) -> Result<Event, ProjectionError> {
@@ -626,15 +754,14 @@ impl Projection {
     }
 
     /// A page of the timeline of a family or person, newest first, showing only events
-    /// `visible` allows and counting the others. Event contents are read from `log`.
-    pub async fn timeline(
+    /// `visible` allows and counting the others.
+    pub fn timeline(
         &self,
-        log: &dyn Log,
         scope: &Scope,
         filter: &TimelineFilter,
         page_size: usize,
         cursor: &str,
-        visible: &(dyn Fn(&EventMeta) -> bool + Sync),
+        visible: &dyn Fn(&EventMeta) -> bool,
     ) -> Result<TimelinePage, ProjectionError> {
         let after = decode_cursor(cursor)?;
         let page_size = page_size.clamp(1, MAX_PAGE);
@@ -644,61 +771,61 @@ impl Projection {
             withheld: 0,
             total: 0,
         };
-        let mut picked: Vec<(Timestamp, u64, String, String)> = Vec::new();
-        {
-            let st = self.read_state();
-            let recs = Self::scope_records(&st.linker, scope)?;
-            let index = self.index_of(&recs)?;
-            drop(st);
-            let mut last = None;
-            for ix in &index {
-                let m = ix.event_meta();
-                let (at, off) = (&ix.at, &ix.offset);
-                if filter.from.is_some_and(|f| *at < f) || filter.to.is_some_and(|t| *at >= t) {
-                    continue;
-                }
-                if !filter.sources.is_empty() && !filter.sources.iter().any(|s| s == m.source) {
-                    continue;
-                }
-                if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == m.kind) {
-                    continue;
-                }
-                if !visible(&m) {
-                    page.withheld += 1;
-                    continue;
-                }
-                page.total += 1;
-                if after.is_some_and(|c| (*at, *off) >= c) {
-                    continue;
-                }
-                if picked.len() == page_size {
-                    if let Some((a, o)) = last {
-                        page.next_cursor = encode_cursor(a, o);
-                    }
-                    last = None;
-                    continue;
-                }
-                picked.push((*at, *off, m.source.to_string(), m.kind.to_string()));
-                last = Some((*at, *off));
-            }
-        }
-        let mut events = Vec::with_capacity(picked.len());
-        for (_, off, _, _) in &picked {
-            events.push(Self::load_event(log, *off).await?);
-        }
         let st = self.read_state();
-        for ((at, offset, source, kind), e) in picked.into_iter().zip(events) {
+        let recs = Self::scope_records(&st.linker, scope)?;
+        let mut last = None;
+        for ix in st.entries_of(&recs) {
+            let m = st.event_meta(&ix);
+            if filter.from.is_some_and(|f| ix.at < f) || filter.to.is_some_and(|t| ix.at >= t) {
+                continue;
+            }
+            if !filter.sources.is_empty() && !filter.sources.iter().any(|s| s == m.source) {
+                continue;
+            }
+            if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == m.kind) {
+                continue;
+            }
+            if !visible(&m) {
+                page.withheld += 1;
+                continue;
+            }
+            page.total += 1;
+            if after.is_some_and(|c| (ix.at, ix.offset) >= c) {
+                continue;
+            }
+            if page.items.len() == page_size {
+                if let Some((a, o)) = last {
+                    page.next_cursor = encode_cursor(a, o);
+                }
+                last = None;
+                continue;
+            }
+            let line = self.line(ix.offset)?;
             page.items.push(TimelineItem {
-                offset,
-                occurred_at: at,
-                source,
-                event_id: e.event_id.clone(),
-                kind,
-                summary: view::summary_line(&e),
-                person_ids: Self::subject_persons(&st.linker, &e),
+                offset: ix.offset,
+                occurred_at: ix.at,
+                source: line.source,
+                event_id: line.event_id,
+                kind: line.kind,
+                summary: line.summary,
+                person_ids: line
+                    .records
+                    .iter()
+                    .map(|&r| st.linker.person_id(st.linker.person_of(r)))
+                    .collect(),
             });
+            last = Some((ix.at, ix.offset));
         }
         Ok(page)
+    }
+
+    fn line(&self, offset: u64) -> Result<Line, ProjectionError> {
+        let bytes = self
+            .db
+            .get(line_key(offset))?
+            .ok_or_else(|| ProjectionError::Damaged(format!("no timeline line at {offset}")))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ProjectionError::Damaged(format!("line {offset}: {e}")))
     }
 
     /// The family view of a family (by family id or a member's person id), as of `now`,
@@ -731,11 +858,11 @@ impl Projection {
                     }
                 })
                 .collect();
-            let index = self.index_of(l.family_records(fam))?;
+            let index = st.entries_of(l.family_records(fam));
             let mut offsets = Vec::with_capacity(index.len());
             let mut withheld = 0;
             for ix in &index {
-                if visible(&ix.event_meta()) {
+                if visible(&st.event_meta(ix)) {
                     offsets.push(ix.offset);
                 } else {
                     withheld += 1;

@@ -134,15 +134,7 @@ async fn timeline_pages_filters_and_withholding() {
     });
     let scope = Scope::Family(fam.clone());
     let full = p
-        .timeline(
-            log.as_ref(),
-            &scope,
-            &TimelineFilter::default(),
-            MAX_PAGE,
-            "",
-            &all,
-        )
-        .await
+        .timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &all)
         .expect("timeline");
     assert!(full.items.len() > 20, "{}", full.items.len());
     assert!(full
@@ -154,15 +146,7 @@ async fn timeline_pages_filters_and_withholding() {
     let mut cursor = String::new();
     for _ in 0..1000 {
         let page = p
-            .timeline(
-                log.as_ref(),
-                &scope,
-                &TimelineFilter::default(),
-                7,
-                &cursor,
-                &all,
-            )
-            .await
+            .timeline(&scope, &TimelineFilter::default(), 7, &cursor, &all)
             .expect("page");
         paged.extend(page.items);
         if page.next_cursor.is_empty() {
@@ -177,8 +161,7 @@ async fn timeline_pages_filters_and_withholding() {
         ..TimelineFilter::default()
     };
     let only = p
-        .timeline(log.as_ref(), &scope, &police, MAX_PAGE, "", &all)
-        .await
+        .timeline(&scope, &police, MAX_PAGE, "", &all)
         .expect("filtered");
     assert!(only.items.iter().all(|i| i.source == "police"));
     let mid = full.items[full.items.len() / 2].occurred_at;
@@ -187,36 +170,25 @@ async fn timeline_pages_filters_and_withholding() {
         ..TimelineFilter::default()
     };
     let recent = p
-        .timeline(log.as_ref(), &scope, &since, MAX_PAGE, "", &all)
-        .await
+        .timeline(&scope, &since, MAX_PAGE, "", &all)
         .expect("range");
     assert!(recent.items.iter().all(|i| i.occurred_at >= mid));
     // Withholding: everything not from the police is counted, not shown.
     let police_only = |m: &EventMeta| m.source == "police";
     let seen = p
         .timeline(
-            log.as_ref(),
             &scope,
             &TimelineFilter::default(),
             MAX_PAGE,
             "",
             &police_only,
         )
-        .await
         .expect("withheld");
     assert_eq!(seen.items.len(), only.items.len());
     assert_eq!(seen.withheld as usize, full.items.len() - only.items.len());
     // A bad cursor is a clear error.
     assert!(matches!(
-        p.timeline(
-            log.as_ref(),
-            &scope,
-            &TimelineFilter::default(),
-            5,
-            "nonsense",
-            &all
-        )
-        .await,
+        p.timeline(&scope, &TimelineFilter::default(), 5, "nonsense", &all),
         Err(ProjectionError::Invalid(_))
     ));
     // The family view folds the same events.

@@ -350,7 +350,7 @@ impl Query {
     }
 
     /// GetTimeline, as seen by `viewer`.
-    pub async fn get_timeline(
+    pub fn get_timeline(
         &self,
         viewer: &Partner,
         req: pb::GetTimelineRequest,
@@ -372,17 +372,13 @@ impl Query {
             to: time_arg(&req.to, "to")?,
         };
         let visible = |m: &EventMeta| self.policy.visible(viewer, m);
-        let page = self
-            .projection
-            .timeline(
-                self.log.as_ref(),
-                &scope,
-                &filter,
-                page_size(req.page_size),
-                &req.cursor,
-                &visible,
-            )
-            .await?;
+        let page = self.projection.timeline(
+            &scope,
+            &filter,
+            page_size(req.page_size),
+            &req.cursor,
+            &visible,
+        )?;
         Ok(pb::GetTimelineResponse {
             items: page
                 .items
@@ -583,7 +579,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         let viewer = self.caller(&request)?;
         let req = request.into_inner();
         self.query.wait_for(req.consistency.as_ref()).await?;
-        Ok(Response::new(self.query.get_timeline(&viewer, req).await?))
+        Ok(Response::new(self.query.get_timeline(&viewer, req)?))
     }
 
     async fn list_match_candidates(
