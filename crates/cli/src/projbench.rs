@@ -50,6 +50,10 @@ pub struct DemoSize {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// (`bench link`) Also print up to this many false merges, missed links and open
+    /// candidates, with the records involved.
+    #[arg(long, default_value_t = 0)]
+    show_errors: usize,
 }
 
 fn county(size: &DemoSize) -> County {
@@ -95,7 +99,14 @@ pub fn link(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let secs = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    let q = tellonce_demo::score_linking(&linker, &c.truth());
+    let truth = c.truth();
+    let q = tellonce_demo::score_linking(&linker, &truth);
+    if size.show_errors > 0 {
+        eprint!(
+            "{}",
+            tellonce_demo::explain_errors(&linker, &truth, size.show_errors)
+        );
+    }
     let review_fraction = q.persons_in_review as f64 / q.persons.max(1) as f64;
     let out = serde_json::json!({
         "precision": q.precision,

@@ -611,14 +611,26 @@ impl County {
             }
             let children = 1 + rng.below(4) as usize;
             let twins = children >= 2 && rng.chance(0.04);
-            let mut last_dob = None;
+            // Siblings: born at least 300 days apart unless twins, and never given the same
+            // name or forms of one name (Theo and Theodore).
+            let mut siblings: Vec<(Date, String)> = Vec::new();
             for c in 0..children {
-                let dob = if twins && c == 1 {
-                    last_dob.unwrap_or(mother_dob)
-                } else {
-                    date_from_days(end_day - 1000 - rng.below(16 * 365) as i64)
+                let dob = match siblings.last() {
+                    Some((d, _)) if twins && c == 1 => *d,
+                    _ => {
+                        let mut d = date_from_days(end_day - 1000 - rng.below(16 * 365) as i64);
+                        for _ in 0..20 {
+                            let near = siblings.iter().any(|(o, _)| {
+                                (o.days_since_epoch() - d.days_since_epoch()).abs() < 300
+                            });
+                            if !near {
+                                break;
+                            }
+                            d = date_from_days(end_day - 1000 - rng.below(16 * 365) as i64);
+                        }
+                        d
+                    }
                 };
-                last_dob = Some(dob);
                 let sex = if rng.chance(0.5) {
                     Sex::Female
                 } else {
@@ -626,9 +638,18 @@ impl County {
                 };
                 let names = if sex == Sex::Female { GIRLS } else { BOYS };
                 let mut given = rng.pick_skewed(names).to_string();
-                while twins && c == 1 && people.last().is_some_and(|p: &Person| p.given == given) {
+                for _ in 0..20 {
+                    let g = given.to_lowercase();
+                    let clash = siblings.iter().any(|(_, o)| {
+                        let o = o.to_lowercase();
+                        o == g || tellonce_domain::names::are_nicknames(&o, &g)
+                    });
+                    if !clash {
+                        break;
+                    }
                     given = rng.pick(names).to_string();
                 }
+                siblings.push((dob, given.clone()));
                 let middle = if rng.chance(0.4) {
                     rng.pick(names).to_string()
                 } else {
@@ -1133,6 +1154,100 @@ pub fn score_linking(
     link_quality(&assigned, &review)
 }
 
+/// A readable account of up to `max` of each kind of linking error against the truth: false
+/// merges (with the links that made them), missed links, and open candidates.
+pub fn explain_errors(
+    linker: &tellonce_domain::identity::Linker,
+    truth: &HashMap<String, u32>,
+    max: usize,
+) -> String {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fmt::Write;
+    let show = |r: u32| {
+        let x = linker.record(r);
+        format!(
+            "{} [{} / {} / {}] {} {:?} nhs={} upn={} postcodes={:?}",
+            x.key,
+            x.given,
+            x.middle,
+            x.family,
+            x.dob.map(|d| d.to_string()).unwrap_or_default(),
+            x.sex,
+            x.nhs_number.as_deref().unwrap_or("-"),
+            x.upn.as_deref().unwrap_or("-"),
+            x.postcodes
+        )
+    };
+    let truth_of = |r: u32| truth.get(&linker.record(r).key).copied();
+    let mut by_pred: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    let mut by_truth: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for r in 0..linker.record_count() as u32 {
+        by_pred.entry(linker.person_of(r)).or_default().push(r);
+        if let Some(t) = truth_of(r) {
+            by_truth.entry(t).or_default().push(r);
+        }
+    }
+    let mut out = String::new();
+    let merged = by_pred.values().filter(|rs| {
+        rs.iter()
+            .map(|&r| truth_of(r))
+            .collect::<BTreeSet<_>>()
+            .len()
+            > 1
+    });
+    for rs in merged.take(max) {
+        let _ = writeln!(out, "FALSE MERGE");
+        for &r in rs {
+            let _ = writeln!(out, "   true person {:?}: {}", truth_of(r), show(r));
+        }
+        for l in linker.person_links(linker.person_of(rs[0])) {
+            let _ = writeln!(
+                out,
+                "   link {} - {}: {:?}",
+                linker.record(l.a).key,
+                linker.record(l.b).key,
+                l.why
+            );
+        }
+    }
+    let missed = by_truth.values().filter(|rs| {
+        rs.iter()
+            .map(|&r| linker.person_of(r))
+            .collect::<BTreeSet<_>>()
+            .len()
+            > 1
+    });
+    for rs in missed.take(max) {
+        let _ = writeln!(out, "MISSED");
+        for &r in rs {
+            let _ = writeln!(out, "   person {}: {}", linker.person_of(r), show(r));
+        }
+    }
+    for c in linker
+        .candidates()
+        .iter()
+        .filter(|c| linker.is_open(c))
+        .take(max)
+    {
+        let same = truth_of(c.a) == truth_of(c.b);
+        let fields: Vec<String> = c
+            .score
+            .fields
+            .iter()
+            .map(|f| format!("{}={}", f.field, f.agreement))
+            .collect();
+        let _ = writeln!(
+            out,
+            "CANDIDATE {} same person: {same}, score {:.1} {fields:?}\n   {}\n   {}",
+            c.id,
+            c.score.total,
+            show(c.a),
+            show(c.b)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1164,71 +1279,7 @@ mod tests {
         for (i, e) in county.events().enumerate() {
             linker.apply_event(i as u64, &e);
         }
-        let truth = county.truth();
-        let show = |r: u32| {
-            let x = linker.record(r);
-            format!(
-                "{} [{} / {} / {}] {:?} {:?} nhs={:?} upn={:?} pc={:?}",
-                x.key, x.given, x.middle, x.family, x.dob, x.sex, x.nhs_number, x.upn, x.postcodes
-            )
-        };
-        for c in linker
-            .candidates()
-            .iter()
-            .filter(|c| linker.is_open(c))
-            .take(25)
-        {
-            let same = truth.get(&linker.record(c.a).key) == truth.get(&linker.record(c.b).key);
-            eprintln!(
-                "CAND same={same} {:.1} {:?}\n   {}\n   {}",
-                c.score.total,
-                c.score
-                    .fields
-                    .iter()
-                    .map(|f| format!("{}={}", f.field, f.agreement))
-                    .collect::<Vec<_>>(),
-                show(c.a),
-                show(c.b)
-            );
-        }
-        // Missed: records of one true person in different predicted persons, no candidate.
-        let mut by_truth: HashMap<u32, Vec<u32>> = HashMap::new();
-        for r in 0..linker.record_count() as u32 {
-            if let Some(&t) = truth.get(&linker.record(r).key) {
-                by_truth.entry(t).or_default().push(r);
-            }
-        }
-        let mut by_pred: HashMap<u32, Vec<u32>> = HashMap::new();
-        for r in 0..linker.record_count() as u32 {
-            by_pred.entry(linker.person_of(r)).or_default().push(r);
-        }
-        for rs in by_pred.values() {
-            let ts: std::collections::HashSet<Option<&u32>> = rs
-                .iter()
-                .map(|&r| truth.get(&linker.record(r).key))
-                .collect();
-            if ts.len() > 1 {
-                eprintln!("FALSE MERGE");
-                for &r in rs {
-                    eprintln!("   t{:?} {}", truth.get(&linker.record(r).key), show(r));
-                }
-                for l in linker.person_links(linker.person_of(rs[0])) {
-                    eprintln!("   link {} {} {:?}", l.a, l.b, l.why);
-                }
-            }
-        }
-        let mut shown = 0;
-        for rs in by_truth.values() {
-            let ps: std::collections::HashSet<u32> =
-                rs.iter().map(|&r| linker.person_of(r)).collect();
-            if ps.len() > 1 && shown < 15 {
-                shown += 1;
-                eprintln!("MISSED");
-                for &r in rs {
-                    eprintln!("   p{} {}", linker.person_of(r), show(r));
-                }
-            }
-        }
+        eprintln!("{}", explain_errors(&linker, &county.truth(), 25));
     }
 
     #[test]

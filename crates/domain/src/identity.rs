@@ -341,10 +341,15 @@ fn given_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) 
     if names::is_typo(&a.given, &b.given) {
         return ("typo", 3.0);
     }
-    if (!b.middle.is_empty() && a.given == first_word(&b.middle))
-        || (!a.middle.is_empty() && first_word(&a.middle) == b.given)
-    {
+    let a_is_bs_middle = !b.middle.is_empty() && a.given == first_word(&b.middle);
+    let b_is_as_middle = !a.middle.is_empty() && first_word(&a.middle) == b.given;
+    if a_is_bs_middle && b_is_as_middle {
         return ("first_middle_swap", 3.0);
+    }
+    if a_is_bs_middle || b_is_as_middle {
+        // One record's given name is the other's middle name: the same person known by their
+        // middle name, or a twin whose middle name is their sibling's name. Weak evidence.
+        return ("given_is_middle", 1.0);
     }
     let (ca, cb) = (a.given.chars().count(), b.given.chars().count());
     if (ca == 1 || cb == 1) && a.given.chars().next() == b.given.chars().next() {

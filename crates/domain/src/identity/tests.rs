@@ -517,3 +517,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_twin_whose_middle_name_is_the_other_twins_name_is_not_merged() {
+    let mut l = Linker::new();
+    let mut charlie = subject("P1", "Charlie", "Williams", "2015-04-01", "NN5 5WB");
+    charlie.middle_names = Some("Ethan".into());
+    let a = one(&mut l, 0, "police", charlie);
+    let b = one(
+        &mut l,
+        1,
+        "early-intervention",
+        subject("E1", "Ethan", "Williams", "2015-04-01", "NN5 5WB"),
+    );
+    assert_ne!(l.person_of(a), l.person_of(b));
+    // The twins are a pair for review (12 points), never a link. A third record matching both
+    // goes to review too, not to either.
+    let mut swapped = subject("S1", "Ethan", "Williams", "2015-04-01", "NN5 5WB");
+    swapped.middle_names = Some("Charlie".into());
+    let c = one(&mut l, 2, "school-001", swapped);
+    assert_ne!(l.person_of(c), l.person_of(a));
+    assert_ne!(l.person_of(c), l.person_of(b));
+    assert_eq!(l.candidates().iter().filter(|x| l.is_open(x)).count(), 3);
+}
+
+#[test]
+fn crossed_first_and_middle_names_link() {
+    let mut l = Linker::new();
+    let mut a = subject("P1", "Charlie", "Williams", "2015-04-01", "NN5 5WB");
+    a.middle_names = Some("Ethan".into());
+    let a = one(&mut l, 0, "police", a);
+    let mut b = subject("S1", "Ethan", "Williams", "2015-04-01", "NN5 5WB");
+    b.middle_names = Some("Charlie".into());
+    let b = one(&mut l, 1, "school-001", b);
+    assert_eq!(l.person_of(a), l.person_of(b));
+}
