@@ -2,7 +2,8 @@
 //!
 //! [`Projection`] holds in memory the identity linker
 //! ([`tellonce_domain::identity::Linker`]) and a timeline index: for every subject record, its
-//! events as `(time, offset, source and kind)`, sorted by time. sled keeps, by log offset, one
+//! events as `(time, offset, source and kind)`, sorted by time, and each event's event id,
+//! summary line and subject records. sled keeps, by log offset, one
 //! timeline line per partner event (time, partner, kind, event id, summary, subject records)
 //! and the applied offset; each applied chunk of the log is one atomic sled batch, and keys
 //! only grow, which is the cheapest way to write to sled. Every [`SNAPSHOT_EVERY`] entries and
@@ -13,8 +14,8 @@
 //! a test or an auditor compare an incremental projection with a rebuilt one.
 //!
 //! Reads take a visibility predicate: the server's access policy decides, per event, what a
-//! viewer sees, and the projection counts what it withheld. Timelines are answered from the
-//! index and sled alone; the family view folds full events, read from the log.
+//! viewer sees, and the projection counts what it withheld. Timelines are answered from memory
+//! alone; the family view folds full events, read from the log.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -74,6 +75,8 @@ struct State {
     since_snapshot: u64,
     /// Per subject record: its events, sorted by (time, offset).
     by_record: Vec<Vec<Indexed>>,
+    /// By log offset: what a timeline shows of the event there (`None` for other entries).
+    lines: Vec<Option<Box<LineText>>>,
     /// Interned `(source, kind)` pairs, referred to by [`Indexed::meta`].
     metas: Vec<(String, String)>,
     meta_ids: HashMap<(String, String), u32>,
@@ -89,6 +92,7 @@ impl State {
             last_hash: [0; 32],
             since_snapshot: 0,
             by_record: Vec::new(),
+            lines: Vec::new(),
             metas: Vec::new(),
             meta_ids: HashMap::new(),
             broken: None,
@@ -97,6 +101,15 @@ impl State {
 
     /// Adds a line to the in-memory index.
     fn index(&mut self, offset: u64, line: &Line) {
+        let slot = offset as usize;
+        if self.lines.len() <= slot {
+            self.lines.resize_with(slot + 1, || None);
+        }
+        self.lines[slot] = Some(Box::new(LineText {
+            event_id: line.event_id.as_str().into(),
+            summary: line.summary.as_str().into(),
+            records: line.records.as_slice().into(),
+        }));
         let key = (line.source.clone(), line.kind.clone());
         let meta = match self.meta_ids.get(&key) {
             Some(&m) => m,
@@ -197,6 +210,14 @@ fn decode_all<'a>(
         }
         out
     })
+}
+
+/// The part of a [`Line`] kept in memory beside the index (time, source and kind are there).
+#[derive(Debug)]
+struct LineText {
+    event_id: Box<str>,
+    summary: Box<str>,
+    records: Box<[u32]>,
 }
 
 /// What the projection keeps of a partner event for timelines (the sled value by offset).
@@ -394,7 +415,7 @@ impl Projection {
     pub async fn open(dir: &Path, log: &dyn Log) -> Result<Self, ProjectionError> {
         let db = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(Some(500))
             .open()?;
         let mut state = State::empty();
@@ -800,14 +821,20 @@ impl Projection {
                 last = None;
                 continue;
             }
-            let line = self.line(ix.offset)?;
+            let line = st
+                .lines
+                .get(ix.offset as usize)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| {
+                    ProjectionError::Damaged(format!("no timeline line at {}", ix.offset))
+                })?;
             page.items.push(TimelineItem {
                 offset: ix.offset,
                 occurred_at: ix.at,
-                source: line.source,
-                event_id: line.event_id,
-                kind: line.kind,
-                summary: line.summary,
+                source: m.source.to_string(),
+                event_id: line.event_id.to_string(),
+                kind: m.kind.to_string(),
+                summary: line.summary.to_string(),
                 person_ids: line
                     .records
                     .iter()
@@ -817,15 +844,6 @@ impl Projection {
             last = Some((ix.at, ix.offset));
         }
         Ok(page)
-    }
-
-    fn line(&self, offset: u64) -> Result<Line, ProjectionError> {
-        let bytes = self
-            .db
-            .get(line_key(offset))?
-            .ok_or_else(|| ProjectionError::Damaged(format!("no timeline line at {offset}")))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ProjectionError::Damaged(format!("line {offset}: {e}")))
     }
 
     /// The family view of a family (by family id or a member's person id), as of `now`,
