@@ -3,13 +3,13 @@
 //! [`Projection`] holds in memory the identity linker
 //! ([`tellonce_domain::identity::Linker`]) and a timeline index: for every subject record, its
 //! events as `(time, offset, source and kind)`, sorted by time, and each event's event id,
-//! summary line and subject records. sled keeps, by log offset, one
-//! timeline line per partner event (time, partner, kind, event id, summary, subject records)
-//! and the applied offset; each applied chunk of the log is one atomic sled batch, and keys
-//! only grow, which is the cheapest way to write to sled. Every [`SNAPSHOT_EVERY`] entries and
-//! on close the linker is snapshotted to a file. A restart loads the snapshot, rebuilds the
-//! in-memory index from sled's lines below it, and re-applies the log from there (re-applying
-//! writes the same keys and values, so it is idempotent). Everything here can be thrown away:
+//! summary line and subject records. sled is the durable copy: the timeline lines (time,
+//! partner, kind, event id, summary, subject records) in chunks of up to 256 keyed by the first
+//! one's offset, and the applied offset, each applied chunk of the log in one atomic sled
+//! batch. Every [`SNAPSHOT_EVERY`] entries and on close the linker is snapshotted to a file. A
+//! restart loads the snapshot, rebuilds the in-memory index and lines from sled's lines below
+//! it, and re-applies the log from there (idempotent: the same lines again). Everything here
+//! can be thrown away:
 //! [`Projection::rebuild`] drops it and replays the whole log, and [`Projection::digest`] lets
 //! a test or an auditor compare an incremental projection with a rebuilt one.
 //!
@@ -386,9 +386,14 @@ pub enum PersonQuery {
     Id(String),
 }
 
-fn line_key(offset: u64) -> [u8; 9] {
+/// Lines are stored in chunks of at most this many, keyed by the first one's offset: sled is
+/// only their durable copy (read in order at start-up), and few large writes cost far less
+/// than many small ones.
+const LINES_PER_CHUNK: usize = 256;
+
+fn chunk_key(offset: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[0] = b'o';
+    k[0] = b'c';
     k[1..].copy_from_slice(&offset.to_be_bytes());
     k
 }
@@ -460,16 +465,17 @@ impl Projection {
             }
         }
         if resumed {
-            for kv in db.range(line_key(0)..line_key(state.next_offset)) {
-                let (k, v) = kv?;
-                let offset = k
-                    .get(1..9)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| ProjectionError::Damaged("bad line key".into()))?;
-                let line: Line = serde_json::from_slice(&v)
-                    .map_err(|e| ProjectionError::Damaged(format!("line {offset}: {e}")))?;
-                state.index(offset, &line);
+            // A chunk written before the snapshot may reach past it, and the re-applied part
+            // is written again in chunks of its own: take only lines below the snapshot
+            // (indexing the same line twice is a no-op).
+            let below = state.next_offset;
+            for kv in db.range(chunk_key(0)..chunk_key(below)) {
+                let (_, v) = kv?;
+                let lines: Vec<(u64, Line)> = serde_json::from_slice(&v)
+                    .map_err(|e| ProjectionError::Damaged(format!("timeline chunk: {e}")))?;
+                for (offset, line) in lines.iter().filter(|(o, _)| *o < below) {
+                    state.index(*offset, line);
+                }
             }
         } else if !db.is_empty() {
             db.clear()?;
@@ -516,7 +522,7 @@ impl Projection {
         if let Some(why) = &st.broken {
             return Err(ProjectionError::Damaged(why.clone()));
         }
-        let mut batch = sled::Batch::default();
+        let mut lines: Vec<(u64, Line)> = Vec::new();
         let mut n = 0;
         for (e, record) in decoded {
             if e.offset < st.next_offset {
@@ -535,9 +541,7 @@ impl Projection {
                     records.dedup();
                     line.records = records;
                     st.index(e.offset, &line);
-                    let bytes = serde_json::to_vec(&line)
-                        .map_err(|err| ProjectionError::Damaged(err.to_string()))?;
-                    batch.insert(&line_key(e.offset), bytes);
+                    lines.push((e.offset, line));
                 }
                 Ok(Decoded::Decision(d)) => {
                     if let Err(err) = st.linker.apply_decision(e.offset, &d) {
@@ -557,6 +561,12 @@ impl Projection {
         }
         if n == 0 {
             return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        for chunk in lines.chunks(LINES_PER_CHUNK) {
+            let bytes = serde_json::to_vec(chunk)
+                .map_err(|err| ProjectionError::Damaged(err.to_string()))?;
+            batch.insert(&chunk_key(chunk[0].0), bytes);
         }
         batch.insert(K_APPLIED, &st.next_offset.to_be_bytes());
         if let Err(err) = self.db.apply_batch(batch) {
@@ -633,9 +643,9 @@ impl Projection {
         self.apply(&entries)
     }
 
-    /// A digest of everything the projection holds (linker decisions, the timeline index and
-    /// every stored line), equal for an incremental and a rebuilt projection of the same log.
-    pub fn digest(&self) -> Result<[u8; 32], ProjectionError> {
+    /// A digest of everything the projection answers from (linker decisions, the timeline
+    /// index and every line), equal for an incremental and a rebuilt projection of the same log.
+    pub fn digest(&self) -> [u8; 32] {
         let st = self.read_state();
         let mut h = Sha256::new();
         h.update(st.linker.digest());
@@ -650,17 +660,17 @@ impl Projection {
                 h.update(m.kind.as_bytes());
             }
         }
-        for kv in self.db.iter() {
-            let (k, v) = kv?;
-            if k.starts_with(b"m/") {
-                continue;
+        for (offset, line) in st.lines.iter().enumerate() {
+            if let Some(l) = line {
+                h.update((offset as u64).to_be_bytes());
+                h.update(l.event_id.as_bytes());
+                h.update(l.summary.as_bytes());
+                for r in l.records.iter() {
+                    h.update(r.to_be_bytes());
+                }
             }
-            h.update((k.len() as u32).to_be_bytes());
-            h.update(&k);
-            h.update((v.len() as u32).to_be_bytes());
-            h.update(&v);
         }
-        Ok(h.finalize().into())
+        h.finalize().into()
     }
 
     /// Numbers of records, persons, families and open candidates.
