@@ -932,6 +932,7 @@ impl County {
             subjects,
             relationships,
             lawful_basis: Some(lawful_basis),
+            category: None,
             payload,
         }
     }

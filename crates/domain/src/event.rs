@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::Category;
 use crate::time::{Date, Timestamp};
 
 /// One event published by a partner system.
@@ -26,6 +27,10 @@ pub struct Event {
     pub relationships: Vec<Relationship>,
     /// Why the hub may share this event; `None` only before validation rejects it.
     pub lawful_basis: Option<LawfulBasis>,
+    /// The category of information, for kinds that more than one kind of service records
+    /// (see [`crate::access::category_of`]); early help when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
     /// What happened.
     pub payload: Payload,
 }

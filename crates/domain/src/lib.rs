@@ -5,6 +5,7 @@
 //! a replay of the log always reaches the same answer. The server converts the gRPC contract to
 //! these types at its edge; the log engines store [`record::Record`]s as bytes.
 
+pub mod access;
 pub mod event;
 pub mod identity;
 pub mod merkle;

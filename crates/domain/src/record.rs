@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::borrow::Cow;
+
+use crate::access::{AccessEntry, ConsentGiven, ConsentWithdrawn, SharingDecision};
 use crate::event::Event;
 use crate::identity::MatchDecision;
 
@@ -18,6 +21,14 @@ pub enum Record {
     PartnerEvent(Event),
     /// A person's decision that two subject records are, or are not, the same person.
     MatchDecision(MatchDecision),
+    /// A family's consent to share, recorded by a practitioner or a partner system.
+    ConsentGiven(ConsentGiven),
+    /// A consent withdrawn.
+    ConsentWithdrawn(ConsentWithdrawn),
+    /// A practitioner's decision to share or not to share.
+    SharingDecision(SharingDecision),
+    /// A read of the hub: who asked for what, and what they were shown or refused.
+    Access(AccessEntry),
 }
 
 /// The source under which the hub records its own entries (decisions, consents, accesses).
@@ -29,11 +40,18 @@ pub const HUB_SOURCE: &str = "hub";
 pub struct DecodeError(#[from] serde_json::Error);
 
 impl Record {
-    /// The idempotency key of this record: who published it and their id for it.
-    pub fn key(&self) -> (&str, &str) {
+    /// The idempotency key of this record: who published it and their id for it. The hub's
+    /// own records are kept apart by a prefix per kind (`consent/…`, `access/…`).
+    pub fn key(&self) -> (&str, Cow<'_, str>) {
         match self {
-            Record::PartnerEvent(e) => (&e.source, &e.event_id),
-            Record::MatchDecision(d) => (HUB_SOURCE, &d.decision_id),
+            Record::PartnerEvent(e) => (&e.source, Cow::Borrowed(&e.event_id)),
+            Record::MatchDecision(d) => (HUB_SOURCE, Cow::Borrowed(&d.decision_id)),
+            Record::ConsentGiven(c) => (HUB_SOURCE, format!("consent/{}", c.consent_id).into()),
+            Record::ConsentWithdrawn(w) => {
+                (HUB_SOURCE, format!("withdrawal/{}", w.withdrawal_id).into())
+            }
+            Record::SharingDecision(d) => (HUB_SOURCE, format!("sharing/{}", d.decision_id).into()),
+            Record::Access(a) => (HUB_SOURCE, format!("access/{}", a.access_id).into()),
         }
     }
 

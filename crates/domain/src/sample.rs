@@ -81,6 +81,7 @@ pub fn ppn(source: &str, event_id: &str, n: u64, occurred_at: Timestamp) -> Even
             statutory_basis: "UK GDPR Art 6(1)(e); DPA 2018 Sch 1 para 18".into(),
             reason: "Domestic abuse incident with a child present; the school must be told before the next school day.".into(),
         }),
+        category: None,
         payload: Payload::PublicProtectionNotification {
             incident_type: PpnIncidentType::DomesticAbuse,
             children_present: true,

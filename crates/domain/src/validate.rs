@@ -5,6 +5,9 @@
 //! with a stable reason code, the field path at fault and a message a partner's developer can act
 //! on. It is pure: the current time and the publishing partner come in as arguments.
 
+use crate::access::{
+    category_allowed, category_of, ConsentGiven, ConsentWithdrawn, SharingDecision,
+};
 use crate::event::{
     Address, Event, ExclusionKind, LawfulBasis, OutcomeInstrument, Payload, Subject,
 };
@@ -32,6 +35,9 @@ pub enum RejectCode {
     InvalidArgument,
     /// The publisher may not publish this event (gRPC PERMISSION_DENIED).
     PermissionDenied,
+    /// The event needs something recorded first, such as the consent it cites (gRPC
+    /// FAILED_PRECONDITION).
+    FailedPrecondition,
 }
 
 /// Why an event was rejected.
@@ -161,6 +167,19 @@ pub fn check(mut event: Event, publisher: &str, now: Timestamp) -> Result<Event>
         }
     }
     check_basis(event.lawful_basis.as_ref())?;
+    if let Some(c) = event.category {
+        if !category_allowed(event.payload.kind(), c) {
+            return Err(ValidationError::invalid(
+                "category_mismatch",
+                "category",
+                format!(
+                    "a {} event is always {}; leave category empty",
+                    event.payload.kind(),
+                    category_of(event.payload.kind(), None).name()
+                ),
+            ));
+        }
+    }
     check_payload(&event.payload, today).map_err(|e| e.under("payload"))?;
     Ok(event)
 }
@@ -421,6 +440,140 @@ fn check_address(a: &Address) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The most persons or records one consent may name.
+pub const MAX_CONSENT_PERSONS: usize = 50;
+
+/// Checks a consent before it is recorded. `today` is the day of recording.
+pub fn check_consent(c: &ConsentGiven, today: Date) -> Result<()> {
+    check_id(&c.consent_id, "consent_id")?;
+    check_required_text(&c.given_by, "given_by", MAX_NAME_CHARS)?;
+    if c.records.is_empty() {
+        return Err(ValidationError::invalid(
+            "no_persons",
+            "persons",
+            "name the family members the consent covers: person ids, or partner records (source/local_id)",
+        ));
+    }
+    if c.persons.len() > MAX_CONSENT_PERSONS || c.records.len() > MAX_CONSENT_PERSONS * 10 {
+        return Err(ValidationError::invalid(
+            "too_many",
+            "persons",
+            format!("at most {MAX_CONSENT_PERSONS} persons per consent"),
+        ));
+    }
+    for (i, r) in c.records.iter().enumerate() {
+        if r.split_once('/')
+            .is_none_or(|(s, l)| s.is_empty() || l.is_empty())
+        {
+            return Err(ValidationError::invalid(
+                "bad_record",
+                format!("records[{i}]"),
+                format!("{r:?} is not a partner record key such as \"school-001/P123\""),
+            ));
+        }
+    }
+    if c.grants.is_empty() {
+        return Err(ValidationError::invalid(
+            "no_scope",
+            "scope",
+            "say which partners may see which categories (at least one scope entry)",
+        ));
+    }
+    for (i, g) in c.grants.iter().enumerate() {
+        let field = format!("scope[{i}]");
+        if g.partners.is_empty() || g.categories.is_empty() {
+            return Err(ValidationError::invalid(
+                "empty_scope",
+                field,
+                "each scope entry needs partners (or \"*\" for every partner) and categories",
+            ));
+        }
+        for p in &g.partners {
+            check_id(p, &format!("{field}.partners"))?;
+        }
+    }
+    check_required_text(&c.purpose, "purpose", MAX_TEXT_CHARS)?;
+    if c.given_on > today {
+        return Err(ValidationError::invalid(
+            "future_date",
+            "given_on",
+            format!("given_on {} is after today ({today})", c.given_on),
+        ));
+    }
+    for (d, field) in [(c.review_on, "review_on"), (c.expires_on, "expires_on")] {
+        if d.is_some_and(|d| d < c.given_on) {
+            return Err(ValidationError::invalid(
+                "bad_date",
+                field,
+                format!("{field} is before given_on ({})", c.given_on),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a withdrawal before it is recorded.
+pub fn check_withdrawal(w: &ConsentWithdrawn) -> Result<()> {
+    check_id(&w.consent_id, "consent_id")?;
+    check_text(&w.reason, "reason", MAX_TEXT_CHARS)
+}
+
+/// Checks a sharing decision before it is recorded.
+pub fn check_sharing_decision(d: &SharingDecision) -> Result<()> {
+    check_required_text(&d.family_id, "family_id", MAX_ID_CHARS)?;
+    check_required_text(&d.reason, "reason", MAX_TEXT_CHARS)?;
+    for p in &d.with_partners {
+        check_id(p, "with_partners")?;
+    }
+    Ok(())
+}
+
+/// What the hub knows of the consent an event cites: `None` if it has no such consent, else
+/// the consent and whether it has been withdrawn.
+pub type CitedConsent<'a> = Option<(&'a ConsentGiven, bool)>;
+
+/// Health and criminal-offence data shared on consent must cite a consent the hub holds, that
+/// names the event's category and has not been withdrawn. Events of other categories, and
+/// events on a safeguarding basis, pass.
+pub fn check_special_consent(event: &Event, cited: CitedConsent<'_>) -> Result<()> {
+    let category = category_of(event.payload.kind(), event.category);
+    let Some(LawfulBasis::Consent { consent_reference }) = &event.lawful_basis else {
+        return Ok(());
+    };
+    if !category.special() {
+        return Ok(());
+    }
+    let fail = |reason: &'static str, message: String| {
+        Err(ValidationError {
+            code: RejectCode::FailedPrecondition,
+            reason,
+            field: "lawful_basis.consent.consent_reference".into(),
+            message,
+        })
+    };
+    match cited {
+        None => fail(
+            "unknown_consent",
+            format!(
+                "{} data shared on consent must cite a consent recorded with ConsentService; {consent_reference:?} is not one (if it was just recorded, retry), or use a safeguarding basis",
+                category.name()
+            ),
+        ),
+        Some((_, true)) => fail(
+            "consent_withdrawn",
+            format!("consent {consent_reference:?} has been withdrawn; use a safeguarding basis if one applies"),
+        ),
+        Some((c, false)) if !c.names_category(category) => fail(
+            "consent_scope",
+            format!(
+                "consent {consent_reference:?} does not name {}; record a consent that does, or use a safeguarding basis",
+                category.name()
+            ),
+        ),
+        Some(_) => Ok(()),
+    }
 }
 
 fn check_basis(basis: Option<&LawfulBasis>) -> Result<()> {

@@ -431,6 +431,7 @@ mod tests {
                 lawful_basis: Some(LawfulBasis::Consent {
                     consent_reference: "c".into(),
                 }),
+                category: None,
                 payload,
             },
             persons: vec!["p-1".into()],

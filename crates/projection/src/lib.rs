@@ -17,16 +17,20 @@
 //! viewer sees, and the projection counts what it withheld. Timelines are answered from memory
 //! alone; the family view folds full events, read from the log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tellonce_domain::access::{
+    self, AccessEntry, BreakGlass, Category, ConsentGiven, ConsentWithdrawn, EventFacts, Fact,
+    FamilyFacts, SharingDecision, Standing, Viewer, Withheld,
+};
 use tellonce_domain::identity::{Candidate, LinkWhy, Linker, SubjectRecord};
 use tellonce_domain::record::DecodeError;
 use tellonce_domain::view::{self, FamilyEvent, FamilyView, Member};
-use tellonce_domain::{Date, Event, Record, Timestamp};
+use tellonce_domain::{Date, Event, Payload, Record, Timestamp};
 use tellonce_log::{Hash, Log, LogError, StoredEntry};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -66,6 +70,94 @@ struct Snapshot {
     next_offset: u64,
     last_hash: Hash,
     linker: Linker,
+    #[serde(default)]
+    access: AccessState,
+}
+
+/// Consents, sharing decisions, break-glass grants and the access log's index.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AccessState {
+    /// Consents by id.
+    consents: BTreeMap<String, ConsentGiven>,
+    /// Withdrawn consents: the earliest time each holds no more.
+    withdrawn: BTreeMap<String, Timestamp>,
+    /// Sharing decisions, in log order.
+    sharing: Vec<SharingDecision>,
+    /// Break-glass grants, in log order.
+    grants: Vec<BreakGlass>,
+    /// Offsets of access entries, in log order.
+    accesses: Vec<u64>,
+    /// Access entries by family id, person id and user id.
+    access_by: BTreeMap<String, Vec<u64>>,
+    /// Consent ids by the partner records they name (derived from `consents`).
+    #[serde(skip)]
+    by_record: HashMap<String, Vec<String>>,
+}
+
+impl AccessState {
+    fn index_consent(&mut self, c: &ConsentGiven) {
+        for r in &c.records {
+            let ids = self.by_record.entry(r.clone()).or_default();
+            if !ids.contains(&c.consent_id) {
+                ids.push(c.consent_id.clone());
+            }
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.by_record.clear();
+        let all: Vec<ConsentGiven> = self.consents.values().cloned().collect();
+        for c in &all {
+            self.index_consent(c);
+        }
+    }
+
+    fn apply(&mut self, offset: u64, d: Decoded) {
+        match d {
+            Decoded::Consent(c) => {
+                if !self.consents.contains_key(&c.consent_id) {
+                    self.index_consent(&c);
+                    self.consents.insert(c.consent_id.clone(), c);
+                }
+            }
+            Decoded::Withdrawn(w) => {
+                let at = self
+                    .withdrawn
+                    .entry(w.consent_id.clone())
+                    .or_insert(w.effective_from);
+                *at = (*at).min(w.effective_from);
+            }
+            Decoded::Sharing(d) => self.sharing.push(d),
+            Decoded::Access(a) => {
+                self.accesses.push(offset);
+                let mut keys: Vec<String> = Vec::with_capacity(a.person_ids.len() + 2);
+                keys.push(format!("u/{}", a.user_id));
+                if !a.family_id.is_empty() {
+                    keys.push(format!("f/{}", a.family_id));
+                }
+                keys.extend(a.person_ids.iter().map(|p| format!("p/{p}")));
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    self.access_by.entry(k).or_default().push(offset);
+                }
+                if let (true, Some(until)) = (a.break_glass, a.break_glass_until) {
+                    self.grants.push(BreakGlass {
+                        user_id: a.user_id,
+                        family_id: a.family_id,
+                        person_ids: a.person_ids,
+                        until,
+                    });
+                }
+            }
+            Decoded::Event(..) | Decoded::Decision(_) => {}
+        }
+    }
+
+    fn digest(&self, h: &mut Sha256) {
+        // Serialising plain data cannot fail; an empty digest input would still differ.
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+    }
 }
 
 struct State {
@@ -77,9 +169,11 @@ struct State {
     by_record: Vec<Vec<Indexed>>,
     /// By log offset: what a timeline shows of the event there (`None` for other entries).
     lines: Vec<Option<Box<LineText>>>,
-    /// Interned `(source, kind)` pairs, referred to by [`Indexed::meta`].
-    metas: Vec<(String, String)>,
-    meta_ids: HashMap<(String, String), u32>,
+    /// Interned `(source, kind, category, safeguarding)`, referred to by [`Indexed::meta`].
+    metas: Vec<MetaKey>,
+    meta_ids: HashMap<MetaKey, u32>,
+    /// Consents, decisions, grants and the access log index.
+    access: AccessState,
     /// Set when a sled write failed after memory changed: the projection must be rebuilt.
     broken: Option<String>,
 }
@@ -95,6 +189,7 @@ impl State {
             lines: Vec::new(),
             metas: Vec::new(),
             meta_ids: HashMap::new(),
+            access: AccessState::default(),
             broken: None,
         }
     }
@@ -109,8 +204,14 @@ impl State {
             event_id: line.event_id.as_str().into(),
             summary: line.summary.as_str().into(),
             records: line.records.as_slice().into(),
+            fact: line.fact.clone().map(Box::new),
         }));
-        let key = (line.source.clone(), line.kind.clone());
+        let key = (
+            line.source.clone(),
+            line.kind.clone(),
+            line.category,
+            line.safeguarding,
+        );
         let meta = match self.meta_ids.get(&key) {
             Some(&m) => m,
             None => {
@@ -143,12 +244,185 @@ impl State {
     }
 
     fn event_meta(&self, ix: &Indexed) -> EventMeta<'_> {
-        let (source, kind) = &self.metas[ix.meta as usize];
+        let (source, kind, category, safeguarding) = &self.metas[ix.meta as usize];
         EventMeta {
             offset: ix.offset,
             occurred_at: ix.at,
             source,
             kind,
+            category: *category,
+            safeguarding: *safeguarding,
+        }
+    }
+
+    /// The consents naming any of `records`, each with the time it was withdrawn from.
+    fn consents_naming(&self, records: &[u32]) -> Vec<(&ConsentGiven, Option<Timestamp>)> {
+        let mut ids: Vec<&str> = Vec::new();
+        for &r in records {
+            if let Some(list) = self.access.by_record.get(&self.linker.record(r).key) {
+                ids.extend(list.iter().map(String::as_str));
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                self.access
+                    .consents
+                    .get(id)
+                    .map(|c| (c, self.access.withdrawn.get(id).copied()))
+            })
+            .collect()
+    }
+
+    /// Folds standing facts from the family's events (`newest_first`, as [`State::entries_of`]
+    /// gives them).
+    fn family_facts(&self, newest_first: &[Indexed]) -> FamilyFacts {
+        let mut facts = FamilyFacts::default();
+        for ix in newest_first.iter().rev() {
+            let m = self.event_meta(ix);
+            facts.add(Fact::Event {
+                source: m.source,
+                kind: m.kind,
+            });
+            let line = self.lines.get(ix.offset as usize).and_then(Option::as_ref);
+            match line.and_then(|l| l.fact.as_deref()) {
+                Some(LineFact::Lead {
+                    practitioner_id,
+                    organisation,
+                }) => facts.add(Fact::Lead {
+                    practitioner_id,
+                    organisation,
+                }),
+                Some(LineFact::Team { attendees }) => facts.add(Fact::Team {
+                    attendees,
+                    at: ix.at,
+                }),
+                None => {}
+            }
+        }
+        facts
+    }
+
+    /// Decides standing for a read of family `fam` (whose events are `family_entries`) and
+    /// fills in `reading`. `None`: refused.
+    fn gate<'a>(
+        &'a self,
+        fam: u32,
+        family_entries: &[Indexed],
+        read: &ReadAs<'a>,
+        reading: &mut Reading,
+    ) -> Option<Gate<'a>> {
+        let l = &self.linker;
+        let persons = l.family_persons(fam);
+        reading.family_id = l.family_id(fam);
+        reading.person_ids = persons.iter().map(|&p| l.person_id(p)).collect();
+        let (viewer, now, grant) = match *read {
+            ReadAs::Everything => {
+                return Some(Gate {
+                    viewer: None,
+                    consents: Vec::new(),
+                    keys: HashMap::new(),
+                })
+            }
+            ReadAs::Viewer { viewer, now, grant } => (viewer, now, grant),
+        };
+        let held = self
+            .access
+            .grants
+            .iter()
+            .filter(|g| {
+                g.user_id == viewer.user_id
+                    && (g.family_id == reading.family_id
+                        || g.person_ids.iter().any(|p| reading.person_ids.contains(p)))
+            })
+            .map(|g| g.until)
+            .chain(grant)
+            .max();
+        let facts = self.family_facts(family_entries);
+        let Some(standing) = access::standing(viewer, &facts, held, now) else {
+            reading.refused = true;
+            reading.standing = if viewer.reads_families() {
+                "no relationship to this family: not its lead practitioner, not in its team around the family, and your organisation has no open involvement; break glass with a reason if a child is at risk".into()
+            } else {
+                "your role does not read families (practitioners and safeguarding leads do)".into()
+            };
+            return None;
+        };
+        reading.break_glass = matches!(standing, Standing::BreakGlass(_));
+        reading.standing = standing.describe();
+        let consents = self.consents_naming(l.family_records(fam));
+        let keys = if consents.is_empty() {
+            HashMap::new()
+        } else {
+            persons
+                .iter()
+                .map(|&p| {
+                    let keys = l
+                        .person_records(p)
+                        .iter()
+                        .map(|&r| l.record(r).key.as_str())
+                        .collect();
+                    (p, keys)
+                })
+                .collect()
+        };
+        Some(Gate {
+            viewer: Some((viewer, now)),
+            consents,
+            keys,
+        })
+    }
+
+    /// Whether the gate lets the event at `ix` through; counts what it withholds.
+    fn allowed(&self, gate: &Gate<'_>, ix: &Indexed, reading: &mut Reading) -> bool {
+        let Some((viewer, now)) = gate.viewer else {
+            return true;
+        };
+        let m = self.event_meta(ix);
+        let event = EventFacts {
+            source: m.source,
+            category: m.category,
+            safeguarding: m.safeguarding,
+        };
+        let l = &self.linker;
+        let consented = || {
+            let records = match self.lines.get(ix.offset as usize).and_then(Option::as_ref) {
+                Some(line) if !line.records.is_empty() => &line.records,
+                _ => return false,
+            };
+            records.iter().all(|&r| {
+                let p = l.person_of(r);
+                match gate.keys.get(&p) {
+                    Some(keys) => access::covers_person(
+                        gate.consents.iter().copied(),
+                        keys,
+                        &viewer.organisation,
+                        m.category,
+                        now,
+                    ),
+                    // Someone outside the family: look at their own consents.
+                    None => {
+                        let recs = l.person_records(p);
+                        let keys: Vec<&str> =
+                            recs.iter().map(|&x| l.record(x).key.as_str()).collect();
+                        access::covers_person(
+                            self.consents_naming(recs),
+                            &keys,
+                            &viewer.organisation,
+                            m.category,
+                            now,
+                        )
+                    }
+                }
+            })
+        };
+        match access::decide(viewer, &event, consented) {
+            Ok(()) => true,
+            Err(w) => {
+                reading.count(w);
+                false
+            }
         }
     }
 
@@ -170,11 +444,29 @@ impl State {
 enum Decoded {
     Event(Event, Line),
     Decision(tellonce_domain::identity::MatchDecision),
+    Consent(ConsentGiven),
+    Withdrawn(ConsentWithdrawn),
+    Sharing(SharingDecision),
+    Access(AccessEntry),
 }
 
 fn decode_one(e: &StoredEntry) -> Result<Decoded, DecodeError> {
     Ok(match Record::decode(&e.body)? {
         Record::PartnerEvent(ev) => {
+            let fact = match &ev.payload {
+                Payload::LeadPractitionerAssigned {
+                    practitioner_id,
+                    organisation,
+                    ..
+                } => Some(LineFact::Lead {
+                    practitioner_id: practitioner_id.clone(),
+                    organisation: organisation.clone(),
+                }),
+                Payload::TeamAroundFamilyMeeting { attendees, .. } => Some(LineFact::Team {
+                    attendees: attendees.clone(),
+                }),
+                _ => None,
+            };
             let line = Line {
                 at: ev.occurred_at.0,
                 source: ev.source.clone(),
@@ -182,10 +474,17 @@ fn decode_one(e: &StoredEntry) -> Result<Decoded, DecodeError> {
                 event_id: ev.event_id.clone(),
                 summary: view::summary_line(&ev),
                 records: Vec::new(),
+                category: access::category_of(ev.payload.kind(), ev.category),
+                safeguarding: access::is_safeguarding(ev.lawful_basis.as_ref()),
+                fact,
             };
             Decoded::Event(ev, line)
         }
         Record::MatchDecision(d) => Decoded::Decision(d),
+        Record::ConsentGiven(c) => Decoded::Consent(c),
+        Record::ConsentWithdrawn(w) => Decoded::Withdrawn(w),
+        Record::SharingDecision(d) => Decoded::Sharing(d),
+        Record::Access(a) => Decoded::Access(a),
     })
 }
 
@@ -218,6 +517,27 @@ struct LineText {
     event_id: Box<str>,
     summary: Box<str>,
     records: Box<[u32]>,
+    fact: Option<Box<LineFact>>,
+}
+
+/// `(source, kind, category, safeguarding basis)` of an event.
+type MetaKey = (String, String, Category, bool);
+
+/// What standing needs of an event beyond its source and kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LineFact {
+    /// A lead practitioner was assigned.
+    Lead {
+        practitioner_id: String,
+        organisation: String,
+    },
+    /// A TAF meeting, with its attendees.
+    Team { attendees: Vec<String> },
+}
+
+fn early_help() -> Category {
+    Category::EarlyHelp
 }
 
 /// What the projection keeps of a partner event for timelines (the sled value by offset).
@@ -230,6 +550,15 @@ struct Line {
     summary: String,
     /// The subject records, without repeats.
     records: Vec<u32>,
+    /// The event's category.
+    #[serde(default = "early_help")]
+    category: Category,
+    /// Whether its basis is safeguarding.
+    #[serde(default)]
+    safeguarding: bool,
+    /// Lead practitioner and TAF facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fact: Option<LineFact>,
 }
 
 /// The projections of one hub.
@@ -251,6 +580,10 @@ pub struct EventMeta<'a> {
     pub source: &'a str,
     /// The payload kind.
     pub kind: &'a str,
+    /// Its category of information.
+    pub category: Category,
+    /// Whether its lawful basis is safeguarding.
+    pub safeguarding: bool,
 }
 
 /// One timeline index entry: an event of a subject record.
@@ -260,6 +593,69 @@ struct Indexed {
     offset: u64,
     /// Index into [`State::metas`].
     meta: u32,
+}
+
+/// Who reads, and when.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadAs<'a> {
+    /// Everything, under no access rule (rebuild checks, benchmark baselines, tests).
+    Everything,
+    /// A viewer, under the access rule, at `now`.
+    Viewer {
+        /// Who.
+        viewer: &'a Viewer,
+        /// The time of reading.
+        now: Timestamp,
+        /// A break-glass grant this read makes (the access log records it for later reads).
+        grant: Option<Timestamp>,
+    },
+}
+
+/// What a read decided about access, for the response and the access log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reading {
+    /// The family read (or the family of the person read).
+    pub family_id: String,
+    /// Its members.
+    pub person_ids: Vec<String>,
+    /// Whether the read was refused.
+    pub refused: bool,
+    /// How the viewer stands to the family, or why they were refused.
+    pub standing: String,
+    /// Whether standing came from a break-glass grant.
+    pub break_glass: bool,
+    /// Events withheld for lack of consent.
+    pub withheld_no_consent: u64,
+    /// Safeguarding-basis events withheld from a viewer who is not a safeguarding lead.
+    pub withheld_safeguarding: u64,
+}
+
+impl Reading {
+    fn count(&mut self, w: Withheld) {
+        match w {
+            Withheld::NoConsent => self.withheld_no_consent += 1,
+            Withheld::SafeguardingLeadsOnly => self.withheld_safeguarding += 1,
+        }
+    }
+
+    /// Withheld counts by reason (reasons with none left out).
+    pub fn withheld_by(&self) -> Vec<(Withheld, u64)> {
+        [
+            (Withheld::NoConsent, self.withheld_no_consent),
+            (Withheld::SafeguardingLeadsOnly, self.withheld_safeguarding),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}
+
+/// A read's decided access: the viewer and the family's consents.
+struct Gate<'a> {
+    viewer: Option<(&'a Viewer, Timestamp)>,
+    consents: Vec<(&'a ConsentGiven, Option<Timestamp>)>,
+    /// The family's persons' record keys (filled only when there are consents).
+    keys: HashMap<u32, Vec<&'a str>>,
 }
 
 /// Which events a timeline shows.
@@ -305,6 +701,8 @@ pub struct TimelinePage {
     pub withheld: u64,
     /// Events matching the filter that the predicate allowed (over the whole timeline).
     pub total: u64,
+    /// What the read decided about access.
+    pub reading: Reading,
 }
 
 /// Whose timeline.
@@ -454,6 +852,8 @@ impl Projection {
                             "projection resumes from its snapshot"
                         );
                         state.linker = s.linker;
+                        state.access = s.access;
+                        state.access.reindex();
                         state.next_offset = s.next_offset;
                         state.last_hash = s.last_hash;
                         resumed = true;
@@ -548,6 +948,7 @@ impl Projection {
                         warn!(offset = e.offset, error = %err, "match decision not applied");
                     }
                 }
+                Ok(other) => st.access.apply(e.offset, other),
                 Err(err) => {
                     // The log verified this entry, so it is what was written: an entry this
                     // version cannot read is skipped, visibly.
@@ -594,6 +995,7 @@ impl Projection {
             next_offset: u64,
             last_hash: Hash,
             linker: &'a Linker,
+            access: &'a AccessState,
         }
         self.db.flush()?;
         let io = |e: std::io::Error| ProjectionError::Store(e.into());
@@ -606,6 +1008,7 @@ impl Projection {
                 next_offset: st.next_offset,
                 last_hash: st.last_hash,
                 linker: &st.linker,
+                access: &st.access,
             },
         )
         .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
@@ -649,6 +1052,7 @@ impl Projection {
         let st = self.read_state();
         let mut h = Sha256::new();
         h.update(st.linker.digest());
+        st.access.digest(&mut h);
         h.update(st.next_offset.to_be_bytes());
         for (r, list) in st.by_record.iter().enumerate() {
             for ix in list {
@@ -658,6 +1062,8 @@ impl Projection {
                 h.update(ix.offset.to_be_bytes());
                 h.update(m.source.as_bytes());
                 h.update(m.kind.as_bytes());
+                h.update(m.category.name().as_bytes());
+                h.update([u8::from(m.safeguarding)]);
             }
         }
         for (offset, line) in st.lines.iter().enumerate() {
@@ -667,6 +1073,9 @@ impl Projection {
                 h.update(l.summary.as_bytes());
                 for r in l.records.iter() {
                     h.update(r.to_be_bytes());
+                }
+                if let Some(f) = &l.fact {
+                    h.update(serde_json::to_vec(f).unwrap_or_default());
                 }
             }
         }
@@ -743,12 +1152,12 @@ impl Projection {
             .ok_or_else(|| ProjectionError::NotFound(format!("no person {id:?}")))
     }
 
-    /// The subject records in scope.
-    fn scope_records(l: &Linker, scope: &Scope) -> Result<Vec<u32>, ProjectionError> {
-        Ok(match scope {
-            Scope::Family(id) => l.family_records(Self::family_in(l, id)?).to_vec(),
-            Scope::Person(id) => l.person_records(Self::person_in(l, id)?).to_vec(),
-        })
+    /// The family of a scope (a family, or a person's family).
+    fn scope_family(l: &Linker, scope: &Scope) -> Result<u32, ProjectionError> {
+        match scope {
+            Scope::Family(id) => Self::family_in(l, id),
+            Scope::Person(id) => Ok(l.family_of(Self::person_in(l, id)?)),
+        }
     }
 
     /// Reads the event at `offset` from the log (events are not copied into the projection:
@@ -784,15 +1193,16 @@ impl Projection {
             .collect()
     }
 
-    /// A page of the timeline of a family or person, newest first, showing only events
-    /// `visible` allows and counting the others.
+    /// A page of the timeline of a family or person, newest first, showing only the events
+    /// the access rule lets the reader see and counting the others. A refused read gives an
+    /// empty page with `reading.refused` set.
     pub fn timeline(
         &self,
         scope: &Scope,
         filter: &TimelineFilter,
         page_size: usize,
         cursor: &str,
-        visible: &dyn Fn(&EventMeta) -> bool,
+        read: &ReadAs<'_>,
     ) -> Result<TimelinePage, ProjectionError> {
         let after = decode_cursor(cursor)?;
         let page_size = page_size.clamp(1, MAX_PAGE);
@@ -801,11 +1211,34 @@ impl Projection {
             next_cursor: String::new(),
             withheld: 0,
             total: 0,
+            reading: Reading::default(),
         };
         let st = self.read_state();
-        let recs = Self::scope_records(&st.linker, scope)?;
+        let l = &st.linker;
+        let (fam, person) = match scope {
+            Scope::Family(id) => (Self::family_in(l, id)?, None),
+            Scope::Person(id) => {
+                let p = Self::person_in(l, id)?;
+                (l.family_of(p), Some(p))
+            }
+        };
+        let viewer = matches!(read, ReadAs::Viewer { .. });
+        let family_entries = if viewer || person.is_none() {
+            st.entries_of(l.family_records(fam))
+        } else {
+            Vec::new()
+        };
+        let mut reading = Reading::default();
+        let Some(gate) = st.gate(fam, &family_entries, read, &mut reading) else {
+            page.reading = reading;
+            return Ok(page);
+        };
+        let entries = match person {
+            Some(p) => st.entries_of(l.person_records(p)),
+            None => family_entries,
+        };
         let mut last = None;
-        for ix in st.entries_of(&recs) {
+        for ix in entries {
             let m = st.event_meta(&ix);
             if filter.from.is_some_and(|f| ix.at < f) || filter.to.is_some_and(|t| ix.at >= t) {
                 continue;
@@ -816,7 +1249,7 @@ impl Projection {
             if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == m.kind) {
                 continue;
             }
-            if !visible(&m) {
+            if !st.allowed(&gate, &ix, &mut reading) {
                 page.withheld += 1;
                 continue;
             }
@@ -853,25 +1286,24 @@ impl Projection {
             });
             last = Some((ix.at, ix.offset));
         }
+        page.reading = reading;
         Ok(page)
     }
 
     /// The family view of a family (by family id or a member's person id), as of `now`,
-    /// from the events `visible` allows; also returns how many were withheld.
+    /// from the events the access rule lets the reader see. `None` when the read is refused.
     pub async fn family(
         &self,
         log: &dyn Log,
         scope: &Scope,
         now: Timestamp,
-        visible: &(dyn Fn(&EventMeta) -> bool + Sync),
-    ) -> Result<(FamilyView, u64), ProjectionError> {
-        let (family_id, members, offsets, withheld) = {
+        read: &ReadAs<'_>,
+    ) -> Result<(Option<FamilyView>, Reading), ProjectionError> {
+        let mut reading = Reading::default();
+        let (family_id, members, offsets) = {
             let st = self.read_state();
             let l = &st.linker;
-            let fam = match scope {
-                Scope::Family(id) => Self::family_in(l, id)?,
-                Scope::Person(id) => l.family_of(Self::person_in(l, id)?),
-            };
+            let fam = Self::scope_family(l, scope)?;
             let members: Vec<Member> = l
                 .family_persons(fam)
                 .into_iter()
@@ -887,16 +1319,16 @@ impl Projection {
                 })
                 .collect();
             let index = st.entries_of(l.family_records(fam));
+            let Some(gate) = st.gate(fam, &index, read, &mut reading) else {
+                return Ok((None, reading));
+            };
             let mut offsets = Vec::with_capacity(index.len());
-            let mut withheld = 0;
             for ix in &index {
-                if visible(&st.event_meta(ix)) {
+                if st.allowed(&gate, ix, &mut reading) {
                     offsets.push(ix.offset);
-                } else {
-                    withheld += 1;
                 }
             }
-            (l.family_id(fam), members, offsets, withheld)
+            (l.family_id(fam), members, offsets)
         };
         let mut loaded = Vec::with_capacity(offsets.len());
         for off in offsets {
@@ -913,8 +1345,8 @@ impl Projection {
             .collect();
         drop(st);
         Ok((
-            view::family_view(family_id, members, &events, now),
-            withheld,
+            Some(view::family_view(family_id, members, &events, now)),
+            reading,
         ))
     }
 
@@ -943,6 +1375,144 @@ impl Projection {
             record_b: l.record(c.b).clone(),
             open: l.is_open(c),
         }
+    }
+
+    /// A consent by id, with the time it was withdrawn from (if it was).
+    pub fn consent(&self, id: &str) -> Option<(ConsentGiven, Option<Timestamp>)> {
+        let st = self.read_state();
+        st.access
+            .consents
+            .get(id)
+            .map(|c| (c.clone(), st.access.withdrawn.get(id).copied()))
+    }
+
+    /// The partner record keys (`source/local_id`) of persons, for recording a consent.
+    pub fn person_record_keys(
+        &self,
+        person_ids: &[String],
+    ) -> Result<Vec<String>, ProjectionError> {
+        let st = self.read_state();
+        let l = &st.linker;
+        let mut keys = Vec::new();
+        for id in person_ids {
+            let p = Self::person_in(l, id)?;
+            keys.extend(l.person_records(p).iter().map(|&r| l.record(r).key.clone()));
+        }
+        Ok(keys)
+    }
+
+    /// The family of a scope, and how `read` stands to it (no events are read).
+    pub fn standing(&self, scope: &Scope, read: &ReadAs<'_>) -> Result<Reading, ProjectionError> {
+        let st = self.read_state();
+        let l = &st.linker;
+        let fam = Self::scope_family(l, scope)?;
+        let entries = match read {
+            ReadAs::Everything => Vec::new(),
+            ReadAs::Viewer { .. } => st.entries_of(l.family_records(fam)),
+        };
+        let mut reading = Reading::default();
+        let _ = st.gate(fam, &entries, read, &mut reading);
+        Ok(reading)
+    }
+
+    /// The consents naming a family's members (each with the time it was withdrawn from, if
+    /// it was) and the sharing decisions about it, oldest first.
+    pub fn family_consents(
+        &self,
+        scope: &Scope,
+    ) -> Result<(Vec<(ConsentGiven, Option<Timestamp>)>, Vec<SharingDecision>), ProjectionError>
+    {
+        let st = self.read_state();
+        let l = &st.linker;
+        let fam = Self::scope_family(l, scope)?;
+        let mut consents: Vec<(ConsentGiven, Option<Timestamp>)> = st
+            .consents_naming(l.family_records(fam))
+            .into_iter()
+            .map(|(c, w)| (c.clone(), w))
+            .collect();
+        consents.sort_by_key(|(c, _)| c.recorded_at);
+        let family_id = l.family_id(fam);
+        let members: Vec<String> = l
+            .family_persons(fam)
+            .into_iter()
+            .map(|p| l.person_id(p))
+            .collect();
+        let decisions = st
+            .access
+            .sharing
+            .iter()
+            .filter(|d| {
+                d.family_id == family_id || d.person_ids.iter().any(|p| members.contains(p))
+            })
+            .cloned()
+            .collect();
+        Ok((consents, decisions))
+    }
+
+    /// Offsets of access entries, newest first, below `before` (all when `None`), at most
+    /// `limit`: all of them when `keys` is empty, else those indexed under any of `keys`
+    /// (`f/<family id>`, `p/<person id>`, `u/<user id>`).
+    pub fn access_offsets(&self, keys: &[String], before: Option<u64>, limit: usize) -> Vec<u64> {
+        let st = self.read_state();
+        let below = |o: &&u64| before.is_none_or(|b| **o < b);
+        let mut out: Vec<u64> = if keys.is_empty() {
+            st.access
+                .accesses
+                .iter()
+                .rev()
+                .filter(below)
+                .take(limit)
+                .copied()
+                .collect()
+        } else {
+            let mut all: Vec<u64> = keys
+                .iter()
+                .filter_map(|k| st.access.access_by.get(k))
+                .flat_map(|v| v.iter().rev().filter(below).take(limit).copied())
+                .collect();
+            all.sort_unstable_by(|a, b| b.cmp(a));
+            all.dedup();
+            all
+        };
+        out.truncate(limit);
+        out
+    }
+
+    /// The access entries at `offsets`, read from the log.
+    pub async fn access_entries(
+        &self,
+        log: &dyn Log,
+        offsets: &[u64],
+    ) -> Result<Vec<(u64, AccessEntry)>, ProjectionError> {
+        let mut out = Vec::with_capacity(offsets.len());
+        for &o in offsets {
+            let entry = log.read(o, 1).await?.into_iter().next().ok_or_else(|| {
+                ProjectionError::Damaged(format!("the log has no entry at offset {o}"))
+            })?;
+            match Record::decode(&entry.body) {
+                Ok(Record::Access(a)) => out.push((o, a)),
+                _ => {
+                    return Err(ProjectionError::Damaged(format!(
+                        "offset {o} is not an access entry"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The members of a family (person ids), with its id; for a scope.
+    pub fn family_members(&self, scope: &Scope) -> Result<(String, Vec<String>), ProjectionError> {
+        let st = self.read_state();
+        let l = &st.linker;
+        let fam = Self::scope_family(l, scope)?;
+        Ok((
+            l.family_id(fam),
+            l.family_persons(fam)
+                .into_iter()
+                .map(|p| l.person_id(p))
+                .collect(),
+        ))
     }
 
     /// Whether a subject record key is known.

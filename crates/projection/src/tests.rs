@@ -6,6 +6,8 @@ use tellonce_domain::record::HUB_SOURCE;
 use tellonce_log::storage::FsDir;
 use tellonce_log::{EmbeddedLog, EmbeddedOptions, NewEntry};
 
+use tellonce_domain::access::{ConsentGiver, Grant, Role};
+
 use super::*;
 
 const END: Timestamp = Timestamp(1_790_000_000_000);
@@ -44,9 +46,7 @@ async fn fill(log: &dyn Log, families: usize, events: u64) {
     }
 }
 
-fn all(_: &EventMeta) -> bool {
-    true
-}
+const ALL: ReadAs<'static> = ReadAs::Everything;
 
 #[tokio::test]
 async fn incremental_with_restarts_equals_rebuild() {
@@ -134,7 +134,7 @@ async fn timeline_pages_filters_and_withholding() {
     });
     let scope = Scope::Family(fam.clone());
     let full = p
-        .timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &all)
+        .timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
         .expect("timeline");
     assert!(full.items.len() > 20, "{}", full.items.len());
     assert!(full
@@ -146,7 +146,7 @@ async fn timeline_pages_filters_and_withholding() {
     let mut cursor = String::new();
     for _ in 0..1000 {
         let page = p
-            .timeline(&scope, &TimelineFilter::default(), 7, &cursor, &all)
+            .timeline(&scope, &TimelineFilter::default(), 7, &cursor, &ALL)
             .expect("page");
         paged.extend(page.items);
         if page.next_cursor.is_empty() {
@@ -161,7 +161,7 @@ async fn timeline_pages_filters_and_withholding() {
         ..TimelineFilter::default()
     };
     let only = p
-        .timeline(&scope, &police, MAX_PAGE, "", &all)
+        .timeline(&scope, &police, MAX_PAGE, "", &ALL)
         .expect("filtered");
     assert!(only.items.iter().all(|i| i.source == "police"));
     let mid = full.items[full.items.len() / 2].occurred_at;
@@ -170,34 +170,50 @@ async fn timeline_pages_filters_and_withholding() {
         ..TimelineFilter::default()
     };
     let recent = p
-        .timeline(&scope, &since, MAX_PAGE, "", &all)
+        .timeline(&scope, &since, MAX_PAGE, "", &ALL)
         .expect("range");
     assert!(recent.items.iter().all(|i| i.occurred_at >= mid));
-    // Withholding: everything not from the police is counted, not shown.
-    let police_only = |m: &EventMeta| m.source == "police";
+    // Withholding: with no consent recorded, a police officer sees the police's own events
+    // and the rest is counted, not shown.
+    let officer = Viewer {
+        user_id: "pc-1".into(),
+        organisation: "police".into(),
+        roles: vec![Role::Practitioner],
+    };
+    let as_officer = ReadAs::Viewer {
+        viewer: &officer,
+        now: END,
+        grant: None,
+    };
     let seen = p
         .timeline(
             &scope,
             &TimelineFilter::default(),
             MAX_PAGE,
             "",
-            &police_only,
+            &as_officer,
         )
         .expect("withheld");
+    assert!(!seen.reading.refused, "{:?}", seen.reading);
     assert_eq!(seen.items.len(), only.items.len());
     assert_eq!(seen.withheld as usize, full.items.len() - only.items.len());
+    assert_eq!(
+        seen.reading.withheld_no_consent + seen.reading.withheld_safeguarding,
+        seen.withheld
+    );
     // A bad cursor is a clear error.
     assert!(matches!(
-        p.timeline(&scope, &TimelineFilter::default(), 5, "nonsense", &all),
+        p.timeline(&scope, &TimelineFilter::default(), 5, "nonsense", &ALL),
         Err(ProjectionError::Invalid(_))
     ));
     // The family view folds the same events.
-    let (view, withheld) = p
-        .family(log.as_ref(), &scope, END, &all)
+    let (view, reading) = p
+        .family(log.as_ref(), &scope, END, &ALL)
         .await
         .expect("family");
+    let view = view.expect("not refused");
     assert_eq!(view.event_count, full.items.len());
-    assert_eq!(withheld, 0);
+    assert_eq!(reading.withheld_by(), vec![]);
     assert_eq!(view.family_id, fam);
     assert!(!view.members.is_empty());
 }
@@ -266,4 +282,184 @@ async fn a_crash_after_the_snapshot_resumes_from_it() {
         .expect("rebuild");
     q.catch_up(log.as_ref()).await.expect("replay");
     assert_eq!(p.digest(), q.digest());
+}
+
+/// Appends hub records and applies them.
+async fn record(p: &Projection, log: &dyn Log, recs: Vec<Record>) {
+    let entries = recs
+        .into_iter()
+        .map(|rec| {
+            let (source, id) = rec.key();
+            NewEntry {
+                source: source.to_string(),
+                id: id.to_string(),
+                recorded_at_ms: END.0,
+                body: rec.encode(),
+            }
+        })
+        .collect();
+    log.append(entries).await.expect("append");
+    p.catch_up(log).await.expect("apply");
+}
+
+#[tokio::test]
+async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 20, 2_000).await;
+    let dir = tmp.path().join("proj");
+    let p = Projection::open(&dir, log.as_ref()).await.expect("open");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    // A family the police know and the early intervention team do not.
+    let (fam, police_events) = p.with_linker(|l| {
+        let mut best = (0, 0);
+        for person in l.persons() {
+            let f = l.family_of(person);
+            let n = l.family_records(f).len();
+            if n > best.1 {
+                best = (f, n);
+            }
+        }
+        (l.family_id(best.0), best.1)
+    });
+    assert!(police_events > 0);
+    let scope = Scope::Family(fam.clone());
+    let full = p
+        .timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
+        .expect("timeline");
+    let officer = Viewer {
+        user_id: "pc-1".into(),
+        organisation: "police".into(),
+        roles: vec![Role::Practitioner],
+    };
+    let read = |v: &Viewer| {
+        let r = ReadAs::Viewer {
+            viewer: v,
+            now: END,
+            grant: None,
+        };
+        p.timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &r)
+            .expect("timeline")
+    };
+    let before = read(&officer);
+    assert!(!before.reading.refused);
+    assert!(before.withheld > 0);
+
+    // Consent for every member, every partner, every category: the officer sees it all.
+    let keys = p.with_linker(|l| {
+        let f = l.family_by_id(&fam).expect("family");
+        l.family_records(f)
+            .iter()
+            .map(|&r| l.record(r).key.clone())
+            .collect::<Vec<_>>()
+    });
+    let consent = ConsentGiven {
+        consent_id: "C-test".into(),
+        given_by: "A parent".into(),
+        giver: ConsentGiver::ParentalResponsibility,
+        persons: vec![],
+        records: keys,
+        grants: vec![Grant {
+            partners: vec!["*".into()],
+            categories: Category::ALL.to_vec(),
+        }],
+        purpose: "early help".into(),
+        given_on: Date::of(Timestamp(END.0 - 86_400_000 * 30)),
+        review_on: None,
+        expires_on: None,
+        recorded_by: "w".into(),
+        organisation: "early-intervention".into(),
+        recorded_at: Timestamp(END.0 - 86_400_000 * 30),
+    };
+    record(&p, log.as_ref(), vec![Record::ConsentGiven(consent)]).await;
+    let consented = read(&officer);
+    // Events about people outside the family (no consent of theirs) may still be withheld.
+    assert!(
+        consented.withheld < before.withheld,
+        "{:?}",
+        consented.reading
+    );
+    assert_eq!(
+        consented.items.len() as u64 + consented.withheld,
+        full.items.len() as u64
+    );
+
+    // Withdrawn an hour before the read: back to the police's own events.
+    record(
+        &p,
+        log.as_ref(),
+        vec![Record::ConsentWithdrawn(ConsentWithdrawn {
+            withdrawal_id: "W-1".into(),
+            consent_id: "C-test".into(),
+            effective_from: Timestamp(END.0 - 3_600_000),
+            reason: "changed their mind".into(),
+            recorded_by: "w".into(),
+            organisation: "early-intervention".into(),
+            recorded_at: Timestamp(END.0 - 3_600_000),
+        })],
+    )
+    .await;
+    let withdrawn = read(&officer);
+    assert_eq!(withdrawn.items, before.items);
+    assert_eq!(withdrawn.withheld, before.withheld);
+
+    // A worker with no relationship is refused; a break-glass entry in the access log grants
+    // them standing until it lapses.
+    let stranger = Viewer {
+        user_id: "sw-9".into(),
+        organisation: "childrens-trust-other".into(),
+        roles: vec![Role::Practitioner],
+    };
+    let refused = read(&stranger);
+    assert!(refused.reading.refused);
+    assert!(refused.items.is_empty());
+    let entry = AccessEntry {
+        access_id: "a-1".into(),
+        at: Timestamp(END.0 - 60_000),
+        user_id: "sw-9".into(),
+        organisation: "childrens-trust-other".into(),
+        roles: vec![Role::Practitioner],
+        method: "GetTimeline".into(),
+        asked: "timeline".into(),
+        family_id: fam.clone(),
+        person_ids: vec![],
+        shown: 0,
+        withheld: 0,
+        outcome: access::AccessOutcome::Filtered,
+        standing: "break glass".into(),
+        reason: "child missing tonight".into(),
+        break_glass: true,
+        break_glass_until: Some(Timestamp(END.0 + 3_600_000)),
+    };
+    record(&p, log.as_ref(), vec![Record::Access(entry)]).await;
+    let glass = read(&stranger);
+    assert!(!glass.reading.refused);
+    assert!(glass.reading.break_glass);
+    let later = ReadAs::Viewer {
+        viewer: &stranger,
+        now: Timestamp(END.0 + 3_600_000),
+        grant: None,
+    };
+    let lapsed = p
+        .timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &later)
+        .expect("timeline");
+    assert!(lapsed.reading.refused);
+    assert_eq!(
+        p.access_offsets(&[format!("f/{fam}")], None, 10).len(),
+        1,
+        "the access entry is indexed by family"
+    );
+
+    // All of it survives a restart and equals a rebuild.
+    let digest = p.digest();
+    p.close().expect("close");
+    drop(p);
+    let reopened = Projection::open(&dir, log.as_ref()).await.expect("reopen");
+    reopened.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(reopened.digest(), digest);
+    let rebuilt = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref())
+        .await
+        .expect("rebuild");
+    rebuilt.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(rebuilt.digest(), digest);
 }

@@ -4,6 +4,7 @@
 //! hub does not know, a malformed timestamp); they come back as the same
 //! [`ValidationError`] the domain's rules use, so every rejection looks alike to a partner.
 
+use tellonce_domain::access::Category;
 use tellonce_domain::event::{self as ev};
 use tellonce_domain::{Date, Timestamp, ValidationError};
 use tellonce_proto::v1 as pb;
@@ -147,6 +148,16 @@ pub fn event_from_pb(e: pb::Event) -> Result<ev::Event> {
             reason: s.reason,
         },
     });
+    let category = match e.category.trim() {
+        "" => None,
+        c => Some(Category::parse(c).ok_or_else(|| {
+            ValidationError::invalid(
+                "bad_category",
+                "category",
+                format!("{c:?} is not a category; use education, health, police, youth_justice, social_care or early_help"),
+            )
+        })?),
+    };
     let payload = payload_from_pb(e.payload.ok_or_else(|| {
         ValidationError::invalid(
             "unknown_kind",
@@ -161,6 +172,7 @@ pub fn event_from_pb(e: pb::Event) -> Result<ev::Event> {
         subjects,
         relationships,
         lawful_basis,
+        category,
         payload,
     })
 }
@@ -292,6 +304,7 @@ pub fn event_to_pb(e: &ev::Event) -> pb::Event {
                 }),
             }),
         }),
+        category: e.category.map(|c| c.name().to_string()).unwrap_or_default(),
         payload: Some(payload_to_pb(&e.payload)),
     }
 }

@@ -51,6 +51,7 @@ fn rejected(event_id: String, e: &ValidationError) -> pb::EventResult {
     let code = match e.code {
         RejectCode::InvalidArgument => tonic::Code::InvalidArgument,
         RejectCode::PermissionDenied => tonic::Code::PermissionDenied,
+        RejectCode::FailedPrecondition => tonic::Code::FailedPrecondition,
     };
     pb::EventResult {
         event_id,

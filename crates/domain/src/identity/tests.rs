@@ -40,6 +40,7 @@ fn event(source: &str, subjects: Vec<Subject>, rels: Vec<(u32, u32)>) -> Event {
         lawful_basis: Some(LawfulBasis::Consent {
             consent_reference: "c".into(),
         }),
+        category: None,
         payload: Payload::CaseClosed {
             reason: crate::event::CaseClosureReason::NeedsMet,
             note: String::new(),
