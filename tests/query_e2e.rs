@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{query_client, Hub, POLICE_TOKEN, SCHOOL_TOKEN};
+use common::{query_client, Hub, DSL_TOKEN, POLICE_TOKEN, SCHOOL_TOKEN};
 use tellonce_domain::event::{
     Address, LawfulBasis, Payload, PpnIncidentType, Relationship, RelationshipKind, RiskGrade, Sex,
     Subject,
@@ -66,6 +66,7 @@ fn event(
         occurred_at: Timestamp(now_ms() - days_ago * DAY),
         subjects,
         relationships,
+        category: None,
         lawful_basis: Some(LawfulBasis::Safeguarding {
             statutory_basis: "UK GDPR Art 6(1)(e); DPA 2018 Sch 1 para 18".into(),
             reason: "Child present at a domestic abuse incident.".into(),
@@ -175,13 +176,14 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
     )
     .await;
 
-    let mut q = query_client(&hub.addr, SCHOOL_TOKEN).await;
+    let mut q = query_client(&hub.addr, DSL_TOKEN).await;
     let found = q
         .find_person(pb::FindPersonRequest {
             by: Some(pb::find_person_request::By::Upn(
                 tellonce_domain::sample::upn(42),
             )),
             consistency: at(last),
+            ..Default::default()
         })
         .await
         .expect("find")
@@ -210,6 +212,7 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
                 date_of_birth: "2016-02-11".into(),
             })),
             consistency: None,
+            ..Default::default()
         })
         .await
         .expect("find by name")
@@ -256,6 +259,7 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
                 child.person_id.clone(),
             )),
             consistency: None,
+            ..Default::default()
         })
         .await
         .expect("family")
@@ -313,6 +317,7 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
                 local_id: "NP-9".into(),
             })),
             consistency: None,
+            ..Default::default()
         })
         .await
         .expect("find")
@@ -371,7 +376,7 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
             "--addr",
             &hub.addr,
             "--token",
-            POLICE_TOKEN,
+            DSL_TOKEN,
             "--upn",
             &tellonce_domain::sample::upn(42),
         ])
@@ -402,9 +407,15 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("rebuilt the projections from 6 entries"));
+    // Six partner events and one match decision; every read since was access-logged.
+    let entries = common::verify(&tmp.path().join("data"))["entries"]
+        .as_u64()
+        .expect("entries");
+    assert!(entries > 7, "{entries}");
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains(&format!("rebuilt the projections from {entries} entries")));
     let hub = Hub::start(tmp.path());
-    let mut q = query_client(&hub.addr, POLICE_TOKEN).await;
+    let mut q = query_client(&hub.addr, DSL_TOKEN).await;
     let tl = q
         .get_timeline(pb::GetTimelineRequest {
             scope: Some(pb::get_timeline_request::Scope::FamilyId(
@@ -424,6 +435,7 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
                 local_id: "NP-9".into(),
             })),
             consistency: None,
+            ..Default::default()
         })
         .await
         .expect("find")

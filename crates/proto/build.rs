@@ -5,7 +5,11 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["tellonce/v1/ingest.proto", "tellonce/v1/query.proto"];
+    let files = [
+        "tellonce/v1/ingest.proto",
+        "tellonce/v1/query.proto",
+        "tellonce/v1/consent.proto",
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }

@@ -16,6 +16,18 @@ use tonic::transport::Channel;
 pub const POLICE_TOKEN: &str = "test-police-token-0123456789";
 /// The school's token.
 pub const SCHOOL_TOKEN: &str = "test-school-token-0123456789";
+/// The NHS community trust's token.
+pub const NHS_TOKEN: &str = "test-nhs-token-0123456789";
+/// A police officer (practitioner).
+pub const OFFICER_TOKEN: &str = "test-officer-token-0123456789";
+/// A teacher at school-001 (practitioner).
+pub const TEACHER_TOKEN: &str = "test-teacher-token-0123456789";
+/// School-001's designated safeguarding lead.
+pub const DSL_TOKEN: &str = "test-dsl-token-0123456789";
+/// A social worker at the Children's Trust, which has no events in the tests' families.
+pub const SOCIAL_WORKER_TOKEN: &str = "test-sw-token-0123456789";
+/// The data protection officer.
+pub const DPO_TOKEN: &str = "test-dpo-token-0123456789";
 
 /// The tellonce binary built for these tests.
 pub fn bin() -> PathBuf {
@@ -44,6 +56,34 @@ token = "{POLICE_TOKEN}"
 [[partners]]
 id = "school-001"
 token = "{SCHOOL_TOKEN}"
+[[partners]]
+id = "nhs-community"
+token = "{NHS_TOKEN}"
+[[practitioners]]
+user_id = "pc-1"
+organisation = "police"
+roles = ["practitioner"]
+token = "{OFFICER_TOKEN}"
+[[practitioners]]
+user_id = "teacher-1"
+organisation = "school-001"
+roles = ["practitioner"]
+token = "{TEACHER_TOKEN}"
+[[practitioners]]
+user_id = "dsl-1"
+organisation = "school-001"
+roles = ["practitioner", "safeguarding_lead"]
+token = "{DSL_TOKEN}"
+[[practitioners]]
+user_id = "sw-1"
+organisation = "childrens-trust"
+roles = ["practitioner"]
+token = "{SOCIAL_WORKER_TOKEN}"
+[[practitioners]]
+user_id = "dpo-1"
+organisation = "childrens-trust"
+roles = ["dpo"]
+token = "{DPO_TOKEN}"
 "#,
         dir.join("data").display()
     );
@@ -213,6 +253,38 @@ pub async fn query_client(
     >,
 > {
     tellonce_proto::v1::query_service_client::QueryServiceClient::with_interceptor(
+        channel(addr).await,
+        bearer(token),
+    )
+}
+
+/// A consent client presenting `token`.
+pub async fn consent_client(
+    addr: &str,
+    token: &str,
+) -> tellonce_proto::v1::consent_service_client::ConsentServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        impl tonic::service::Interceptor + Clone,
+    >,
+> {
+    tellonce_proto::v1::consent_service_client::ConsentServiceClient::with_interceptor(
+        channel(addr).await,
+        bearer(token),
+    )
+}
+
+/// An access log client presenting `token`.
+pub async fn access_log_client(
+    addr: &str,
+    token: &str,
+) -> tellonce_proto::v1::access_log_service_client::AccessLogServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        impl tonic::service::Interceptor + Clone,
+    >,
+> {
+    tellonce_proto::v1::access_log_service_client::AccessLogServiceClient::with_interceptor(
         channel(addr).await,
         bearer(token),
     )

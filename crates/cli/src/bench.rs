@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tellonce_domain::{sample, Record, Timestamp};
 use tellonce_proto::v1 as pb;
-use tellonce_server::auth::StaticTokens;
+use tellonce_server::auth::Tokens;
 use tellonce_server::config::PartnerConfig;
 use tellonce_server::convert::event_to_pb;
 use tellonce_server::Config;
@@ -435,7 +435,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let addr = listener.local_addr()?.to_string();
                 let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                let auth = Arc::new(StaticTokens::new(&config.partners));
+                let auth = Arc::new(Tokens::new(&config.partners, &config.practitioners));
                 let server = tokio::spawn(async move {
                     tellonce_server::run(listener, &config, log, auth, async {
                         let _ = stop_rx.await;

@@ -1,11 +1,13 @@
-//! Connecting to a hub as a partner system.
+//! Connecting to a hub as a partner system or a person, with the credentials to do so.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use tellonce_proto::v1::access_log_service_client::AccessLogServiceClient;
+use tellonce_proto::v1::consent_service_client::ConsentServiceClient;
 use tellonce_proto::v1::ingest_service_client::IngestServiceClient;
 use tellonce_proto::v1::query_service_client::QueryServiceClient;
-use tellonce_server::config::{dev_credentials_path, DevCredentials};
+use tellonce_server::config::{dev_credentials_path, DevCredentials, PractitionerConfig};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -49,10 +51,8 @@ pub async fn connect(addr: &str) -> Result<Channel, String> {
 
 /// An ingest client on `channel` presenting `token`.
 pub fn ingest(channel: Channel, token: &str) -> Result<Client, String> {
-    let value = MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| "the token contains characters not allowed in a header".to_string())?;
     Ok(
-        IngestServiceClient::with_interceptor(channel, Bearer(value))
+        IngestServiceClient::with_interceptor(channel, bearer(token)?)
             .max_decoding_message_size(16 * 1024 * 1024)
             .max_encoding_message_size(16 * 1024 * 1024),
     )
@@ -63,44 +63,96 @@ pub type Query = QueryServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// A query client on `channel` presenting `token`.
 pub fn query(channel: Channel, token: &str) -> Result<Query, String> {
-    let value = MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| "the token contains characters not allowed in a header".to_string())?;
-    Ok(QueryServiceClient::with_interceptor(channel, Bearer(value))
-        .max_decoding_message_size(16 * 1024 * 1024))
+    Ok(
+        QueryServiceClient::with_interceptor(channel, bearer(token)?)
+            .max_decoding_message_size(16 * 1024 * 1024),
+    )
 }
 
-/// Partner id to token, from a credentials file (`[[partners]]` with id and token), by default
-/// the development credentials a dev hub writes in ./data (empty when there are none).
-pub fn partner_tokens(credentials: Option<&Path>) -> Result<HashMap<String, String>, String> {
+fn bearer(token: &str) -> Result<Bearer, String> {
+    MetadataValue::try_from(format!("Bearer {token}"))
+        .map(Bearer)
+        .map_err(|_| "the token contains characters not allowed in a header".to_string())
+}
+
+/// A consent client on `channel` presenting `token`.
+pub type Consent = ConsentServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A consent client on `channel` presenting `token`.
+pub fn consent(channel: Channel, token: &str) -> Result<Consent, String> {
+    Ok(ConsentServiceClient::with_interceptor(
+        channel,
+        bearer(token)?,
+    ))
+}
+
+/// An access log client on `channel` presenting `token`.
+pub type AccessLog = AccessLogServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// An access log client on `channel` presenting `token`.
+pub fn access_log(channel: Channel, token: &str) -> Result<AccessLog, String> {
+    Ok(
+        AccessLogServiceClient::with_interceptor(channel, bearer(token)?)
+            .max_decoding_message_size(16 * 1024 * 1024),
+    )
+}
+
+/// Reads a credentials file: by default the development credentials a dev hub writes in
+/// ./data (`None` when there is none).
+fn credentials_file(credentials: Option<&Path>) -> Result<Option<DevCredentials>, String> {
     let path = match credentials {
         Some(p) => p.to_path_buf(),
         None => {
             let dev = dev_credentials_path(Path::new("./data"));
             if !dev.exists() {
-                return Ok(HashMap::new());
+                return Ok(None);
             }
             dev
         }
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let creds: DevCredentials =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(creds
-        .partners
-        .into_iter()
-        .map(|p| (p.id, p.token))
-        .collect())
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The token to query with: `--token`, else the first partner of the credentials file.
-pub fn query_token(token: Option<&str>, credentials: Option<&Path>) -> Result<String, String> {
+/// Partner id to token, from a credentials file (`[[partners]]` with id and token), by default
+/// the development credentials a dev hub writes in ./data (empty when there are none).
+pub fn partner_tokens(credentials: Option<&Path>) -> Result<HashMap<String, String>, String> {
+    Ok(credentials_file(credentials)?
+        .map(|c| c.partners.into_iter().map(|p| (p.id, p.token)).collect())
+        .unwrap_or_default())
+}
+
+/// The people of a credentials file.
+pub fn people(credentials: Option<&Path>) -> Result<Vec<PractitionerConfig>, String> {
+    Ok(credentials_file(credentials)?
+        .map(|c| c.practitioners)
+        .unwrap_or_default())
+}
+
+/// The token a person reads with: `--token`, else the token of `--as USER` from the
+/// credentials file, else its first person.
+pub fn person_token(
+    token: Option<&str>,
+    as_user: Option<&str>,
+    credentials: Option<&Path>,
+) -> Result<String, String> {
     if let Some(t) = token {
         return Ok(t.to_string());
     }
-    let mut tokens: Vec<(String, String)> = partner_tokens(credentials)?.into_iter().collect();
-    tokens.sort();
-    tokens.into_iter().next().map(|(_, t)| t).ok_or_else(|| {
-        "no credential: pass --token, or --credentials FILE, or run from the folder where `tellonce serve` wrote data/dev-credentials.toml".to_string()
-    })
+    let people = people(credentials)?;
+    let pick = match as_user {
+        Some(u) => people.iter().find(|p| p.user_id == u),
+        None => people.first(),
+    };
+    match (pick, as_user) {
+        (Some(p), _) => Ok(p.token.clone()),
+        (None, Some(u)) => Err(format!(
+            "no person {u:?} in the credentials; known: {}",
+            people.iter().map(|p| p.user_id.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+        (None, None) => Err("no credential: pass --token (a JWT from your identity provider), or --as USER with --credentials FILE, or run from the folder where `tellonce serve` wrote data/dev-credentials.toml".to_string()),
+    }
 }

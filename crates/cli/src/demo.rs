@@ -62,6 +62,53 @@ pub fn county(seed: u64, families: usize, events: u64) -> County {
     })
 }
 
+/// Records every family's consent (the one its consent-basis events cite) through
+/// ConsentService, as the early intervention team's system, many at a time.
+pub async fn record_consents(
+    county: &County,
+    addr: &str,
+    tokens: &HashMap<String, String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use futures::stream::StreamExt;
+    let token = tokens.get("early-intervention").ok_or(
+        "no credential for partner \"early-intervention\", which records the demo's consents",
+    )?;
+    let c = client::consent(client::connect(addr).await?, token)?;
+    let requests: Vec<pb::GiveConsentRequest> = (0..county.families.len() as u32)
+        .map(|f| {
+            let g = county.consent_for(f);
+            pb::GiveConsentRequest {
+                consent_id: g.consent_id,
+                given_by: g.given_by,
+                giver: "parental_responsibility".into(),
+                person_ids: Vec::new(),
+                records: g.records,
+                scope: g
+                    .grants
+                    .into_iter()
+                    .map(|s| pb::ConsentScope {
+                        partners: s.partners,
+                        categories: s.categories.iter().map(|c| c.name().to_string()).collect(),
+                    })
+                    .collect(),
+                purpose: g.purpose,
+                given_on: g.given_on.to_string(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let mut answers = futures::stream::iter(requests)
+        .map(|r| {
+            let mut c = c.clone();
+            async move { c.give_consent(r).await }
+        })
+        .buffer_unordered(64);
+    while let Some(a) = answers.next().await {
+        a.map_err(|s| format!("recording consent: {:?}: {}", s.code(), s.message()))?;
+    }
+    Ok(())
+}
+
 /// Publishes the county's events to the hub at `addr`, one stream per partner.
 pub async fn ingest(
     county: &mut County,
@@ -194,6 +241,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .build()?;
     let started = std::time::Instant::now();
     runtime.block_on(async {
+        println!(
+            "recording {} families' consents...",
+            county.families.len()
+        );
+        record_consents(&county, &args.addr, &tokens).await?;
         let done = ingest(&mut county, &args.addr, &tokens, args.batch, &bar).await?;
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
@@ -218,8 +270,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .find(|p| p.child)
             .ok_or("no child")?;
         let channel = client::connect(&args.addr).await?;
-        let token = tokens.values().next().cloned().unwrap_or_default();
-        let mut q = client::query(channel, &token)?;
+        let people = client::people(args.credentials.as_deref())?;
+        let first = people
+            .first()
+            .ok_or("the credentials name no people to read with")?;
+        let mut q = client::query(channel.clone(), &first.token)?;
         let found = q
             .find_person(pb::FindPersonRequest {
                 by: Some(pb::find_person_request::By::NhsNumber(child.nhs.clone())),
@@ -227,6 +282,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     min_offset: done.max_offset,
                     wait_ms: 30_000,
                 }),
+                reason: "demo: the busiest family".into(),
             })
             .await;
         let found = match found {
@@ -236,6 +292,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 q.find_person(pb::FindPersonRequest {
                     by: Some(pb::find_person_request::By::NhsNumber(child.nhs.clone())),
                     consistency: None,
+                    reason: "demo: the busiest family".into(),
                 })
                 .await
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
@@ -250,16 +307,33 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             );
             return Ok(ExitCode::SUCCESS);
         };
+        // Read as the development person of the partner that knows the child best.
+        let org = person
+            .records
+            .iter()
+            .map(|r| r.source.as_str())
+            .max_by_key(|s| person.records.iter().filter(|r| r.source == *s).count())
+            .unwrap_or_default();
+        let reader = people
+            .iter()
+            .find(|p| p.organisation == org && p.roles.iter().any(|r| r == "practitioner"))
+            .unwrap_or(first);
+        let mut q = client::query(channel, &reader.token)?;
         wait_applied(&mut q, &person.family_id, done.max_offset).await?;
         println!(
-            "\n{} (NHS {}), as every partner knows them:",
-            person.name, child.nhs
+            "\n{} (NHS {}), as every partner knows them, read by {} ({}):",
+            person.name, child.nhs, reader.user_id, reader.organisation
         );
         println!(
-            "try: tellonce timeline --nhs-number {}    or: tellonce timeline --family {}\n",
-            child.nhs, person.family_id
+            "try: tellonce timeline --as {} --nhs-number {}    or: tellonce timeline --as {} --family {}\n",
+            reader.user_id, child.nhs, reader.user_id, person.family_id
         );
-        crate::timeline::show(&mut q, &person.family_id, Vec::new(), Vec::new(), 25).await?;
+        let why = crate::timeline::Why {
+            reason: "demo: the busiest family".into(),
+            ..Default::default()
+        };
+        crate::timeline::show(&mut q, &person.family_id, Vec::new(), Vec::new(), 25, &why)
+            .await?;
         Ok(ExitCode::SUCCESS)
     })
 }

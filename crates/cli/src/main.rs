@@ -1,4 +1,5 @@
-//! The `tellonce` command: run the hub, publish events from a file, benchmark, verify the log.
+//! The `tellonce` command: run the hub, publish events, record consent, read timelines and the
+//! access log, benchmark, verify the log.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod client;
+mod consent;
 mod demo;
 mod projbench;
 mod publish;
@@ -37,6 +39,19 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Print a family's timeline: one line per event, newest first.
     Timeline(timeline::TimelineArgs),
+    /// Record, withdraw and list a family's consent; record sharing decisions.
+    Consent {
+        #[command(subcommand)]
+        which: consent::ConsentCommand,
+    },
+    /// Read the access log (data protection officer, auditors).
+    AccessLog(consent::AccessLogArgs),
+    /// Print a family's transparency report: who looked at its records, when, and why.
+    Transparency(consent::TransparencyArgs),
+    /// Make an Ed25519 key pair standing in for the identity provider (development).
+    Keygen(consent::KeygenArgs),
+    /// Sign a practitioner's JWT with a key from `keygen` (development).
+    Token(consent::TokenArgs),
     /// Drop the projections and rebuild them from the log (stop the hub first).
     Rebuild(projbench::RebuildArgs),
     /// Benchmarks (not tests): measure the hub against a baseline in the same run.
@@ -95,6 +110,11 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Timeline(args) => timeline::run(args),
         Command::Rebuild(args) => projbench::rebuild(args),
+        Command::Consent { which } => consent::run(which),
+        Command::AccessLog(args) => consent::access_log(args),
+        Command::Transparency(args) => consent::transparency(args),
+        Command::Keygen(args) => consent::keygen(args),
+        Command::Token(args) => consent::token(args),
         Command::Bench {
             which: BenchCommand::Ingest(args),
         } => bench::run(args),

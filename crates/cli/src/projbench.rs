@@ -15,8 +15,9 @@ use tellonce_log::storage::FsDir;
 use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log, NewEntry};
 use tellonce_projection::Projection;
 use tellonce_proto::v1 as pb;
-use tellonce_server::auth::StaticTokens;
-use tellonce_server::config::PartnerConfig;
+use tellonce_server::auth::Tokens;
+use tellonce_server::config::PractitionerConfig;
+use tellonce_server::query::Guard;
 use tellonce_server::{Config, Overrides};
 
 use crate::bench::percentile;
@@ -148,24 +149,33 @@ pub fn link(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn entry(rec: Record) -> NewEntry {
+    let (source, id) = rec.key();
+    NewEntry {
+        source: source.to_string(),
+        id: id.to_string(),
+        recorded_at_ms: 0,
+        body: rec.encode(),
+    }
+}
+
 /// Writes the demo county straight into an embedded log (not through gRPC: this sets up a
-/// benchmark, it does not measure ingest).
+/// benchmark, it does not measure ingest): every family's consent, then the events.
 async fn fill_log(log: &dyn Log, size: &DemoSize) -> Result<County, Box<dyn std::error::Error>> {
     let mut c = county(size);
+    let consents: Vec<NewEntry> = (0..c.families.len() as u32)
+        .map(|f| entry(Record::ConsentGiven(c.consent_for(f))))
+        .collect();
+    for chunk in consents.chunks(1000) {
+        log.append(chunk.to_vec()).await?;
+    }
     let progress = bar(size.events, size.json, "events written");
     let mut chunk = Vec::with_capacity(1000);
     let mut events = c.events();
     loop {
         chunk.clear();
         for e in events.by_ref().take(1000) {
-            let rec = Record::PartnerEvent(e);
-            let (source, id) = rec.key();
-            chunk.push(NewEntry {
-                source: source.to_string(),
-                id: id.to_string(),
-                recorded_at_ms: 0,
-                body: rec.encode(),
-            });
+            chunk.push(entry(Record::PartnerEvent(e)));
         }
         if chunk.is_empty() {
             break;
@@ -305,6 +315,9 @@ pub struct QueryArgs {
     /// Timeline page size.
     #[arg(long, default_value_t = 50)]
     page_size: u32,
+    /// Without the access rule and the access log (the baseline to compare with).
+    #[arg(long)]
+    no_policy: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -314,8 +327,8 @@ enum Kind {
 }
 
 async fn load(
-    clients: &[client::Query],
-    families: Arc<Vec<String>>,
+    clients: &[Vec<client::Query>],
+    families: Arc<Vec<(String, usize)>>,
     kind: Kind,
     args: &QueryArgs,
 ) -> Result<(Vec<Duration>, f64), Box<dyn std::error::Error>> {
@@ -323,14 +336,16 @@ async fn load(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.concurrency {
-        let mut c = clients[i % clients.len()].clone();
+        let conn = &clients[i % clients.len()];
+        let conn = conn.clone();
         let families = families.clone();
         let page_size = args.page_size;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut rng = tellonce_demo::Rng::new(i as u64 + 1);
             while Instant::now() < deadline {
-                let f = rng.pick(&families).clone();
+                let (f, viewer) = rng.pick(&families).clone();
+                let mut c = conn[viewer].clone();
                 let t = Instant::now();
                 match kind {
                     Kind::Timeline => {
@@ -344,7 +359,7 @@ async fn load(
                     Kind::Family => {
                         c.get_family(pb::GetFamilyRequest {
                             by: Some(pb::get_family_request::By::FamilyId(f)),
-                            consistency: None,
+                            ..Default::default()
                         })
                         .await?;
                     }
@@ -370,32 +385,52 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (base, runtime) = bench_setup()?;
     let json = args.size.json;
     runtime.block_on(async {
-        let token = format!("bench-{:016x}", tellonce_demo::Rng::new(std::process::id() as u64).next_u64());
+        let mut rng = tellonce_demo::Rng::new(std::process::id() as u64);
         let mut config = Config::default();
         config.storage.data_dir = base.path().join("hub");
-        config.partners = vec![PartnerConfig { id: "childrens-trust".into(), name: "benchmark".into(), token: token.clone() }];
+        // One practitioner per partner; each family is read by someone whose organisation
+        // knows one of its children.
+        config.practitioners = tellonce_demo::PARTNERS
+            .iter()
+            .map(|(org, _)| PractitionerConfig {
+                user_id: format!("bench-{org}"),
+                organisation: org.to_string(),
+                roles: vec!["practitioner".into()],
+                name: String::new(),
+                token: format!("bench-{org}-{:016x}", rng.next_u64()),
+            })
+            .collect();
+        let orgs: Vec<String> = config.practitioners.iter().map(|p| p.organisation.clone()).collect();
+        let guard = if args.no_policy { Guard::BenchmarkBaseline } else { Guard::Enforced };
         let engine = tellonce_server::open_engine(&config).await?;
         let log = engine.log();
         let c = fill_log(log.as_ref(), &args.size).await?;
         let head = log.head().next_offset;
+        let log_head = log.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let auth = Arc::new(StaticTokens::new(&config.partners));
+        let auth = Arc::new(Tokens::new(&config.partners, &config.practitioners));
         let server_config = config.clone();
         let server = tokio::spawn(async move {
-            tellonce_server::run(listener, &server_config, log, auth, async {
+            tellonce_server::run_guarded(listener, &server_config, log, auth, guard, async {
                 let _ = stop_rx.await;
             })
             .await
         });
         let mut clients = Vec::new();
         for _ in 0..args.connections.max(1) {
-            clients.push(client::query(client::connect(&addr).await?, &token)?);
+            let channel = client::connect(&addr).await?;
+            let per_org = config
+                .practitioners
+                .iter()
+                .map(|p| client::query(channel.clone(), &p.token))
+                .collect::<Result<Vec<_>, _>>()?;
+            clients.push(per_org);
         }
         // Family ids as a practitioner finds them: by NHS numbers of children.
         let mut families = Vec::new();
-        let mut q = clients[0].clone();
+        let mut q = clients[0][0].clone();
         let applying = Instant::now();
         for (i, p) in c.people.iter().filter(|p| p.child).enumerate().step_by(7).take(2_000) {
             let consistency = (i == 0).then_some(pb::Consistency { min_offset: head.saturating_sub(1), wait_ms: 30_000 });
@@ -404,6 +439,7 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 match q.find_person(pb::FindPersonRequest {
                     by: Some(pb::find_person_request::By::NhsNumber(p.nhs.clone())),
                     consistency,
+                    ..Default::default()
                 }).await {
                     Ok(r) => { found = Some(r.into_inner()); break; }
                     Err(s) if s.code() == tonic::Code::Unavailable => continue,
@@ -412,7 +448,14 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             let found = found.ok_or("the hub did not apply the demo within 20 minutes")?;
             if let Some(person) = found.persons.first() {
-                families.push(person.family_id.clone());
+                // The partner that knows the child best reads the family.
+                let viewer = person
+                    .records
+                    .iter()
+                    .filter_map(|r| orgs.iter().position(|o| *o == r.source))
+                    .max_by_key(|&o| person.records.iter().filter(|r| r.source == orgs[o]).count())
+                    .unwrap_or(0);
+                families.push((person.family_id.clone(), viewer));
             }
         }
         let apply_secs = applying.elapsed().as_secs_f64();
@@ -422,10 +465,13 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             return Err("no families found".into());
         }
         let families = Arc::new(families);
+        let log_before = log_head.head().next_offset;
         let (tl, tl_qps) = load(&clients, families.clone(), Kind::Timeline, &args).await?;
         let (fam, fam_qps) = load(&clients, families.clone(), Kind::Family, &args).await?;
+        let log_after = log_head.head().next_offset;
         let out = serde_json::json!({
-            "policy": false,
+            "policy": !args.no_policy,
+            "access_entries_written": log_after.saturating_sub(log_before),
             "timeline_p50_ms": percentile(&tl, 0.50),
             "timeline_p99_ms": percentile(&tl, 0.99),
             "queries_per_sec": tl_qps,
@@ -442,8 +488,10 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         if json {
             println!("{out}");
         } else {
-            println!("{} events, {} families sampled; {} callers on {} connections, {} s per kind (hub and callers share this machine)",
-                head, families.len(), args.concurrency, args.connections, args.seconds);
+            println!("{} events, {} families sampled; {} callers on {} connections, {} s per kind (hub and callers share this machine); access rule and access log {}",
+                head, families.len(), args.concurrency, args.connections, args.seconds,
+                if args.no_policy { "OFF (baseline)" } else { "on" });
+            println!("access entries written: {}", log_after.saturating_sub(log_before));
             println!("GetTimeline (page {}): p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", args.page_size, percentile(&tl, 0.5), percentile(&tl, 0.99), tl_qps);
             println!("GetFamily:          p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", percentile(&fam, 0.5), percentile(&fam, 0.99), fam_qps);
             println!("initial projection of the log took {apply_secs:.1} s; peak RSS {:.0} MiB", peak_rss_mb());

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use tellonce_log::Log;
-use tellonce_server::auth::StaticTokens;
+use tellonce_server::auth::Tokens;
 use tellonce_server::config::{dev_credentials, dev_credentials_path};
 use tellonce_server::{Config, Overrides};
 use tracing::{info, warn};
@@ -75,7 +75,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let mut config = Config::load(args.config.as_deref(), &overrides)?;
     if config.partners.is_empty() {
-        config.partners = dev_credentials(&config.storage.data_dir)?;
+        let dev = dev_credentials(&config.storage.data_dir)?;
+        config.partners = dev.partners;
+        if config.practitioners.is_empty() && config.auth.jwt.is_none() {
+            config.practitioners = dev.practitioners;
+        }
         warn!(
             file = %dev_credentials_path(&config.storage.data_dir).display(),
             "no partners configured: using development credentials (not for real data)"
@@ -86,6 +90,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         );
         for p in &config.partners {
             eprintln!("  {:<20} {}", p.id, p.token);
+        }
+        eprintln!("development people (user, organisation, roles):");
+        for p in &config.practitioners {
+            eprintln!(
+                "  {:<16} {:<20} {:<30} {}",
+                p.user_id,
+                p.organisation,
+                p.roles.join(","),
+                p.token
+            );
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,7 +128,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let addr = listener.local_addr()?;
         println!("tellonce listening on {addr}");
         std::io::stdout().flush()?;
-        let auth = Arc::new(StaticTokens::new(&config.partners));
+        let auth = Arc::new(Tokens::from_config(
+            &config,
+            tellonce_server::ingest::system_clock(),
+        )?);
         tellonce_server::run(listener, &config, log, auth, shutdown_signal()).await?;
         engine.close();
         info!("log closed");

@@ -40,7 +40,18 @@ pub struct TimelineArgs {
     /// The hub's gRPC address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: String,
-    /// Bearer token (default: the development credentials in ./data).
+    /// Read as this person from the credentials file (development), e.g. `teacher`.
+    #[arg(long = "as")]
+    as_user: Option<String>,
+    /// Why you are looking (written to the access log).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Break glass: read a family you have no relationship with, giving the reason. The
+    /// access is time-limited and flagged for review.
+    #[arg(long)]
+    break_glass: Option<String>,
+    /// Bearer token: a JWT from the identity provider (default: --as from the development
+    /// credentials in ./data).
     #[arg(long)]
     token: Option<String>,
     /// A credentials file to take a token from.
@@ -79,7 +90,8 @@ async fn family_of(q: &mut client::Query, args: &TimelineArgs) -> Result<String,
     let found = q
         .find_person(pb::FindPersonRequest {
             by: Some(by),
-            consistency: None,
+            reason: args.reason.clone().unwrap_or_default(),
+            ..Default::default()
         })
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
@@ -97,6 +109,22 @@ async fn family_of(q: &mut client::Query, args: &TimelineArgs) -> Result<String,
             }
             Err(msg)
         }
+    }
+}
+
+/// How a read went: standing and what was withheld, in words.
+pub fn print_access(a: &pb::AccessDecision) {
+    println!(
+        "  your access: {}{}",
+        a.standing,
+        if a.break_glass {
+            "  (BREAK GLASS: recorded and flagged for review)"
+        } else {
+            ""
+        }
+    );
+    for w in &a.withheld {
+        println!("  {} event(s) withheld: {}", w.count, w.explanation);
     }
 }
 
@@ -158,8 +186,17 @@ pub fn print_family(f: &pb::FamilyView, withheld: u64) {
         );
     }
     if withheld > 0 {
-        println!("  {withheld} event(s) withheld from you: ask the lead practitioner");
+        println!("  {withheld} event(s) withheld from you (see below)");
     }
+}
+
+/// What a reader says about a read: their reason, and a break-glass reason if they break glass.
+#[derive(Debug, Clone, Default)]
+pub struct Why {
+    /// Why they are looking.
+    pub reason: String,
+    /// Break glass, with this reason.
+    pub break_glass: String,
 }
 
 /// Prints timeline items, one line each.
@@ -181,17 +218,23 @@ pub async fn show(
     sources: Vec<String>,
     kinds: Vec<String>,
     limit: usize,
+    why: &Why,
 ) -> Result<(), String> {
     let fam = q
         .get_family(pb::GetFamilyRequest {
             by: Some(pb::get_family_request::By::FamilyId(family_id.into())),
-            consistency: None,
+            reason: why.reason.clone(),
+            break_glass_reason: why.break_glass.clone(),
+            ..Default::default()
         })
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
     if let Some(f) = &fam.family {
         print_family(f, fam.withheld);
+    }
+    if let Some(a) = &fam.access {
+        print_access(a);
     }
     let mut cursor = String::new();
     let mut shown = 0;
@@ -204,6 +247,7 @@ pub async fn show(
                 kinds: kinds.clone(),
                 page_size: (limit - shown).min(500) as u32,
                 cursor: cursor.clone(),
+                reason: why.reason.clone(),
                 ..Default::default()
             })
             .await
@@ -221,7 +265,15 @@ pub async fn show(
 
 /// Runs `tellonce timeline`.
 pub fn run(args: TimelineArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let token = client::query_token(args.token.as_deref(), args.credentials.as_deref())?;
+    let token = client::person_token(
+        args.token.as_deref(),
+        args.as_user.as_deref(),
+        args.credentials.as_deref(),
+    )?;
+    let why = Why {
+        reason: args.reason.clone().unwrap_or_default(),
+        break_glass: args.break_glass.clone().unwrap_or_default(),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -235,6 +287,7 @@ pub fn run(args: TimelineArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             args.source.clone(),
             args.kind.clone(),
             args.limit,
+            &why,
         )
         .await?;
         Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)

@@ -53,6 +53,33 @@ pub fn dump(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error:
                     "match decision: {:?} {} and {} by {}",
                     d.decision, d.record_a, d.record_b, d.decided_by
                 ),
+                Ok(Record::ConsentGiven(c)) => format!(
+                    "consent {} given by {} for {} record(s), recorded by {}",
+                    c.consent_id,
+                    c.given_by,
+                    c.records.len(),
+                    c.recorded_by
+                ),
+                Ok(Record::ConsentWithdrawn(w)) => format!(
+                    "consent {} withdrawn from {} (recorded by {})",
+                    w.consent_id, w.effective_from, w.recorded_by
+                ),
+                Ok(Record::SharingDecision(d)) => format!(
+                    "decision {} to share with {} about {} by {}",
+                    if d.share { "" } else { "not" },
+                    d.with_partners.join(","),
+                    d.family_id,
+                    d.decided_by
+                ),
+                Ok(Record::Access(a)) => format!(
+                    "access by {} ({}): {} {} -> {:?}{}",
+                    a.user_id,
+                    a.organisation,
+                    a.method,
+                    a.asked,
+                    a.outcome,
+                    if a.break_glass { " BREAK GLASS" } else { "" }
+                ),
                 Err(err) => format!("(undecodable: {err})"),
             };
             format!(

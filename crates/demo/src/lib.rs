@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use tellonce_domain::access::{Category, ConsentGiven, ConsentGiver, Grant};
 use tellonce_domain::event::{
     Address, CaseClosureReason, Event, ExclusionKind, LawfulBasis, MeasurePoint, OutcomeInstrument,
     Payload, PpnIncidentType, ReferralDecision, Relationship, RelationshipKind, RiskGrade, Sex,
@@ -724,6 +725,70 @@ impl County {
         }
     }
 
+    /// The partner's local id for a person: fixed in advance, so consent can name records
+    /// before the partner first publishes about the person.
+    fn local_id(prefix: &str, partner: u8, person: u32) -> String {
+        format!(
+            "{prefix}-{:07}",
+            1_000_000 + u64::from(person) * 7 + u64::from(partner)
+        )
+    }
+
+    /// The consent a family gives (the reference its consent-basis events cite): every
+    /// member's record at every partner, and a scope that varies by family. Most families
+    /// let every partner see everything; some keep health to health and early help; a few
+    /// share only with the early intervention team and the NHS.
+    pub fn consent_for(&self, family: u32) -> ConsentGiven {
+        let f = &self.families[family as usize];
+        let mut records = Vec::new();
+        for &m in &f.members {
+            for (p, (source, prefix)) in PARTNERS.iter().enumerate() {
+                records.push(format!("{source}/{}", Self::local_id(prefix, p as u8, m)));
+            }
+        }
+        let all = |partners: &[&str], categories: &[Category]| Grant {
+            partners: partners.iter().map(|p| p.to_string()).collect(),
+            categories: categories.to_vec(),
+        };
+        let grants = match Rng::new(self.settings.seed ^ u64::from(family)).below(10) {
+            0..=5 => vec![all(&["*"], &Category::ALL)],
+            6..=8 => vec![
+                all(
+                    &["*"],
+                    &[
+                        Category::Education,
+                        Category::EarlyHelp,
+                        Category::SocialCare,
+                    ],
+                ),
+                all(
+                    &["nhs-community", "early-intervention"],
+                    &[Category::Health],
+                ),
+            ],
+            _ => vec![all(
+                &["nhs-community", "early-intervention"],
+                &[Category::Health, Category::EarlyHelp],
+            )],
+        };
+        let start = Timestamp(self.settings.end.0 - 3 * 365 * MS_PER_DAY - MS_PER_DAY);
+        ConsentGiven {
+            consent_id: format!("CONSENT-F{family:06}"),
+            given_by: "A parent".into(),
+            giver: ConsentGiver::ParentalResponsibility,
+            persons: Vec::new(),
+            records,
+            grants,
+            purpose: "Early help: so the family only tells its story once".into(),
+            given_on: Date::of(start),
+            review_on: None,
+            expires_on: None,
+            recorded_by: "demo".into(),
+            organisation: "early-intervention".into(),
+            recorded_at: start,
+        }
+    }
+
     /// The true person of every partner record made so far, by record key `source/local_id`.
     pub fn truth(&self) -> HashMap<String, u32> {
         self.records
@@ -808,12 +873,8 @@ impl County {
         } else if source == "police" && rng.chance(0.01) {
             dob = None;
         }
-        let n = self.records.len() as u64;
         let subject = Subject {
-            local_id: Some(format!(
-                "{prefix}-{:07}",
-                1_000_000 + n * 7 + u64::from(partner)
-            )),
+            local_id: Some(Self::local_id(prefix, partner, person)),
             nhs_number: rng.chance(nhs_p).then(|| p.nhs.clone()),
             upn: p.upn.clone().filter(|_| rng.chance(upn_p)),
             given_name: Some(given),

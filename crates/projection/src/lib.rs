@@ -595,6 +595,10 @@ struct Indexed {
     meta: u32,
 }
 
+/// A family's consents (each with the time it was withdrawn from, if it was) and sharing
+/// decisions.
+pub type FamilyConsents = (Vec<(ConsentGiven, Option<Timestamp>)>, Vec<SharingDecision>);
+
 /// Who reads, and when.
 #[derive(Debug, Clone, Copy)]
 pub enum ReadAs<'a> {
@@ -1299,8 +1303,48 @@ impl Projection {
         now: Timestamp,
         read: &ReadAs<'_>,
     ) -> Result<(Option<FamilyView>, Reading), ProjectionError> {
+        let (offsets, reading) = self.family_access(scope, read)?;
+        if reading.refused {
+            return Ok((None, reading));
+        }
+        let view = self.family_view_of(log, scope, now, &offsets).await?;
+        Ok((Some(view), reading))
+    }
+
+    /// The offsets of a family's events that `read` may see, oldest first, and the access
+    /// decision (empty and refused when the reader has no standing).
+    pub fn family_access(
+        &self,
+        scope: &Scope,
+        read: &ReadAs<'_>,
+    ) -> Result<(Vec<u64>, Reading), ProjectionError> {
         let mut reading = Reading::default();
-        let (family_id, members, offsets) = {
+        let st = self.read_state();
+        let l = &st.linker;
+        let fam = Self::scope_family(l, scope)?;
+        let index = st.entries_of(l.family_records(fam));
+        let Some(gate) = st.gate(fam, &index, read, &mut reading) else {
+            return Ok((Vec::new(), reading));
+        };
+        let mut offsets = Vec::with_capacity(index.len());
+        for ix in index.iter().rev() {
+            if st.allowed(&gate, ix, &mut reading) {
+                offsets.push(ix.offset);
+            }
+        }
+        Ok((offsets, reading))
+    }
+
+    /// The family view of a scope's family, folded from the events at `offsets` (as
+    /// [`Projection::family_access`] chose them) as of `now`.
+    pub async fn family_view_of(
+        &self,
+        log: &dyn Log,
+        scope: &Scope,
+        now: Timestamp,
+        offsets: &[u64],
+    ) -> Result<FamilyView, ProjectionError> {
+        let (family_id, members) = {
             let st = self.read_state();
             let l = &st.linker;
             let fam = Self::scope_family(l, scope)?;
@@ -1318,20 +1362,10 @@ impl Projection {
                     }
                 })
                 .collect();
-            let index = st.entries_of(l.family_records(fam));
-            let Some(gate) = st.gate(fam, &index, read, &mut reading) else {
-                return Ok((None, reading));
-            };
-            let mut offsets = Vec::with_capacity(index.len());
-            for ix in &index {
-                if st.allowed(&gate, ix, &mut reading) {
-                    offsets.push(ix.offset);
-                }
-            }
-            (l.family_id(fam), members, offsets)
+            (l.family_id(fam), members)
         };
         let mut loaded = Vec::with_capacity(offsets.len());
-        for off in offsets {
+        for &off in offsets {
             loaded.push((off, Self::load_event(log, off).await?));
         }
         let st = self.read_state();
@@ -1344,10 +1378,7 @@ impl Projection {
             })
             .collect();
         drop(st);
-        Ok((
-            Some(view::family_view(family_id, members, &events, now)),
-            reading,
-        ))
+        Ok(view::family_view(family_id, members, &events, now))
     }
 
     /// Match candidates (open ones only, or all), oldest first.
@@ -1417,11 +1448,7 @@ impl Projection {
 
     /// The consents naming a family's members (each with the time it was withdrawn from, if
     /// it was) and the sharing decisions about it, oldest first.
-    pub fn family_consents(
-        &self,
-        scope: &Scope,
-    ) -> Result<(Vec<(ConsentGiven, Option<Timestamp>)>, Vec<SharingDecision>), ProjectionError>
-    {
+    pub fn family_consents(&self, scope: &Scope) -> Result<FamilyConsents, ProjectionError> {
         let st = self.read_state();
         let l = &st.linker;
         let fam = Self::scope_family(l, scope)?;

@@ -25,6 +25,89 @@ pub struct Config {
     /// Partner systems allowed to publish. Empty: development credentials are made and printed.
     #[serde(default)]
     pub partners: Vec<PartnerConfig>,
+    /// Static practitioner tokens, for development (production uses `[auth.jwt]`).
+    #[serde(default)]
+    pub practitioners: Vec<PractitionerConfig>,
+    /// How people authenticate.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Access rules.
+    #[serde(default)]
+    pub access: AccessConfig,
+}
+
+/// How people authenticate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// JWTs from the partnership's identity provider.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// The identity provider whose JWTs (EdDSA) the hub accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Its Ed25519 public key in PEM (`-----BEGIN PUBLIC KEY-----`).
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    /// Or a file holding it.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// The `aud` tokens must carry.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Seconds of clock difference allowed on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_s: i64,
+}
+
+fn default_audience() -> String {
+    "tellonce".into()
+}
+fn default_leeway() -> i64 {
+    60
+}
+
+/// Access rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// How long a break-glass grant lasts, in minutes.
+    #[serde(default = "default_break_glass")]
+    pub break_glass_minutes: u32,
+}
+
+fn default_break_glass() -> u32 {
+    240
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            break_glass_minutes: default_break_glass(),
+        }
+    }
+}
+
+/// A practitioner's static development token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PractitionerConfig {
+    /// The user id.
+    pub user_id: String,
+    /// Their organisation (a partner id).
+    pub organisation: String,
+    /// Role names: practitioner, safeguarding_lead, auditor, dpo, admin.
+    pub roles: Vec<String>,
+    /// A readable name.
+    #[serde(default)]
+    pub name: String,
+    /// The bearer token.
+    pub token: String,
 }
 
 fn one() -> u32 {
@@ -168,6 +251,9 @@ impl Default for Config {
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
             partners: Vec::new(),
+            practitioners: Vec::new(),
+            auth: AuthConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -246,7 +332,34 @@ impl Config {
         if !(1..=1024).contains(&self.server.stream_window) {
             return bad("server.stream_window must be 1-1024".into());
         }
+        if !(1..=24 * 60).contains(&self.access.break_glass_minutes) {
+            return bad("access.break_glass_minutes must be 1-1440".into());
+        }
         let mut seen = std::collections::HashSet::new();
+        for p in &self.practitioners {
+            if p.user_id.is_empty() || p.organisation.is_empty() || p.token.len() < 16 {
+                return bad(format!(
+                    "practitioner {:?}: user_id and organisation must be set and token at least 16 characters",
+                    p.user_id
+                ));
+            }
+            if let Some(r) = p
+                .roles
+                .iter()
+                .find(|r| tellonce_domain::access::Role::parse(r).is_none())
+            {
+                return bad(format!(
+                    "practitioner {:?}: role {r:?} is not one of practitioner, safeguarding_lead, auditor, dpo, admin",
+                    p.user_id
+                ));
+            }
+            if !seen.insert(&p.token) {
+                return bad(format!(
+                    "practitioner {:?}: token is shared with another credential",
+                    p.user_id
+                ));
+            }
+        }
         for p in &self.partners {
             if p.id.is_empty() || p.token.len() < 16 {
                 return bad(format!(
@@ -286,18 +399,62 @@ pub fn dev_credentials_path(data_dir: &Path) -> PathBuf {
 pub struct DevCredentials {
     /// One entry per development partner.
     pub partners: Vec<PartnerConfig>,
+    /// Development people: a practitioner per partner, a safeguarding lead, a DPO, an auditor.
+    #[serde(default)]
+    pub practitioners: Vec<PractitionerConfig>,
 }
 
+/// The development people: `(user id, organisation, roles)`.
+pub const DEV_PRACTITIONERS: [(&str, &str, &[&str]); 9] = [
+    ("police-officer", "police", &["practitioner"]),
+    ("social-worker", "childrens-trust", &["practitioner"]),
+    ("yos-worker", "yos", &["practitioner"]),
+    ("health-visitor", "nhs-community", &["practitioner"]),
+    ("teacher", "school-001", &["practitioner"]),
+    (
+        "school-dsl",
+        "school-001",
+        &["practitioner", "safeguarding_lead"],
+    ),
+    ("ei-worker", "early-intervention", &["practitioner"]),
+    ("dpo", "childrens-trust", &["dpo"]),
+    ("auditor", "childrens-trust", &["auditor"]),
+];
+
 /// Loads the development credentials of `data_dir`, making (and saving) new random tokens the
-/// first time.
-pub fn dev_credentials(data_dir: &Path) -> Result<Vec<PartnerConfig>, ServerError> {
+/// first time (and development people, for a file written before there were any).
+pub fn dev_credentials(data_dir: &Path) -> Result<DevCredentials, ServerError> {
     let path = dev_credentials_path(data_dir);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let creds: DevCredentials = toml::from_str(&text)
-            .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
-        return Ok(creds.partners);
-    }
     let mut rng = rand::rng();
+    let people = |rng: &mut rand::rngs::ThreadRng| -> Vec<PractitionerConfig> {
+        DEV_PRACTITIONERS
+            .iter()
+            .map(|(user, org, roles)| PractitionerConfig {
+                user_id: user.to_string(),
+                organisation: org.to_string(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                name: String::new(),
+                token: format!("dev-{user}-{:016x}", rng.random::<u64>()),
+            })
+            .collect()
+    };
+    let save = |creds: &DevCredentials| -> Result<(), ServerError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            ServerError::Config(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let text = toml::to_string(creds).map_err(|e| ServerError::Config(e.to_string()))?;
+        std::fs::write(&path, text)
+            .map_err(|e| ServerError::Config(format!("cannot write {}: {e}", path.display())))
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let mut creds: DevCredentials = toml::from_str(&text)
+            .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+        if creds.practitioners.is_empty() {
+            creds.practitioners = people(&mut rng);
+            save(&creds)?;
+        }
+        return Ok(creds);
+    }
     let partners: Vec<PartnerConfig> = DEV_PARTNERS
         .iter()
         .map(|(id, name)| PartnerConfig {
@@ -306,15 +463,12 @@ pub fn dev_credentials(data_dir: &Path) -> Result<Vec<PartnerConfig>, ServerErro
             token: format!("dev-{id}-{:016x}", rng.random::<u64>()),
         })
         .collect();
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| ServerError::Config(format!("cannot create {}: {e}", data_dir.display())))?;
-    let text = toml::to_string(&DevCredentials {
-        partners: partners.clone(),
-    })
-    .map_err(|e| ServerError::Config(e.to_string()))?;
-    std::fs::write(&path, text)
-        .map_err(|e| ServerError::Config(format!("cannot write {}: {e}", path.display())))?;
-    Ok(partners)
+    let creds = DevCredentials {
+        partners,
+        practitioners: people(&mut rng),
+    };
+    save(&creds)?;
+    Ok(creds)
 }
 
 #[cfg(test)]
@@ -340,8 +494,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let a = dev_credentials(tmp.path()).unwrap();
         let b = dev_credentials(tmp.path()).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.len(), DEV_PARTNERS.len());
+        assert_eq!(a.partners, b.partners);
+        assert_eq!(a.practitioners, b.practitioners);
+        assert_eq!(a.partners.len(), DEV_PARTNERS.len());
+        assert_eq!(a.practitioners.len(), DEV_PRACTITIONERS.len());
     }
 }
 

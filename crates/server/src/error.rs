@@ -22,6 +22,12 @@ pub enum ServerError {
     /// The request is valid but the state does not allow it (FAILED_PRECONDITION).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller may not do this (PERMISSION_DENIED).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// It exists already, differently (ALREADY_EXISTS).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The hub cannot answer now; retry (UNAVAILABLE).
     #[error("{0}")]
     Unavailable(String),
@@ -46,6 +52,8 @@ impl From<ServerError> for Status {
             ServerError::NotFound(m) => Status::not_found(m),
             ServerError::FailedPrecondition(m) => Status::failed_precondition(m),
             ServerError::Unavailable(m) => Status::unavailable(m),
+            ServerError::PermissionDenied(m) => Status::permission_denied(m),
+            ServerError::AlreadyExists(m) => Status::already_exists(m),
             ServerError::Projection(ProjectionError::NotFound(m)) => Status::not_found(m),
             ServerError::Projection(ProjectionError::Invalid(m)) => Status::invalid_argument(m),
             ServerError::Projection(ProjectionError::Damaged(m)) => Status::data_loss(m),

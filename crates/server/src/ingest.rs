@@ -10,14 +10,16 @@ use std::sync::Arc;
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use prost::Message;
-use tellonce_domain::{check, Record, RejectCode, Timestamp, ValidationError};
+use tellonce_domain::access::ConsentGiven;
+use tellonce_domain::validate::check_special_consent;
+use tellonce_domain::{check, LawfulBasis, Record, RejectCode, Timestamp, ValidationError};
 use tellonce_log::{AppendOutcome, Log, NewEntry};
 use tellonce_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
-use crate::auth::{Authenticator, Partner};
+use crate::auth::{Authenticator, Caller, CallerKind};
 use crate::convert::event_from_pb;
 use crate::ServerError;
 
@@ -45,7 +47,12 @@ pub struct Ingest {
     clock: Clock,
     max_batch: usize,
     wake: Option<Arc<tokio::sync::Notify>>,
+    consents: Option<ConsentLookup>,
 }
+
+/// Finds a consent the hub holds by id, with the time it was withdrawn from (if it was).
+pub type ConsentLookup =
+    Arc<dyn Fn(&str) -> Option<(ConsentGiven, Option<Timestamp>)> + Send + Sync>;
 
 fn rejected(event_id: String, e: &ValidationError) -> pb::EventResult {
     let code = match e.code {
@@ -72,6 +79,7 @@ impl Ingest {
             clock,
             max_batch,
             wake: None,
+            consents: None,
         }
     }
 
@@ -81,11 +89,19 @@ impl Ingest {
         self
     }
 
+    /// Checks the consents that health and criminal-offence events cite with `lookup`.
+    /// Without one, such events on a consent basis are refused (the hub cannot tell that the
+    /// consent names their category).
+    pub fn with_consents(mut self, lookup: ConsentLookup) -> Self {
+        self.consents = Some(lookup);
+        self
+    }
+
     /// Validates and appends a batch from `partner`; one result per event, in order. Fails as a
     /// whole only when the batch is malformed or the log cannot write, and then writes nothing.
     pub async fn publish(
         &self,
-        partner: &Partner,
+        partner: &Caller,
         events: Vec<pb::Event>,
     ) -> Result<Vec<pb::EventResult>, ServerError> {
         if events.is_empty() {
@@ -112,7 +128,21 @@ impl Ingest {
                     format!("the event is {size} bytes encoded; the limit is {MAX_EVENT_BYTES}"),
                 ))
             } else {
-                event_from_pb(event).and_then(|e| check(e, &partner.id, now))
+                event_from_pb(event)
+                    .and_then(|e| check(e, &partner.id, now))
+                    .and_then(|e| {
+                        let cited = match &e.lawful_basis {
+                            Some(LawfulBasis::Consent { consent_reference }) => self
+                                .consents
+                                .as_ref()
+                                .and_then(|lookup| lookup(consent_reference)),
+                            _ => None,
+                        };
+                        let cited = cited
+                            .as_ref()
+                            .map(|(c, w)| (c, w.is_some_and(|w| w <= now)));
+                        check_special_consent(&e, cited).map(|()| e)
+                    })
             };
             match checked {
                 Ok(e) => {
@@ -177,13 +207,20 @@ impl IngestGrpc {
         }
     }
 
-    fn partner<T>(&self, req: &Request<T>) -> Result<Partner, Status> {
-        self.auth
-            .partner(req.metadata(), req.extensions())
+    fn partner<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let caller = self
+            .auth
+            .caller(req.metadata(), req.extensions())
             .map_err(|e| {
                 warn!(error = %e, "unauthenticated publish");
                 Status::unauthenticated(e.to_string())
-            })
+            })?;
+        if caller.kind != CallerKind::System {
+            return Err(Status::permission_denied(
+                "only partner systems publish events; people record consent with ConsentService and read with QueryService",
+            ));
+        }
+        Ok(caller)
     }
 }
 

@@ -12,6 +12,8 @@ use tellonce_log::storage::FsDir;
 use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log, OpenReport};
 use tellonce_log_nats::{NatsLog, NatsOptions};
 use tellonce_projection::Projection;
+use tellonce_proto::v1::access_log_service_server::AccessLogServiceServer;
+use tellonce_proto::v1::consent_service_server::ConsentServiceServer;
 use tellonce_proto::v1::ingest_service_server::IngestServiceServer;
 use tellonce_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
@@ -19,9 +21,11 @@ use tracing::info;
 
 pub mod auth;
 pub mod config;
+pub mod consent;
 pub mod convert;
 mod error;
 pub mod ingest;
+pub mod jwt;
 pub mod query;
 
 pub use config::{Config, Overrides};
@@ -98,6 +102,27 @@ pub async fn run(
     auth: Arc<dyn auth::Authenticator>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    run_guarded(
+        listener,
+        config,
+        log,
+        auth,
+        query::Guard::Enforced,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], with reads under `guard`: only benchmarks pass anything but
+/// [`query::Guard::Enforced`], to measure the cost of the access rule and the access log.
+pub async fn run_guarded(
+    listener: TcpListener,
+    config: &Config,
+    log: Arc<dyn Log>,
+    auth: Arc<dyn auth::Authenticator>,
+    guard: query::Guard,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let projection = Arc::new(Projection::open(&projections_dir(config), log.as_ref()).await?);
     info!(
         applied = projection.applied(),
@@ -113,8 +138,10 @@ pub async fn run(
         stop_rx,
     ));
     let clock = ingest::system_clock();
+    let lookup = projection.clone();
     let ingest = ingest::Ingest::new(log.clone(), clock.clone(), config.server.max_batch)
-        .with_wake(wake.clone());
+        .with_wake(wake.clone())
+        .with_consents(Arc::new(move |id: &str| lookup.consent(id)));
     let ingest = IngestServiceServer::new(ingest::IngestGrpc::new(
         ingest,
         auth.clone(),
@@ -124,10 +151,15 @@ pub async fn run(
     let query = query::Query::new(
         projection.clone(),
         log,
-        Arc::new(query::AllowAuthenticated),
         clock,
         wake,
-    );
+        config.access.break_glass_minutes,
+    )
+    .with_guard(guard);
+    let consent = ConsentServiceServer::new(consent::ConsentGrpc::new(query.clone(), auth.clone()));
+    let access_log =
+        AccessLogServiceServer::new(consent::AccessLogGrpc::new(query.clone(), auth.clone()))
+            .max_encoding_message_size(16 * 1024 * 1024);
     let query = QueryServiceServer::new(query::QueryGrpc::new(query, auth))
         .max_encoding_message_size(16 * 1024 * 1024);
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -136,6 +168,12 @@ pub async fn run(
         .await;
     health_reporter
         .set_serving::<QueryServiceServer<query::QueryGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<ConsentServiceServer<consent::ConsentGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<AccessLogServiceServer<consent::AccessLogGrpc>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tellonce_proto::FILE_DESCRIPTOR_SET)
@@ -150,6 +188,8 @@ pub async fn run(
         .add_service(reflection)
         .add_service(ingest)
         .add_service(query)
+        .add_service(consent)
+        .add_service(access_log)
         .serve_with_incoming_shutdown(
             // Small answers must not wait for Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

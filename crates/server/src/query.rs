@@ -1,15 +1,18 @@
-//! Queries: persons, families, timelines and match review, answered from the projections.
+//! Queries: persons, families, timelines and match review, answered from the projections
+//! under the access rule, with every read written to the access log.
 //!
-//! Every event a query returns passes one check, [`Policy::visible`], between the projection
-//! and the response; what it withholds is counted in the answer, never silently dropped. The
-//! policy here admits every authenticated caller; consent and access rules replace it.
+//! Only people read. Each family read asks the projection to decide standing and per-event
+//! visibility for the viewer ([`tellonce_domain::access`]); a read without standing is refused
+//! unless the viewer breaks glass with a reason. Every call, allowed, filtered or refused,
+//! appends an [`AccessEntry`] to the log and waits until it is durable before answering.
 //! [`QueryGrpc`] is the gRPC adapter: authenticate, wait for the requested log offset to be
-//! applied (read-your-writes), ask the projection, convert.
+//! applied (read-your-writes), ask the core, convert.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tellonce_domain::access::{AccessEntry, AccessOutcome, Role, Viewer, Withheld};
 use tellonce_domain::identity::{
     Candidate, CandidateStatus, Decision, LinkWhy, MatchDecision, Score, SubjectRecord,
 };
@@ -18,13 +21,13 @@ use tellonce_domain::view::FamilyView;
 use tellonce_domain::{Date, Record, Timestamp};
 use tellonce_log::{AppendOutcome, Log, NewEntry};
 use tellonce_projection::{
-    CandidateView, EventMeta, PersonQuery, PersonView, Projection, Scope, TimelineFilter,
+    CandidateView, PersonQuery, PersonView, Projection, ReadAs, Reading, Scope, TimelineFilter,
 };
 use tellonce_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::auth::{Authenticator, Partner};
+use crate::auth::{Authenticator, Caller};
 use crate::ingest::Clock;
 use crate::ServerError;
 
@@ -33,32 +36,38 @@ const DEFAULT_WAIT_MS: u32 = 5_000;
 /// Longest wait for `Consistency.min_offset`.
 const MAX_WAIT_MS: u32 = 30_000;
 /// Default page size.
-const DEFAULT_PAGE: usize = 50;
+pub(crate) const DEFAULT_PAGE: usize = 50;
+/// The longest reason a caller may give.
+const MAX_REASON_CHARS: usize = 2000;
 
-/// Decides, for every event, whether a viewer may see it.
-pub trait Policy: Send + Sync + 'static {
-    /// Whether `viewer` may see the event described by `event`.
-    fn visible(&self, viewer: &Partner, event: &EventMeta) -> bool;
-}
-
-/// Every authenticated caller sees every event (until consent and access rules are in).
-#[derive(Debug, Default)]
-pub struct AllowAuthenticated;
-
-impl Policy for AllowAuthenticated {
-    fn visible(&self, _viewer: &Partner, _event: &EventMeta) -> bool {
-        true
-    }
+/// Whether reads are under the access rule and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The access rule decides and every read is logged (the hub always runs so).
+    Enforced,
+    /// No access rule and no access log: only for a benchmark's baseline, never served.
+    BenchmarkBaseline,
 }
 
 /// The query core.
 #[derive(Clone)]
 pub struct Query {
-    projection: Arc<Projection>,
-    log: Arc<dyn Log>,
-    policy: Arc<dyn Policy>,
-    clock: Clock,
+    pub(crate) projection: Arc<Projection>,
+    pub(crate) log: Arc<dyn Log>,
+    pub(crate) clock: Clock,
     wake: Arc<tokio::sync::Notify>,
+    break_glass_ms: i64,
+    guard: Guard,
+}
+
+/// What a read is about, for the access log.
+pub(crate) struct Asked<'a> {
+    /// The call.
+    pub method: &'static str,
+    /// What was asked, in words.
+    pub what: String,
+    /// The reason the caller gave.
+    pub reason: &'a str,
 }
 
 fn text<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -239,21 +248,30 @@ fn page_size(n: u32) -> usize {
 }
 
 impl Query {
-    /// A query core over `projection`, appending decisions to `log`.
+    /// A query core over `projection`, appending to `log`; break-glass grants last
+    /// `break_glass_minutes`.
     pub fn new(
         projection: Arc<Projection>,
         log: Arc<dyn Log>,
-        policy: Arc<dyn Policy>,
         clock: Clock,
         wake: Arc<tokio::sync::Notify>,
+        break_glass_minutes: u32,
     ) -> Self {
         Query {
             projection,
             log,
-            policy,
             clock,
             wake,
+            break_glass_ms: i64::from(break_glass_minutes) * 60_000,
+            guard: Guard::Enforced,
         }
+    }
+
+    /// The same core with `guard` (benchmarks compare [`Guard::BenchmarkBaseline`] with the
+    /// enforced rule).
+    pub fn with_guard(mut self, guard: Guard) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// Waits until the projection has applied the entry at `min_offset`.
@@ -283,9 +301,234 @@ impl Query {
         }
     }
 
-    /// FindPerson.
-    pub fn find_person(&self, req: pb::FindPersonRequest) -> Result<Vec<pb::Person>, ServerError> {
+    /// Appends one of the hub's own records under `id`; returns its offset once durable.
+    pub(crate) async fn append_hub(
+        &self,
+        id: String,
+        rec: &Record,
+        now: Timestamp,
+    ) -> Result<(u64, bool), ServerError> {
+        let outcomes = self
+            .log
+            .append(vec![NewEntry {
+                source: HUB_SOURCE.into(),
+                id,
+                recorded_at_ms: now.0,
+                body: rec.encode(),
+            }])
+            .await?;
+        self.wake.notify_one();
+        match outcomes.first() {
+            Some(AppendOutcome::Appended(o)) => Ok((*o, true)),
+            Some(AppendOutcome::Duplicate(o)) => Ok((*o, false)),
+            None => Err(ServerError::Unavailable("the log did not answer".into())),
+        }
+    }
+
+    /// Appends a record and waits until the projection has applied it.
+    pub(crate) async fn append_applied(
+        &self,
+        id: String,
+        rec: &Record,
+        now: Timestamp,
+    ) -> Result<(u64, bool), ServerError> {
+        let (offset, new) = self.append_hub(id, rec, now).await?;
+        self.wait_for(Some(&pb::Consistency {
+            min_offset: offset,
+            wait_ms: DEFAULT_WAIT_MS,
+        }))
+        .await?;
+        Ok((offset, new))
+    }
+
+    /// Writes an access entry and waits until it is durable. Returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn log_access(
+        &self,
+        caller: &Caller,
+        asked: &Asked<'_>,
+        reading: &Reading,
+        shown: u64,
+        withheld: u64,
+        break_glass_until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<(String, u64), ServerError> {
+        if self.guard == Guard::BenchmarkBaseline {
+            return Ok((String::new(), 0));
+        }
+        let access_id = format!("{:016x}{:016x}", now.0, rand::rng().random::<u64>());
+        let outcome = if reading.refused {
+            AccessOutcome::Refused
+        } else if withheld > 0 {
+            AccessOutcome::Filtered
+        } else {
+            AccessOutcome::Allowed
+        };
+        let rec = Record::Access(AccessEntry {
+            access_id: access_id.clone(),
+            at: now,
+            user_id: caller.id.clone(),
+            organisation: caller.organisation.clone(),
+            roles: caller.roles.clone(),
+            method: asked.method.to_string(),
+            asked: asked.what.clone(),
+            family_id: reading.family_id.clone(),
+            person_ids: reading.person_ids.clone(),
+            shown,
+            withheld,
+            outcome,
+            standing: reading.standing.clone(),
+            reason: asked.reason.to_string(),
+            break_glass: reading.break_glass && break_glass_until.is_some(),
+            break_glass_until,
+        });
+        let (offset, _) = self
+            .append_hub(format!("access/{access_id}"), &rec, now)
+            .await?;
+        Ok((access_id, offset))
+    }
+
+    /// Refuses and logs a call the caller's roles do not allow.
+    pub(crate) async fn refuse_role(
+        &self,
+        caller: &Caller,
+        asked: &Asked<'_>,
+        needs: &str,
+    ) -> ServerError {
+        let reading = Reading {
+            refused: true,
+            standing: format!("role: {needs}"),
+            ..Reading::default()
+        };
+        let now = (self.clock)();
+        if let Err(e) = self
+            .log_access(caller, asked, &reading, 0, 0, None, now)
+            .await
+        {
+            return e;
+        }
+        warn!(caller = %caller.id, method = asked.method, "refused: {needs}");
+        ServerError::PermissionDenied(format!("{} needs {needs}", asked.method))
+    }
+
+    /// Logs a read that failed before the access rule could decide (no such family or person,
+    /// a bad argument), then passes the error on.
+    async fn log_failed(&self, caller: &Caller, asked: &Asked<'_>, e: ServerError) -> ServerError {
+        let reading = Reading {
+            refused: true,
+            standing: format!("not answered: {e}"),
+            ..Reading::default()
+        };
+        let now = (self.clock)();
+        match self
+            .log_access(caller, asked, &reading, 0, 0, None, now)
+            .await
+        {
+            Ok(_) => e,
+            Err(log) => log,
+        }
+    }
+
+    fn check_reason(reason: &str, field: &str) -> Result<(), ServerError> {
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(ServerError::BadRequest(format!(
+                "{field} is longer than {MAX_REASON_CHARS} characters"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads as `caller` with the access rule, breaking glass if the caller asked to and has
+    /// no standing. `read` runs the projection read for a given `ReadAs`.
+    async fn guarded<T>(
+        &self,
+        caller: &Caller,
+        asked: &Asked<'_>,
+        break_glass_reason: &str,
+        read: impl Fn(&ReadAs<'_>) -> Result<(T, Reading, u64, u64), ServerError>,
+    ) -> Result<(T, Reading, pb::AccessDecision), ServerError> {
+        let now = (self.clock)();
+        let viewer: Viewer = caller.viewer();
+        let as_viewer = |grant| match self.guard {
+            Guard::Enforced => ReadAs::Viewer {
+                viewer: &viewer,
+                now,
+                grant,
+            },
+            Guard::BenchmarkBaseline => ReadAs::Everything,
+        };
+        let first = read(&as_viewer(None));
+        let (mut value, mut reading, mut shown, mut withheld) = match first {
+            Ok(v) => v,
+            Err(e) => return Err(self.log_failed(caller, asked, e).await),
+        };
+        let mut until = None;
+        let glass = break_glass_reason.trim();
+        if reading.refused && !glass.is_empty() && viewer.reads_families() {
+            let grant = Timestamp(now.0 + self.break_glass_ms);
+            (value, reading, shown, withheld) = read(&as_viewer(Some(grant)))?;
+            until = Some(grant);
+        }
+        let reason = if until.is_some() {
+            format!("BREAK GLASS: {glass}")
+        } else {
+            asked.reason.to_string()
+        };
+        let asked = Asked {
+            method: asked.method,
+            what: asked.what.clone(),
+            reason: &reason,
+        };
+        let (access_id, offset) = self
+            .log_access(caller, &asked, &reading, shown, withheld, until, now)
+            .await?;
+        if reading.refused {
+            warn!(caller = %caller.id, family = %reading.family_id, method = asked.method, "read refused");
+            return Err(ServerError::PermissionDenied(format!(
+                "{}: {}",
+                reading.family_id, reading.standing
+            )));
+        }
+        if until.is_some() {
+            warn!(caller = %caller.id, family = %reading.family_id, "break glass");
+            // Later reads must find the grant.
+            self.wait_for(Some(&pb::Consistency {
+                min_offset: offset,
+                wait_ms: DEFAULT_WAIT_MS,
+            }))
+            .await?;
+        }
+        let decision = pb::AccessDecision {
+            standing: reading.standing.clone(),
+            break_glass: reading.break_glass,
+            withheld: reading
+                .withheld_by()
+                .into_iter()
+                .map(|(w, n)| withheld_pb(w, n))
+                .collect(),
+            access_id,
+        };
+        Ok((value, reading, decision))
+    }
+
+    /// FindPerson by `caller`.
+    pub async fn find_person(
+        &self,
+        caller: &Caller,
+        req: pb::FindPersonRequest,
+    ) -> Result<Vec<pb::Person>, ServerError> {
         use pb::find_person_request::By;
+        let asked = Asked {
+            method: "FindPerson",
+            what: describe_find(&req),
+            reason: &req.reason,
+        };
+        if self.guard == Guard::Enforced && !caller.viewer().reads_families() {
+            return Err(self
+                .refuse_role(caller, &asked, "the practitioner or safeguarding_lead role")
+                .await);
+        }
+        Self::check_reason(&req.reason, "reason")?;
         let q = match req.by {
             Some(By::NhsNumber(n)) => PersonQuery::NhsNumber(n.replace(' ', "")),
             Some(By::Upn(u)) => PersonQuery::Upn(u.trim().to_uppercase()),
@@ -314,71 +557,119 @@ impl Query {
                 ))
             }
         };
-        Ok(self
-            .projection
-            .find_person(&q)
-            .into_iter()
-            .map(person_pb)
-            .collect())
+        let found = self.projection.find_person(&q);
+        let reading = Reading {
+            family_id: found
+                .first()
+                .map(|p| p.family_id.clone())
+                .unwrap_or_default(),
+            person_ids: found.iter().map(|p| p.person_id.clone()).collect(),
+            standing: "identity search".into(),
+            ..Reading::default()
+        };
+        let now = (self.clock)();
+        self.log_access(caller, &asked, &reading, found.len() as u64, 0, None, now)
+            .await?;
+        Ok(found.into_iter().map(person_pb).collect())
     }
 
-    /// GetFamily, as seen by `viewer`.
+    /// GetFamily, as seen by `caller`.
     pub async fn get_family(
         &self,
-        viewer: &Partner,
+        caller: &Caller,
         req: pb::GetFamilyRequest,
     ) -> Result<pb::GetFamilyResponse, ServerError> {
         use pb::get_family_request::By;
-        let scope = match req.by {
-            Some(By::FamilyId(id)) => Scope::Family(id),
-            Some(By::PersonId(id)) => Scope::Person(id),
+        let (scope, what) = match &req.by {
+            Some(By::FamilyId(id)) => (Scope::Family(id.clone()), format!("family view of {id}")),
+            Some(By::PersonId(id)) => (
+                Scope::Person(id.clone()),
+                format!("family view of the family of {id}"),
+            ),
             None => {
                 return Err(ServerError::BadRequest(
                     "give a family_id or a member's person_id".into(),
                 ))
             }
         };
-        let visible = |m: &EventMeta| self.policy.visible(viewer, m);
-        let (view, withheld) = self
+        Self::check_reason(&req.reason, "reason")?;
+        Self::check_reason(&req.break_glass_reason, "break_glass_reason")?;
+        let asked = Asked {
+            method: "GetFamily",
+            what,
+            reason: &req.reason,
+        };
+        // The family view folds events read from the log: decide access first (from memory),
+        // log it, then read only the events the viewer may see.
+        let (offsets, reading, access) = self
+            .guarded(caller, &asked, &req.break_glass_reason, |read| {
+                let (offsets, r) = self.projection.family_access(&scope, read)?;
+                let withheld = r.withheld_no_consent + r.withheld_safeguarding;
+                let shown = offsets.len() as u64;
+                Ok((offsets, r, shown, withheld))
+            })
+            .await?;
+        let now = (self.clock)();
+        let view = self
             .projection
-            .family(self.log.as_ref(), &scope, (self.clock)(), &visible)
+            .family_view_of(self.log.as_ref(), &scope, now, &offsets)
             .await?;
         Ok(pb::GetFamilyResponse {
             family: Some(family_pb(view)),
-            withheld,
+            withheld: reading.withheld_no_consent + reading.withheld_safeguarding,
+            access: Some(access),
         })
     }
 
-    /// GetTimeline, as seen by `viewer`.
-    pub fn get_timeline(
+    /// GetTimeline, as seen by `caller`.
+    pub async fn get_timeline(
         &self,
-        viewer: &Partner,
+        caller: &Caller,
         req: pb::GetTimelineRequest,
     ) -> Result<pb::GetTimelineResponse, ServerError> {
         use pb::get_timeline_request::Scope as S;
-        let scope = match req.scope {
-            Some(S::FamilyId(id)) => Scope::Family(id),
-            Some(S::PersonId(id)) => Scope::Person(id),
+        let (scope, what) = match &req.scope {
+            Some(S::FamilyId(id)) => (Scope::Family(id.clone()), format!("timeline of {id}")),
+            Some(S::PersonId(id)) => (Scope::Person(id.clone()), format!("timeline of {id}")),
             None => {
                 return Err(ServerError::BadRequest(
                     "give a family_id or a person_id".into(),
                 ))
             }
         };
+        Self::check_reason(&req.reason, "reason")?;
+        Self::check_reason(&req.break_glass_reason, "break_glass_reason")?;
         let filter = TimelineFilter {
-            sources: req.sources,
-            kinds: req.kinds,
+            sources: req.sources.clone(),
+            kinds: req.kinds.clone(),
             from: time_arg(&req.from, "from")?,
             to: time_arg(&req.to, "to")?,
         };
-        let visible = |m: &EventMeta| self.policy.visible(viewer, m);
-        let page = self.projection.timeline(
-            &scope,
-            &filter,
-            page_size(req.page_size),
-            &req.cursor,
-            &visible,
-        )?;
+        let mut what = what;
+        for (name, v) in [("sources", &req.sources), ("kinds", &req.kinds)] {
+            if !v.is_empty() {
+                what.push_str(&format!(", {name} {}", v.join(",")));
+            }
+        }
+        if !req.cursor.is_empty() {
+            what.push_str(", next page");
+        }
+        let asked = Asked {
+            method: "GetTimeline",
+            what,
+            reason: &req.reason,
+        };
+        let size = page_size(req.page_size);
+        let (page, _, access) = self
+            .guarded(caller, &asked, &req.break_glass_reason, |read| {
+                let page = self
+                    .projection
+                    .timeline(&scope, &filter, size, &req.cursor, read)?;
+                let reading = page.reading.clone();
+                let (shown, withheld) = (page.items.len() as u64, page.withheld);
+                Ok((page, reading, shown, withheld))
+            })
+            .await?;
         Ok(pb::GetTimelineResponse {
             items: page
                 .items
@@ -396,14 +687,31 @@ impl Query {
             next_cursor: page.next_cursor,
             withheld: page.withheld,
             total: page.total,
+            access: Some(access),
         })
     }
 
-    /// ListMatchCandidates.
-    pub fn list_candidates(
+    fn reviewer(&self, caller: &Caller) -> bool {
+        self.guard == Guard::BenchmarkBaseline
+            || caller.has_any(&[Role::SafeguardingLead, Role::Admin])
+    }
+
+    /// ListMatchCandidates (safeguarding leads and admins).
+    pub async fn list_candidates(
         &self,
+        caller: &Caller,
         req: pb::ListMatchCandidatesRequest,
     ) -> Result<pb::ListMatchCandidatesResponse, ServerError> {
+        let asked = Asked {
+            method: "ListMatchCandidates",
+            what: "match candidates".into(),
+            reason: "",
+        };
+        if !self.reviewer(caller) {
+            return Err(self
+                .refuse_role(caller, &asked, "the safeguarding_lead or admin role")
+                .await);
+        }
         let skip: usize = if req.cursor.is_empty() {
             0
         } else {
@@ -421,24 +729,43 @@ impl Query {
         } else {
             String::new()
         };
+        let page: Vec<pb::MatchCandidate> = all
+            .into_iter()
+            .skip(skip)
+            .take(size)
+            .map(candidate_pb)
+            .collect();
+        let reading = Reading {
+            standing: "match review".into(),
+            ..Reading::default()
+        };
+        let now = (self.clock)();
+        self.log_access(caller, &asked, &reading, page.len() as u64, 0, None, now)
+            .await?;
         Ok(pb::ListMatchCandidatesResponse {
-            candidates: all
-                .into_iter()
-                .skip(skip)
-                .take(size)
-                .map(candidate_pb)
-                .collect(),
+            candidates: page,
             next_cursor: next,
         })
     }
 
-    /// ResolveMatch by `who`: appends the decision and waits until it is applied.
+    /// ResolveMatch by `who` (safeguarding leads and admins): appends the decision and waits
+    /// until it is applied.
     pub async fn resolve(
         &self,
-        who: &Partner,
+        who: &Caller,
         req: pb::ResolveMatchRequest,
     ) -> Result<pb::ResolveMatchResponse, ServerError> {
         use pb::resolve_match_request::Target;
+        if !self.reviewer(who) {
+            let asked = Asked {
+                method: "ResolveMatch",
+                what: "resolve a match".into(),
+                reason: &req.reason,
+            };
+            return Err(self
+                .refuse_role(who, &asked, "the safeguarding_lead or admin role")
+                .await);
+        }
         let decision = match pb::MatchDecision::try_from(req.decision) {
             Ok(pb::MatchDecision::Confirm) => Decision::Confirm,
             Ok(pb::MatchDecision::Reject) => Decision::Reject,
@@ -449,7 +776,7 @@ impl Query {
             }
         };
         let reason = req.reason.trim().to_string();
-        if reason.is_empty() || reason.chars().count() > 2000 {
+        if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
             return Err(ServerError::BadRequest(
                 "reason is required (at most 2000 characters): say why these are or are not the same person".into(),
             ));
@@ -501,29 +828,33 @@ impl Query {
             reason,
             decided_at: now,
         });
-        let outcomes = self
-            .log
-            .append(vec![NewEntry {
-                source: HUB_SOURCE.into(),
-                id: decision_id.clone(),
-                recorded_at_ms: now.0,
-                body: rec.encode(),
-            }])
-            .await?;
-        let offset = match outcomes.first() {
-            Some(AppendOutcome::Appended(o)) | Some(AppendOutcome::Duplicate(o)) => *o,
-            None => return Err(ServerError::Unavailable("the log did not answer".into())),
-        };
+        let (offset, _) = self.append_applied(decision_id.clone(), &rec, now).await?;
         info!(by = %who.id, %decision_id, offset, "match decision recorded");
-        self.wait_for(Some(&pb::Consistency {
-            min_offset: offset,
-            wait_ms: DEFAULT_WAIT_MS,
-        }))
-        .await?;
         Ok(pb::ResolveMatchResponse {
             offset,
             decision_id,
         })
+    }
+}
+
+fn describe_find(req: &pb::FindPersonRequest) -> String {
+    use pb::find_person_request::By;
+    match &req.by {
+        Some(By::NhsNumber(_)) => "find person by NHS number".into(),
+        Some(By::Upn(_)) => "find person by UPN".into(),
+        Some(By::Local(l)) => format!("find person by {} local id", l.source),
+        Some(By::Name(_)) => "find person by name and date of birth".into(),
+        Some(By::PersonId(id)) => format!("find person {id}"),
+        None => "find person".into(),
+    }
+}
+
+/// A withheld reason for the response.
+pub(crate) fn withheld_pb(w: Withheld, count: u64) -> pb::WithheldReason {
+    pb::WithheldReason {
+        reason: w.name().into(),
+        explanation: w.explain().into(),
+        count,
     }
 }
 
@@ -533,19 +864,21 @@ pub struct QueryGrpc {
     auth: Arc<dyn Authenticator>,
 }
 
+/// Authenticates a request, or answers UNAUTHENTICATED.
+pub(crate) fn authenticate<T>(
+    auth: &dyn Authenticator,
+    req: &Request<T>,
+) -> Result<Caller, Status> {
+    auth.caller(req.metadata(), req.extensions()).map_err(|e| {
+        warn!(error = %e, "unauthenticated call");
+        Status::unauthenticated(e.to_string())
+    })
+}
+
 impl QueryGrpc {
     /// Serves `query` to callers `auth` recognises.
     pub fn new(query: Query, auth: Arc<dyn Authenticator>) -> Self {
         QueryGrpc { query, auth }
-    }
-
-    fn caller<T>(&self, req: &Request<T>) -> Result<Partner, Status> {
-        self.auth
-            .partner(req.metadata(), req.extensions())
-            .map_err(|e| {
-                warn!(error = %e, "unauthenticated query");
-                Status::unauthenticated(e.to_string())
-            })
     }
 }
 
@@ -555,10 +888,10 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         request: Request<pb::FindPersonRequest>,
     ) -> Result<Response<pb::FindPersonResponse>, Status> {
-        self.caller(&request)?;
+        let caller = authenticate(self.auth.as_ref(), &request)?;
         let req = request.into_inner();
         self.query.wait_for(req.consistency.as_ref()).await?;
-        let persons = self.query.find_person(req)?;
+        let persons = self.query.find_person(&caller, req).await?;
         Ok(Response::new(pb::FindPersonResponse { persons }))
     }
 
@@ -566,29 +899,31 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         request: Request<pb::GetFamilyRequest>,
     ) -> Result<Response<pb::GetFamilyResponse>, Status> {
-        let viewer = self.caller(&request)?;
+        let caller = authenticate(self.auth.as_ref(), &request)?;
         let req = request.into_inner();
         self.query.wait_for(req.consistency.as_ref()).await?;
-        Ok(Response::new(self.query.get_family(&viewer, req).await?))
+        Ok(Response::new(self.query.get_family(&caller, req).await?))
     }
 
     async fn get_timeline(
         &self,
         request: Request<pb::GetTimelineRequest>,
     ) -> Result<Response<pb::GetTimelineResponse>, Status> {
-        let viewer = self.caller(&request)?;
+        let caller = authenticate(self.auth.as_ref(), &request)?;
         let req = request.into_inner();
         self.query.wait_for(req.consistency.as_ref()).await?;
-        Ok(Response::new(self.query.get_timeline(&viewer, req)?))
+        Ok(Response::new(self.query.get_timeline(&caller, req).await?))
     }
 
     async fn list_match_candidates(
         &self,
         request: Request<pb::ListMatchCandidatesRequest>,
     ) -> Result<Response<pb::ListMatchCandidatesResponse>, Status> {
-        self.caller(&request)?;
+        let caller = authenticate(self.auth.as_ref(), &request)?;
         Ok(Response::new(
-            self.query.list_candidates(request.into_inner())?,
+            self.query
+                .list_candidates(&caller, request.into_inner())
+                .await?,
         ))
     }
 
@@ -596,7 +931,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         request: Request<pb::ResolveMatchRequest>,
     ) -> Result<Response<pb::ResolveMatchResponse>, Status> {
-        let who = self.caller(&request)?;
+        let who = authenticate(self.auth.as_ref(), &request)?;
         Ok(Response::new(
             self.query.resolve(&who, request.into_inner()).await?,
         ))

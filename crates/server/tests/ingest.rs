@@ -7,7 +7,7 @@ use tellonce_domain::{sample, Timestamp};
 use tellonce_log::sim::SimDisk;
 use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log};
 use tellonce_proto::v1 as pb;
-use tellonce_server::auth::{Partner, StaticTokens};
+use tellonce_server::auth::{Caller, Tokens};
 use tellonce_server::config::PartnerConfig;
 use tellonce_server::convert::event_to_pb;
 use tellonce_server::ingest::{Clock, Ingest};
@@ -23,10 +23,8 @@ fn event(source: &str, id: &str) -> pb::Event {
     event_to_pb(&sample::ppn(source, id, 7, Timestamp(NOW - 60_000)))
 }
 
-fn police() -> Partner {
-    Partner {
-        id: "police".into(),
-    }
+fn police() -> Caller {
+    Caller::system("police")
 }
 
 fn tag(r: &pb::EventResult) -> String {
@@ -144,7 +142,7 @@ async fn a_stream_is_answered_in_order() {
             listener,
             &config,
             log,
-            Arc::new(StaticTokens::new(&partners)),
+            Arc::new(Tokens::new(&partners, &[])),
             async {
                 let _ = stopped.await;
             },
