@@ -326,7 +326,7 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
         .remove(0);
     assert_eq!(amelia.records.len(), 2);
     assert_eq!(amelia.links[0].why, "confirmed");
-    assert_eq!(amelia.links[0].decided_by, "school-001");
+    assert_eq!(amelia.links[0].decided_by, "dsl-1");
 
     // Errors.
     let missing = q
