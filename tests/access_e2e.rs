@@ -311,6 +311,18 @@ async fn consent_withdrawal_break_glass_and_the_access_log() {
         denied.message()
     );
     refusals += 1;
+    // She can find Mia, but not learn which partners know her.
+    let mut sw = query_client(&hub.addr, SOCIAL_WORKER_TOKEN).await;
+    let seen = sw
+        .find_person(pb::FindPersonRequest {
+            by: Some(pb::find_person_request::By::NhsNumber("4857773015".into())),
+            ..Default::default()
+        })
+        .await
+        .expect("find")
+        .into_inner();
+    assert_eq!(seen.persons.len(), 1);
+    assert!(seen.persons[0].records.is_empty() && seen.persons[0].links.is_empty());
     // ...until she breaks glass with a reason; the grant then holds for later reads.
     let t = timeline(
         &hub,

@@ -557,7 +557,29 @@ impl Query {
                 ))
             }
         };
-        let found = self.projection.find_person(&q);
+        let mut found = self.projection.find_person(&q);
+        let now = (self.clock)();
+        if self.guard == Guard::Enforced {
+            // Without standing to a person's family, a viewer learns that the person exists
+            // and their ids, and only their own organisation's records: not which other
+            // partners know them.
+            let viewer = caller.viewer();
+            let read = ReadAs::Viewer {
+                viewer: &viewer,
+                now,
+                grant: None,
+            };
+            for p in &mut found {
+                let stands = self
+                    .projection
+                    .standing(&Scope::Person(p.person_id.clone()), &read)
+                    .is_ok_and(|r| !r.refused);
+                if !stands {
+                    p.records.retain(|r| r.source == caller.organisation);
+                    p.links.clear();
+                }
+            }
+        }
         let reading = Reading {
             family_id: found
                 .first()
@@ -567,7 +589,6 @@ impl Query {
             standing: "identity search".into(),
             ..Reading::default()
         };
-        let now = (self.clock)();
         self.log_access(caller, &asked, &reading, found.len() as u64, 0, None, now)
             .await?;
         Ok(found.into_iter().map(person_pb).collect())
