@@ -48,6 +48,16 @@ pub struct FamilyArg {
     person: Option<String>,
 }
 
+impl FamilyArg {
+    /// `(family id, person id)`: exactly one is set (clap enforces it).
+    fn ids(self) -> Result<(Option<String>, Option<String>), String> {
+        match (self.family, self.person) {
+            (None, None) => Err("give --family or --person".into()),
+            ids => Ok(ids),
+        }
+    }
+}
+
 /// `tellonce consent ...`
 #[derive(clap::Subcommand, Debug)]
 pub enum ConsentCommand {
@@ -255,10 +265,9 @@ pub fn run(cmd: ConsentCommand) -> Result<ExitCode, Box<dyn std::error::Error>> 
                 use pb::list_consents_request::Scope;
                 let (channel, token) = who.channel_and_token().await?;
                 let mut c = client::consent(channel, &token)?;
-                let scope = match (family.family, family.person) {
+                let scope = match family.ids()? {
                     (Some(f), _) => Scope::FamilyId(f),
-                    (None, Some(p)) => Scope::PersonId(p),
-                    (None, None) => return Err("give --family or --person".into()),
+                    (None, p) => Scope::PersonId(p.unwrap_or_default()),
                 };
                 let r = c
                     .list_consents(pb::ListConsentsRequest {
@@ -319,10 +328,9 @@ pub fn run(cmd: ConsentCommand) -> Result<ExitCode, Box<dyn std::error::Error>> 
                 use pb::record_sharing_decision_request::Scope;
                 let (channel, token) = who.channel_and_token().await?;
                 let mut c = client::consent(channel, &token)?;
-                let scope = match (family.family, family.person) {
+                let scope = match family.ids()? {
                     (Some(f), _) => Scope::FamilyId(f),
-                    (None, Some(p)) => Scope::PersonId(p),
-                    (None, None) => return Err("give --family or --person".into()),
+                    (None, p) => Scope::PersonId(p.unwrap_or_default()),
                 };
                 let r = c
                     .record_sharing_decision(pb::RecordSharingDecisionRequest {
@@ -448,10 +456,9 @@ pub fn transparency(args: TransparencyArgs) -> Result<ExitCode, Box<dyn std::err
     runtime.block_on(async move {
         let (channel, token) = args.who.channel_and_token().await?;
         let mut c = client::access_log(channel, &token)?;
-        let scope = match (args.family.family, args.family.person) {
+        let scope = match args.family.ids()? {
             (Some(f), _) => Scope::FamilyId(f),
-            (None, Some(p)) => Scope::PersonId(p),
-            (None, None) => return Err("give --family or --person".into()),
+            (None, p) => Scope::PersonId(p.unwrap_or_default()),
         };
         let r = c
             .get_transparency_report(pb::GetTransparencyReportRequest {

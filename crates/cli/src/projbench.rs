@@ -149,22 +149,12 @@ pub fn link(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn entry(rec: Record) -> NewEntry {
-    let (source, id) = rec.key();
-    NewEntry {
-        source: source.to_string(),
-        id: id.to_string(),
-        recorded_at_ms: 0,
-        body: rec.encode(),
-    }
-}
-
 /// Writes the demo county straight into an embedded log (not through gRPC: this sets up a
 /// benchmark, it does not measure ingest): every family's consent, then the events.
 async fn fill_log(log: &dyn Log, size: &DemoSize) -> Result<County, Box<dyn std::error::Error>> {
     let mut c = county(size);
     let consents: Vec<NewEntry> = (0..c.families.len() as u32)
-        .map(|f| entry(Record::ConsentGiven(c.consent_for(f))))
+        .map(|f| NewEntry::of(&Record::ConsentGiven(c.consent_for(f)), 0))
         .collect();
     for chunk in consents.chunks(1000) {
         log.append(chunk.to_vec()).await?;
@@ -175,7 +165,7 @@ async fn fill_log(log: &dyn Log, size: &DemoSize) -> Result<County, Box<dyn std:
     loop {
         chunk.clear();
         for e in events.by_ref().take(1000) {
-            chunk.push(entry(Record::PartnerEvent(e)));
+            chunk.push(NewEntry::of(&Record::PartnerEvent(e), 0));
         }
         if chunk.is_empty() {
             break;
@@ -448,14 +438,34 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             let found = found.ok_or("the hub did not apply the demo within 20 minutes")?;
             if let Some(person) = found.persons.first() {
-                // The partner that knows the child best reads the family.
-                let viewer = person
+                // A partner that knows the child and stands in a relationship to the family
+                // (its involvement is open) reads it; families no partner of the child stands
+                // to are left out.
+                let mut knows: Vec<usize> = person
                     .records
                     .iter()
                     .filter_map(|r| orgs.iter().position(|o| *o == r.source))
-                    .max_by_key(|&o| person.records.iter().filter(|r| r.source == orgs[o]).count())
-                    .unwrap_or(0);
-                families.push((person.family_id.clone(), viewer));
+                    .collect();
+                knows.sort_unstable();
+                knows.dedup();
+                for viewer in knows {
+                    let mut as_viewer = clients[0][viewer].clone();
+                    let tried = as_viewer
+                        .get_timeline(pb::GetTimelineRequest {
+                            scope: Some(pb::get_timeline_request::Scope::FamilyId(person.family_id.clone())),
+                            page_size: 1,
+                            ..Default::default()
+                        })
+                        .await;
+                    match tried {
+                        Ok(_) => {
+                            families.push((person.family_id.clone(), viewer));
+                            break;
+                        }
+                        Err(s) if s.code() == tonic::Code::PermissionDenied => continue,
+                        Err(s) => return Err(format!("{:?}: {}", s.code(), s.message()).into()),
+                    }
+                }
             }
         }
         let apply_secs = applying.elapsed().as_secs_f64();

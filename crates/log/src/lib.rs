@@ -38,6 +38,20 @@ pub struct NewEntry {
     pub body: Vec<u8>,
 }
 
+impl NewEntry {
+    /// The entry for a record, under the record's own idempotency key
+    /// ([`tellonce_domain::Record::key`]).
+    pub fn of(record: &tellonce_domain::Record, recorded_at_ms: i64) -> NewEntry {
+        let (source, id) = record.key();
+        NewEntry {
+            source: source.to_string(),
+            id: id.into_owned(),
+            recorded_at_ms,
+            body: record.encode(),
+        }
+    }
+}
+
 /// An entry read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {

@@ -321,8 +321,7 @@ impl State {
             ReadAs::Everything => {
                 return Some(Gate {
                     viewer: None,
-                    consents: Vec::new(),
-                    keys: HashMap::new(),
+                    seen: Vec::new(),
                 })
             }
             ReadAs::Viewer { viewer, now, grant } => (viewer, now, grant),
@@ -351,26 +350,32 @@ impl State {
         };
         reading.break_glass = matches!(standing, Standing::BreakGlass(_));
         reading.standing = standing.describe();
+        // Consent is decided once per member and category here, not once per event.
         let consents = self.consents_naming(l.family_records(fam));
-        let keys = if consents.is_empty() {
-            HashMap::new()
+        let seen = if consents.is_empty() {
+            Vec::new()
         } else {
             persons
                 .iter()
                 .map(|&p| {
-                    let keys = l
+                    let keys: Vec<&str> = l
                         .person_records(p)
                         .iter()
                         .map(|&r| l.record(r).key.as_str())
                         .collect();
-                    (p, keys)
+                    let bits = access::consented_categories(
+                        consents.iter().copied(),
+                        &keys,
+                        &viewer.organisation,
+                        now,
+                    );
+                    (p, bits)
                 })
                 .collect()
         };
         Some(Gate {
             viewer: Some((viewer, now)),
-            consents,
-            keys,
+            seen,
         })
     }
 
@@ -386,35 +391,35 @@ impl State {
             safeguarding: m.safeguarding,
         };
         let l = &self.linker;
+        let bit = m.category.bit();
         let consented = || {
+            // No consent names the family: at least one person of every family event is a
+            // member without consent.
+            if gate.seen.is_empty() {
+                return false;
+            }
             let records = match self.lines.get(ix.offset as usize).and_then(Option::as_ref) {
                 Some(line) if !line.records.is_empty() => &line.records,
                 _ => return false,
             };
             records.iter().all(|&r| {
                 let p = l.person_of(r);
-                match gate.keys.get(&p) {
-                    Some(keys) => access::covers_person(
-                        gate.consents.iter().copied(),
-                        keys,
-                        &viewer.organisation,
-                        m.category,
-                        now,
-                    ),
-                    // Someone outside the family: look at their own consents.
+                let bits = match gate.seen.iter().find(|(q, _)| *q == p) {
+                    Some(&(_, bits)) => bits,
+                    // Someone outside the family: their own consents decide.
                     None => {
                         let recs = l.person_records(p);
                         let keys: Vec<&str> =
                             recs.iter().map(|&x| l.record(x).key.as_str()).collect();
-                        access::covers_person(
+                        access::consented_categories(
                             self.consents_naming(recs),
                             &keys,
                             &viewer.organisation,
-                            m.category,
                             now,
                         )
                     }
-                }
+                };
+                bits & bit != 0
             })
         };
         match access::decide(viewer, &event, consented) {
@@ -428,12 +433,11 @@ impl State {
 
     /// The index entries of the records, newest first, without duplicates.
     fn entries_of(&self, recs: &[u32]) -> Vec<Indexed> {
-        let mut all: Vec<Indexed> = recs
-            .iter()
-            .filter_map(|&r| self.by_record.get(r as usize))
-            .flatten()
-            .copied()
-            .collect();
+        let lists = || recs.iter().filter_map(|&r| self.by_record.get(r as usize));
+        let mut all: Vec<Indexed> = Vec::with_capacity(lists().map(Vec::len).sum());
+        for list in lists() {
+            all.extend_from_slice(list);
+        }
         all.sort_unstable_by_key(|x| std::cmp::Reverse((x.at, x.offset)));
         all.dedup_by_key(|x| x.offset);
         all
@@ -567,6 +571,9 @@ pub struct Projection {
     dir: std::path::PathBuf,
     state: RwLock<State>,
     applied: watch::Sender<u64>,
+    /// Held for the whole of an apply, so that only one runs at a time while the state lock
+    /// is held only for the in-memory part.
+    applying: std::sync::Mutex<()>,
 }
 
 /// What the visibility predicate sees of an event before deciding.
@@ -657,9 +664,9 @@ impl Reading {
 /// A read's decided access: the viewer and the family's consents.
 struct Gate<'a> {
     viewer: Option<(&'a Viewer, Timestamp)>,
-    consents: Vec<(&'a ConsentGiven, Option<Timestamp>)>,
-    /// The family's persons' record keys (filled only when there are consents).
-    keys: HashMap<u32, Vec<&'a str>>,
+    /// Per family member: the categories active consent lets the viewer's organisation see
+    /// about them, as [`Category::bit`]s (filled only when there are consents).
+    seen: Vec<(u32, u8)>,
 }
 
 /// Which events a timeline shows.
@@ -890,6 +897,7 @@ impl Projection {
             dir: dir.to_path_buf(),
             state: RwLock::new(state),
             applied,
+            applying: std::sync::Mutex::new(()),
         })
     }
 
@@ -919,6 +927,7 @@ impl Projection {
     /// applied). Returns how many were new. Entries are decoded before the state is locked,
     /// so queries wait only for the linking itself.
     pub fn apply(&self, entries: &[StoredEntry]) -> Result<usize, ProjectionError> {
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied();
         let todo: Vec<&StoredEntry> = entries.iter().filter(|e| e.offset >= applied).collect();
         let decoded = decode_all(&todo);
@@ -967,26 +976,38 @@ impl Projection {
         if n == 0 {
             return Ok(0);
         }
-        let mut batch = sled::Batch::default();
-        for chunk in lines.chunks(LINES_PER_CHUNK) {
-            let bytes = serde_json::to_vec(chunk)
-                .map_err(|err| ProjectionError::Damaged(err.to_string()))?;
-            batch.insert(&chunk_key(chunk[0].0), bytes);
-        }
-        batch.insert(K_APPLIED, &st.next_offset.to_be_bytes());
-        if let Err(err) = self.db.apply_batch(batch) {
+        let next = st.next_offset;
+        // Readers wait only for the in-memory part; the durable copy is written after.
+        drop(st);
+        let stored = (|| -> Result<(), ProjectionError> {
+            let mut batch = sled::Batch::default();
+            for chunk in lines.chunks(LINES_PER_CHUNK) {
+                let bytes = serde_json::to_vec(chunk)
+                    .map_err(|err| ProjectionError::Damaged(err.to_string()))?;
+                batch.insert(&chunk_key(chunk[0].0), bytes);
+            }
+            batch.insert(K_APPLIED, &next.to_be_bytes());
+            Ok(self.db.apply_batch(batch)?)
+        })();
+        if let Err(err) = stored {
             // Memory is now ahead of the store: refuse to go on; a restart rebuilds.
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
             st.broken = Some(format!(
                 "projection store failed ({err}); restart the hub to rebuild the projections"
             ));
-            return Err(err.into());
+            return Err(err);
         }
-        if st.since_snapshot >= SNAPSHOT_EVERY {
-            self.write_snapshot(&st)?;
-            st.since_snapshot = 0;
+        {
+            let st = self.read_state();
+            if st.since_snapshot >= SNAPSHOT_EVERY {
+                self.write_snapshot(&st)?;
+                drop(st);
+                self.state
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .since_snapshot = 0;
+            }
         }
-        let next = st.next_offset;
-        drop(st);
         self.applied.send_replace(next);
         Ok(n)
     }

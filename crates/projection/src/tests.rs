@@ -30,16 +30,7 @@ async fn fill(log: &dyn Log, families: usize, events: u64) {
     });
     let entries: Vec<NewEntry> = county
         .events()
-        .map(|e| {
-            let rec = Record::PartnerEvent(e);
-            let (source, id) = rec.key();
-            NewEntry {
-                source: source.to_string(),
-                id: id.to_string(),
-                recorded_at_ms: END.0,
-                body: rec.encode(),
-            }
-        })
+        .map(|e| NewEntry::of(&Record::PartnerEvent(e), END.0))
         .collect();
     for chunk in entries.chunks(500) {
         log.append(chunk.to_vec()).await.expect("append");
@@ -286,18 +277,7 @@ async fn a_crash_after_the_snapshot_resumes_from_it() {
 
 /// Appends hub records and applies them.
 async fn record(p: &Projection, log: &dyn Log, recs: Vec<Record>) {
-    let entries = recs
-        .into_iter()
-        .map(|rec| {
-            let (source, id) = rec.key();
-            NewEntry {
-                source: source.to_string(),
-                id: id.to_string(),
-                recorded_at_ms: END.0,
-                body: rec.encode(),
-            }
-        })
-        .collect();
+    let entries = recs.iter().map(|rec| NewEntry::of(rec, END.0)).collect();
     log.append(entries).await.expect("append");
     p.catch_up(log).await.expect("apply");
 }

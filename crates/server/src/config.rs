@@ -509,6 +509,7 @@ mod example_tests {
     fn the_shipped_example_config_is_valid() {
         let c = Config::parse(include_str!("../../../deploy/tellonce.example.toml")).unwrap();
         assert_eq!(c.partners.len(), 2);
+        assert!(c.auth.jwt.is_some());
         c.check().unwrap();
     }
 }

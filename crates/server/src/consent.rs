@@ -240,11 +240,10 @@ impl ConsentGrpc {
                 )));
             }
         }
-        let id = format!("consent/{}", consent.consent_id);
         let records = consent.records.clone();
         let consent_id = consent.consent_id.clone();
         let (offset, new) = q
-            .append_applied(id, &Record::ConsentGiven(consent), now)
+            .append_applied(&Record::ConsentGiven(consent), now)
             .await?;
         if new {
             info!(by = %caller.id, %consent_id, offset, "consent recorded");
@@ -290,13 +289,7 @@ impl ConsentGrpc {
             recorded_at: now,
         };
         check_withdrawal(&w).map_err(bad)?;
-        let (offset, _) = q
-            .append_applied(
-                format!("withdrawal/{withdrawal_id}"),
-                &Record::ConsentWithdrawn(w),
-                now,
-            )
-            .await?;
+        let (offset, _) = q.append_applied(&Record::ConsentWithdrawn(w), now).await?;
         info!(by = %caller.id, %consent_id, offset, "consent withdrawn");
         Ok(pb::WithdrawConsentResponse {
             withdrawal_id,
@@ -395,13 +388,7 @@ impl ConsentGrpc {
             decided_at: now,
         };
         check_sharing_decision(&d).map_err(bad)?;
-        let (offset, _) = q
-            .append_applied(
-                format!("sharing/{decision_id}"),
-                &Record::SharingDecision(d),
-                now,
-            )
-            .await?;
+        let (offset, _) = q.append_applied(&Record::SharingDecision(d), now).await?;
         Ok(pb::RecordSharingDecisionResponse {
             decision_id,
             offset,

@@ -148,12 +148,7 @@ impl Ingest {
                 Ok(e) => {
                     slots.push(results.len());
                     results.push(None);
-                    entries.push(NewEntry {
-                        source: e.source.clone(),
-                        id: e.event_id.clone(),
-                        recorded_at_ms: now.0,
-                        body: Record::PartnerEvent(e).encode(),
-                    });
+                    entries.push(NewEntry::of(&Record::PartnerEvent(e), now.0));
                 }
                 Err(e) => {
                     debug!(partner = %partner.id, event_id = %event_id, reason = e.reason, field = %e.field, "event rejected");

@@ -16,7 +16,6 @@ use tellonce_domain::access::{AccessEntry, AccessOutcome, Role, Viewer, Withheld
 use tellonce_domain::identity::{
     Candidate, CandidateStatus, Decision, LinkWhy, MatchDecision, Score, SubjectRecord,
 };
-use tellonce_domain::record::HUB_SOURCE;
 use tellonce_domain::view::FamilyView;
 use tellonce_domain::{Date, Record, Timestamp};
 use tellonce_log::{AppendOutcome, Log, NewEntry};
@@ -301,23 +300,17 @@ impl Query {
         }
     }
 
-    /// Appends one of the hub's own records under `id`; returns its offset once durable.
+    /// Appends one of the hub's own records (under its own key); returns its offset once
+    /// durable, and whether it was new.
     pub(crate) async fn append_hub(
         &self,
-        id: String,
         rec: &Record,
         now: Timestamp,
     ) -> Result<(u64, bool), ServerError> {
-        let outcomes = self
-            .log
-            .append(vec![NewEntry {
-                source: HUB_SOURCE.into(),
-                id,
-                recorded_at_ms: now.0,
-                body: rec.encode(),
-            }])
-            .await?;
-        self.wake.notify_one();
+        // The follower is not woken: access entries are applied with the next batch (at most
+        // 50 ms later), in large batches rather than one lock each; callers that need the
+        // entry applied wait for it ([`Query::wait_for`] wakes the follower).
+        let outcomes = self.log.append(vec![NewEntry::of(rec, now.0)]).await?;
         match outcomes.first() {
             Some(AppendOutcome::Appended(o)) => Ok((*o, true)),
             Some(AppendOutcome::Duplicate(o)) => Ok((*o, false)),
@@ -328,11 +321,10 @@ impl Query {
     /// Appends a record and waits until the projection has applied it.
     pub(crate) async fn append_applied(
         &self,
-        id: String,
         rec: &Record,
         now: Timestamp,
     ) -> Result<(u64, bool), ServerError> {
-        let (offset, new) = self.append_hub(id, rec, now).await?;
+        let (offset, new) = self.append_hub(rec, now).await?;
         self.wait_for(Some(&pb::Consistency {
             min_offset: offset,
             wait_ms: DEFAULT_WAIT_MS,
@@ -382,9 +374,7 @@ impl Query {
             break_glass: reading.break_glass && break_glass_until.is_some(),
             break_glass_until,
         });
-        let (offset, _) = self
-            .append_hub(format!("access/{access_id}"), &rec, now)
-            .await?;
+        let (offset, _) = self.append_hub(&rec, now).await?;
         Ok((access_id, offset))
     }
 
@@ -849,7 +839,7 @@ impl Query {
             reason,
             decided_at: now,
         });
-        let (offset, _) = self.append_applied(decision_id.clone(), &rec, now).await?;
+        let (offset, _) = self.append_applied(&rec, now).await?;
         info!(by = %who.id, %decision_id, offset, "match decision recorded");
         Ok(pb::ResolveMatchResponse {
             offset,
