@@ -631,6 +631,7 @@ impl pb::access_log_service_server::AccessLogService for AccessLogGrpc {
         let caller = authenticate(self.auth.as_ref(), &request)?;
         let req = request.into_inner();
         self.query.wait_for(req.consistency.as_ref()).await?;
+        self.query.wait_for_head().await?;
         Ok(Response::new(self.access_log(&caller, req).await?))
     }
 
@@ -641,6 +642,7 @@ impl pb::access_log_service_server::AccessLogService for AccessLogGrpc {
         let caller = authenticate(self.auth.as_ref(), &request)?;
         let req = request.into_inner();
         self.query.wait_for(req.consistency.as_ref()).await?;
+        self.query.wait_for_head().await?;
         Ok(Response::new(self.transparency(&caller, req).await?))
     }
 }

@@ -300,6 +300,17 @@ impl Query {
         }
     }
 
+    /// Waits until the projection has applied everything in the log now (so that an access
+    /// log read includes every access entry written before it).
+    pub(crate) async fn wait_for_head(&self) -> Result<(), ServerError> {
+        let head = self.log.head().next_offset;
+        self.wait_for(Some(&pb::Consistency {
+            min_offset: head.saturating_sub(1),
+            wait_ms: DEFAULT_WAIT_MS,
+        }))
+        .await
+    }
+
     /// Appends one of the hub's own records (under its own key); returns its offset once
     /// durable, and whether it was new.
     pub(crate) async fn append_hub(
