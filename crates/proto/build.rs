@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tellonce/v1/ingest.proto",
         "tellonce/v1/query.proto",
         "tellonce/v1/consent.proto",
+        "tellonce/v1/audit.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

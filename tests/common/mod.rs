@@ -28,6 +28,8 @@ pub const DSL_TOKEN: &str = "test-dsl-token-0123456789";
 pub const SOCIAL_WORKER_TOKEN: &str = "test-sw-token-0123456789";
 /// The data protection officer.
 pub const DPO_TOKEN: &str = "test-dpo-token-0123456789";
+/// An auditor.
+pub const AUDITOR_TOKEN: &str = "test-auditor-token-0123456789";
 
 /// The tellonce binary built for these tests.
 pub fn bin() -> PathBuf {
@@ -84,6 +86,11 @@ user_id = "dpo-1"
 organisation = "childrens-trust"
 roles = ["dpo"]
 token = "{DPO_TOKEN}"
+[[practitioners]]
+user_id = "auditor-1"
+organisation = "childrens-trust"
+roles = ["auditor"]
+token = "{AUDITOR_TOKEN}"
 "#,
         dir.join("data").display()
     );

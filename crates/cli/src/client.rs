@@ -69,7 +69,8 @@ pub fn query(channel: Channel, token: &str) -> Result<Query, String> {
     )
 }
 
-fn bearer(token: &str) -> Result<Bearer, String> {
+/// The interceptor that presents `token`.
+pub fn bearer(token: &str) -> Result<Bearer, String> {
     MetadataValue::try_from(format!("Bearer {token}"))
         .map(Bearer)
         .map_err(|_| "the token contains characters not allowed in a header".to_string())

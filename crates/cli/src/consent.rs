@@ -26,7 +26,7 @@ pub struct Who {
 }
 
 impl Who {
-    async fn channel_and_token(&self) -> Result<(tonic::transport::Channel, String), String> {
+    pub async fn channel_and_token(&self) -> Result<(tonic::transport::Channel, String), String> {
         let token = client::person_token(
             self.token.as_deref(),
             self.as_user.as_deref(),

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod audit;
 mod bench;
 mod client;
 mod consent;
@@ -48,6 +49,11 @@ enum Command {
     AccessLog(consent::AccessLogArgs),
     /// Print a family's transparency report: who looked at its records, when, and why.
     Transparency(consent::TransparencyArgs),
+    /// For auditors: signed checkpoints, and proofs that the log only grew.
+    Audit {
+        #[command(subcommand)]
+        which: audit::AuditCommand,
+    },
     /// Make an Ed25519 key pair standing in for the identity provider (development).
     Keygen(consent::KeygenArgs),
     /// Sign a practitioner's JWT with a key from `keygen` (development).
@@ -114,6 +120,7 @@ fn main() -> ExitCode {
         Command::AccessLog(args) => consent::access_log(args),
         Command::Transparency(args) => consent::transparency(args),
         Command::Keygen(args) => consent::keygen(args),
+        Command::Audit { which } => audit::run(which),
         Command::Token(args) => consent::token(args),
         Command::Bench {
             which: BenchCommand::Ingest(args),

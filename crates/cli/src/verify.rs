@@ -80,6 +80,9 @@ pub fn dump(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error:
                     a.outcome,
                     if a.break_glass { " BREAK GLASS" } else { "" }
                 ),
+                Ok(Record::Checkpoint(c)) => {
+                    format!("checkpoint: {} entries, root {}", c.tree_size, c.root_hash)
+                }
                 Err(err) => format!("(undecodable: {err})"),
             };
             format!(

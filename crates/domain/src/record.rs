@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use crate::access::{AccessEntry, ConsentGiven, ConsentWithdrawn, SharingDecision};
 use crate::event::Event;
 use crate::identity::MatchDecision;
+use crate::time::Timestamp;
 
 /// One fact in the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +30,34 @@ pub enum Record {
     SharingDecision(SharingDecision),
     /// A read of the hub: who asked for what, and what they were shown or refused.
     Access(AccessEntry),
+    /// A signed checkpoint of the log's Merkle tree.
+    Checkpoint(Checkpoint),
+}
+
+/// A signed statement of the log's Merkle tree: its size and root at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Entries covered (the first `tree_size`).
+    pub tree_size: u64,
+    /// Hex Merkle root of those entries.
+    pub root_hash: String,
+    /// When it was signed.
+    pub signed_at: Timestamp,
+    /// Hex of the first 8 bytes of SHA-256 of the signing public key.
+    pub key_id: String,
+    /// Hex Ed25519 signature over [`Checkpoint::message`].
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The exact bytes signed.
+    pub fn message(tree_size: u64, root_hash: &str, signed_at: Timestamp) -> String {
+        format!(
+            "tellonce checkpoint v1\n{tree_size}\n{root_hash}\n{}\n",
+            signed_at.0
+        )
+    }
 }
 
 /// The source under which the hub records its own entries (decisions, consents, accesses).
@@ -52,6 +81,10 @@ impl Record {
             }
             Record::SharingDecision(d) => (HUB_SOURCE, format!("sharing/{}", d.decision_id).into()),
             Record::Access(a) => (HUB_SOURCE, format!("access/{}", a.access_id).into()),
+            Record::Checkpoint(c) => (
+                HUB_SOURCE,
+                format!("checkpoint/{}/{}", c.tree_size, c.signed_at.0).into(),
+            ),
         }
     }
 

@@ -46,6 +46,26 @@ pub fn encode(buf: &mut Vec<u8>, offset: u64, prev_hash: &Hash, entry: &NewEntry
     hash
 }
 
+/// The stored bytes of an entry (`rest` above: what its checksum and hash cover), rebuilt from
+/// the entry as read: the data of its Merkle leaf.
+pub fn stored_bytes(e: &StoredEntry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FIXED_LEN + e.source.len() + e.id.len() + e.body.len());
+    out.extend_from_slice(&e.offset.to_le_bytes());
+    out.extend_from_slice(&e.prev_hash);
+    out.extend_from_slice(&e.recorded_at_ms.to_le_bytes());
+    out.extend_from_slice(&(e.source.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(e.id.len() as u16).to_le_bytes());
+    out.extend_from_slice(e.source.as_bytes());
+    out.extend_from_slice(e.id.as_bytes());
+    out.extend_from_slice(&e.body);
+    out
+}
+
+/// The RFC 9162 leaf hash of an entry: over its stored bytes.
+pub fn leaf_of(e: &StoredEntry) -> Hash {
+    tellonce_domain::merkle::leaf_hash(&stored_bytes(e))
+}
+
 /// The total frame length of an entry, for checking sizes before writing.
 pub fn frame_len(entry: &NewEntry) -> usize {
     HEADER_LEN + FIXED_LEN + entry.source.len() + entry.id.len() + entry.body.len()
@@ -200,4 +220,27 @@ pub fn view(frame: &[u8], expected_offset: u64) -> Result<FrameView<'_>, LogErro
         id,
         body: &rest[FIXED_LEN + source_len + id_len..],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_bytes_are_what_the_hash_covers() {
+        let entry = NewEntry {
+            source: "police".into(),
+            id: "PPN-1".into(),
+            recorded_at_ms: 1_790_000_000_000,
+            body: b"{\"x\":1}".to_vec(),
+        };
+        let mut buf = Vec::new();
+        let hash = encode(&mut buf, 7, &[3; 32], &entry);
+        let stored = decode(&buf, 7).expect("decodes");
+        let bytes = stored_bytes(&stored);
+        assert_eq!(&buf[HEADER_LEN..], &bytes[..]);
+        let again: Hash = Sha256::digest(&bytes).into();
+        assert_eq!(again, hash);
+        assert_eq!(leaf_of(&stored), tellonce_domain::merkle::leaf_hash(&bytes));
+    }
 }

@@ -150,7 +150,7 @@ impl AccessState {
                     });
                 }
             }
-            Decoded::Event(..) | Decoded::Decision(_) => {}
+            Decoded::Event(..) | Decoded::Decision(_) | Decoded::Other => {}
         }
     }
 
@@ -452,6 +452,8 @@ enum Decoded {
     Withdrawn(ConsentWithdrawn),
     Sharing(SharingDecision),
     Access(AccessEntry),
+    /// Entries the projections do not use (checkpoints).
+    Other,
 }
 
 fn decode_one(e: &StoredEntry) -> Result<Decoded, DecodeError> {
@@ -489,6 +491,7 @@ fn decode_one(e: &StoredEntry) -> Result<Decoded, DecodeError> {
         Record::ConsentWithdrawn(w) => Decoded::Withdrawn(w),
         Record::SharingDecision(d) => Decoded::Sharing(d),
         Record::Access(a) => Decoded::Access(a),
+        Record::Checkpoint(_) => Decoded::Other,
     })
 }
 

@@ -34,6 +34,35 @@ pub struct Config {
     /// Access rules.
     #[serde(default)]
     pub access: AccessConfig,
+    /// Signed checkpoints of the log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Signed checkpoints of the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 signing key (PKCS#8 PEM, as `tellonce keygen` writes). Absent: a
+    /// development key is made in `DATA_DIR/audit-signing-key.pem`.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Seconds between checkpoints made while the log grows (0: only on demand).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every_s: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    3600
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            signing_key_file: None,
+            checkpoint_every_s: default_checkpoint_every(),
+        }
+    }
 }
 
 /// How people authenticate.
@@ -254,6 +283,7 @@ impl Default for Config {
             practitioners: Vec::new(),
             auth: AuthConfig::default(),
             access: AccessConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -13,12 +13,14 @@ use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log, OpenReport};
 use tellonce_log_nats::{NatsLog, NatsOptions};
 use tellonce_projection::Projection;
 use tellonce_proto::v1::access_log_service_server::AccessLogServiceServer;
+use tellonce_proto::v1::audit_service_server::AuditServiceServer;
 use tellonce_proto::v1::consent_service_server::ConsentServiceServer;
 use tellonce_proto::v1::ingest_service_server::IngestServiceServer;
 use tellonce_proto::v1::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
 use tracing::info;
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod consent;
@@ -135,7 +137,7 @@ pub async fn run_guarded(
         projection.clone(),
         log.clone(),
         wake.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ));
     let clock = ingest::system_clock();
     let lookup = projection.clone();
@@ -150,8 +152,8 @@ pub async fn run_guarded(
     .max_decoding_message_size(16 * 1024 * 1024);
     let query = query::Query::new(
         projection.clone(),
-        log,
-        clock,
+        log.clone(),
+        clock.clone(),
         wake,
         config.access.break_glass_minutes,
     )
@@ -159,6 +161,33 @@ pub async fn run_guarded(
     let consent = ConsentServiceServer::new(consent::ConsentGrpc::new(query.clone(), auth.clone()));
     let access_log =
         AccessLogServiceServer::new(consent::AccessLogGrpc::new(query.clone(), auth.clone()))
+            .max_encoding_message_size(16 * 1024 * 1024);
+    let audit = Arc::new(audit::Audit::new(
+        log.clone(),
+        audit::signing_key(config)?,
+        clock.clone(),
+    ));
+    let every = config.audit.checkpoint_every_s;
+    let checkpoints = {
+        let audit = audit.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            if every == 0 {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = audit.checkpoint_if_grown().await {
+                    tracing::warn!(error = %e, "periodic checkpoint failed; retrying next period");
+                }
+            }
+        })
+    };
+    let audit_service =
+        AuditServiceServer::new(audit::AuditGrpc::new(audit, query.clone(), auth.clone()))
             .max_encoding_message_size(16 * 1024 * 1024);
     let query = QueryServiceServer::new(query::QueryGrpc::new(query, auth))
         .max_encoding_message_size(16 * 1024 * 1024);
@@ -175,6 +204,9 @@ pub async fn run_guarded(
     health_reporter
         .set_serving::<AccessLogServiceServer<consent::AccessLogGrpc>>()
         .await;
+    health_reporter
+        .set_serving::<AuditServiceServer<audit::AuditGrpc>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tellonce_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -190,6 +222,7 @@ pub async fn run_guarded(
         .add_service(query)
         .add_service(consent)
         .add_service(access_log)
+        .add_service(audit_service)
         .serve_with_incoming_shutdown(
             // Small answers must not wait for Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -199,6 +232,7 @@ pub async fn run_guarded(
         .map_err(|e| ServerError::Io(std::io::Error::other(e)));
     let _ = stop_tx.send(true);
     let _ = follower.await;
+    let _ = checkpoints.await;
     projection.close()?;
     info!("gRPC server stopped");
     served
