@@ -194,3 +194,156 @@ async fn checkpoints_prove_the_log_only_grew() {
     assert!(text.contains("the log only grew"), "{text}");
     assert!(hub.stop(), "clean stop");
 }
+
+/// Runs `tellonce audit verify` on a data folder; returns (success, output).
+fn audit_verify(data: &std::path::Path, saved: &std::path::Path) -> (bool, String) {
+    let out = Command::new(common::bin())
+        .args(["audit", "verify", "--data-dir"])
+        .arg(data)
+        .arg("--checkpoint")
+        .arg(saved)
+        .output()
+        .expect("run tellonce audit verify");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The byte ranges of the frames in a segment file (magic, length u32, crc, rest).
+fn frames(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 12 <= data.len() {
+        let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
+        out.push(pos..pos + 12 + len);
+        pos += 12 + len;
+    }
+    out
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).expect("copy");
+        }
+    }
+}
+
+/// The only segment file of a small log.
+fn segment(data: &std::path::Path) -> std::path::PathBuf {
+    let mut files: Vec<_> = std::fs::read_dir(data.join("log"))
+        .expect("log dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    files.pop().expect("a segment")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_each_kind_of_tampering() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub = Hub::start(tmp.path());
+    publish(&hub, 0, 8).await;
+    let saved = tmp.path().join("checkpoint.json");
+    let out = Command::new(common::bin())
+        .args(["audit", "checkpoint", "--fresh", "--out"])
+        .arg(&saved)
+        .args(["--addr", &hub.addr, "--token", AUDITOR_TOKEN])
+        .output()
+        .expect("run tellonce audit checkpoint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    publish(&hub, 8, 4).await;
+    assert!(hub.stop(), "clean stop");
+    let data = tmp.path().join("data");
+
+    let (ok, text) = audit_verify(&data, &saved);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("audit ok") && text.contains("is a prefix of this log"),
+        "{text}"
+    );
+
+    // Flip one byte in the body of the entry at offset 2.
+    let flipped = tmp.path().join("flipped");
+    copy_dir(&data, &flipped);
+    let seg = segment(&flipped);
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let f = frames(&bytes);
+    let at = f[2].end - 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&seg, &bytes).expect("write");
+    let (ok, text) = audit_verify(&flipped, &saved);
+    assert!(
+        !ok && text.contains("NOT OK") && text.contains("offset 2"),
+        "{text}"
+    );
+
+    // Delete the entry at offset 3.
+    let deleted = tmp.path().join("deleted");
+    copy_dir(&data, &deleted);
+    let seg = segment(&deleted);
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let f = frames(&bytes);
+    bytes.drain(f[3].clone());
+    std::fs::write(&seg, &bytes).expect("write");
+    let (ok, text) = audit_verify(&deleted, &saved);
+    assert!(!ok && text.contains("offset 3"), "{text}");
+
+    // Swap the entries at offsets 4 and 5.
+    let swapped = tmp.path().join("swapped");
+    copy_dir(&data, &swapped);
+    let seg = segment(&swapped);
+    let bytes = std::fs::read(&seg).expect("segment");
+    let f = frames(&bytes);
+    let mut out = bytes[..f[4].start].to_vec();
+    out.extend_from_slice(&bytes[f[5].clone()]);
+    out.extend_from_slice(&bytes[f[4].clone()]);
+    out.extend_from_slice(&bytes[f[5].end..]);
+    std::fs::write(&seg, &out).expect("write");
+    let (ok, text) = audit_verify(&swapped, &saved);
+    assert!(!ok && text.contains("offset 4"), "{text}");
+
+    // Alter a stored projection: the summary of the event at offset 1, in sled.
+    let altered = tmp.path().join("altered");
+    copy_dir(&data, &altered);
+    {
+        let db = sled::open(altered.join("projections").join("db")).expect("sled");
+        let mut changed = false;
+        for kv in db.scan_prefix(b"c") {
+            let (k, v) = kv.expect("chunk");
+            let mut lines: serde_json::Value = serde_json::from_slice(&v).expect("json");
+            if let Some(line) = lines
+                .as_array_mut()
+                .and_then(|a| a.iter_mut().find(|l| l[0] == 1))
+            {
+                line[1]["summary"] = serde_json::Value::String("nothing happened".into());
+                db.insert(k, serde_json::to_vec(&lines).expect("json"))
+                    .expect("insert");
+                changed = true;
+                break;
+            }
+        }
+        assert!(changed, "found the line at offset 1");
+        db.flush().expect("flush");
+    }
+    let (ok, text) = audit_verify(&altered, &saved);
+    assert!(
+        !ok && text.contains("projections differ") && text.contains("offset 1"),
+        "{text}"
+    );
+}

@@ -36,6 +36,21 @@ pub enum AuditCommand {
         #[command(flatten)]
         who: Who,
     },
+    /// Verify a data folder end to end (stop the hub first): every checksum and the hash
+    /// chain, the Merkle root against every signed checkpoint in the log and against a saved
+    /// one, and the stored projections against a rebuild. Names the first offset that differs.
+    Verify {
+        /// The hub's data folder.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// A checkpoint saved by `audit checkpoint`, to check the log against.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The hub's checkpoint public key (PEM); default: the saved checkpoint's pinned key,
+        /// or the development key in the data folder.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
     /// Prove that the entry at an offset is in the log of a saved checkpoint.
     Included {
         /// The entry's offset.
@@ -88,6 +103,13 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
             AuditCommand::Checkpoint { who, .. }
             | AuditCommand::Grew { who, .. }
             | AuditCommand::Included { who, .. } => who.clone(),
+            AuditCommand::Verify {
+                data_dir,
+                checkpoint,
+                public_key,
+            } => {
+                return verify(data_dir, checkpoint.as_deref(), public_key.as_deref()).await;
+            }
         };
         let (channel, token) = who.channel_and_token().await?;
         let mut c = AuditServiceClient::with_interceptor(channel, client::bearer(&token)?);
@@ -147,6 +169,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     new.tree_size, new.root_hash, old.tree_size, old.root_hash, path.len()
                 );
             }
+            AuditCommand::Verify { .. } => unreachable!("answered above"),
             AuditCommand::Included {
                 offset, checkpoint, ..
             } => {
@@ -181,4 +204,173 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
     })
+}
+
+/// What `audit verify` found wrong, in order.
+fn fail(problems: &[String]) -> ExitCode {
+    for p in problems {
+        println!("NOT OK: {p}");
+    }
+    ExitCode::from(2)
+}
+
+/// Runs `tellonce audit verify`.
+async fn verify(
+    data_dir: &std::path::Path,
+    saved: Option<&std::path::Path>,
+    public_key: Option<&std::path::Path>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use tellonce_domain::record::Checkpoint;
+    use tellonce_domain::Record;
+    use tellonce_log::merkle::MerkleTree;
+    use tellonce_log::{embedded, frame, storage::FsDir};
+
+    let log_dir = data_dir.join("log");
+    if !log_dir.is_dir() {
+        return Err(format!("{} has no log", data_dir.display()).into());
+    }
+    let saved = saved.map(|p| from_file(&p.to_path_buf())).transpose()?;
+    // The key checkpoints must be signed with.
+    let pinned = match (public_key, &saved) {
+        (Some(p), _) => Some(std::fs::read_to_string(p)?),
+        (None, Some(s)) => Some(s.public_key_pem.clone()),
+        (None, None) => std::fs::read_to_string(data_dir.join("audit-signing-key.pem"))
+            .ok()
+            .and_then(|pem| tellonce_server::jwt::signing_key_from_pem(&pem).ok())
+            .map(|k| tellonce_server::jwt::keypair_pem(k.to_bytes()).1),
+    };
+
+    // 1. Checksums, the hash chain, unique keys; the Merkle tree; the checkpoints in the log.
+    let dir = FsDir::new(&log_dir)?;
+    let mut tree = MerkleTree::new();
+    let mut checkpoints: Vec<(u64, Checkpoint)> = Vec::new();
+    let scanned = embedded::verify_each(&dir, &mut |v| {
+        tree.push(frame::leaf_of(&v.to_entry()));
+        if v.source == tellonce_domain::record::HUB_SOURCE && v.id.starts_with("checkpoint/") {
+            if let Ok(Record::Checkpoint(c)) = Record::decode(v.body) {
+                checkpoints.push((v.offset, c));
+            }
+        }
+    });
+    let head = match scanned {
+        Ok((head, report)) => {
+            if report.torn_bytes > 0 {
+                println!(
+                    "note: {} bytes of a torn entry at the end of {} (an interrupted write, never acknowledged)",
+                    report.torn_bytes,
+                    report.torn_segment.unwrap_or_default()
+                );
+            }
+            head
+        }
+        Err(e) => return Ok(fail(&[format!("the log: {e}")])),
+    };
+    println!(
+        "log: {} entries, checksums and hash chain ok",
+        head.next_offset
+    );
+    let mut problems = Vec::new();
+    let root_at = |size: u64| tree.root(size).map(hex::encode).ok();
+    for (offset, c) in &checkpoints {
+        match root_at(c.tree_size) {
+            Some(r) if r == c.root_hash => {}
+            _ => problems.push(format!(
+                "the checkpoint at offset {offset} (size {}) does not match the log's root: an entry below offset {} was changed",
+                c.tree_size, c.tree_size
+            )),
+        }
+        if let Some(pem) = &pinned {
+            let signed = pb::SignedCheckpoint {
+                tree_size: c.tree_size,
+                root_hash: c.root_hash.clone(),
+                signed_at: c.signed_at.to_string(),
+                signature: c.signature.clone(),
+                message: Checkpoint::message(c.tree_size, &c.root_hash, c.signed_at),
+                public_key_pem: pem.clone(),
+                offset: *offset,
+            };
+            if let Err(e) = verify_checkpoint(&signed, pem) {
+                problems.push(format!("the checkpoint at offset {offset}: {e}"));
+            }
+        }
+    }
+    println!(
+        "checkpoints in the log: {}{}",
+        checkpoints.len(),
+        if pinned.is_some() {
+            " (signatures checked)"
+        } else {
+            " (no public key: signatures not checked)"
+        }
+    );
+    if let Some(s) = &saved {
+        if let Err(e) = verify_checkpoint(s, &s.public_key_pem) {
+            problems.push(format!("the saved checkpoint: {e}"));
+        }
+        match root_at(s.tree_size) {
+            _ if s.tree_size > head.next_offset => problems.push(format!(
+                "the log has {} entries, fewer than the {} of the saved checkpoint: entries were removed",
+                head.next_offset, s.tree_size
+            )),
+            Some(r) if r == s.root_hash => println!(
+                "the saved checkpoint ({} entries) is a prefix of this log",
+                s.tree_size
+            ),
+            _ => problems.push(format!(
+                "the log's first {} entries do not have the saved checkpoint's root: history was rewritten",
+                s.tree_size
+            )),
+        }
+    }
+
+    // 2. The stored projections against a rebuild in a temporary folder.
+    let stored_dir = data_dir.join("projections");
+    if stored_dir.is_dir() {
+        let (log, _) = tellonce_log::EmbeddedLog::open(
+            FsDir::new(&log_dir)?,
+            tellonce_log::EmbeddedOptions::default(),
+        )
+        .map_err(|e| format!("cannot open the log (is the hub still running?): {e}"))?;
+        // Work on a copy, so that nothing in the data folder changes.
+        let scratch = tempfile::tempdir()?;
+        let copy = scratch.path().join("stored");
+        copy_dir(&stored_dir, &copy)?;
+        let stored = tellonce_projection::Projection::open(&copy, &log)
+            .await
+            .map_err(|e| format!("cannot open the stored projections: {e}"))?;
+        if stored.applied() == 0 && head.next_offset > 0 {
+            println!(
+                "note: the stored projections have no snapshot matching this log (the hub was not stopped cleanly, or they were dropped); the hub rebuilds them at start"
+            );
+        }
+        stored.catch_up(&log).await?;
+        let rebuilt =
+            tellonce_projection::Projection::rebuild(&scratch.path().join("rebuilt"), &log).await?;
+        rebuilt.catch_up(&log).await?;
+        match stored.first_difference(&rebuilt) {
+            None => println!("projections: the stored ones equal a rebuild from the log"),
+            Some(d) => problems.push(format!("projections differ from a rebuild: {d}")),
+        }
+        log.close();
+    }
+    if problems.is_empty() {
+        println!("audit ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(fail(&problems))
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
 }

@@ -519,7 +519,7 @@ fn decode_all<'a>(
 }
 
 /// The part of a [`Line`] kept in memory beside the index (time, source and kind are there).
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 struct LineText {
     event_id: Box<str>,
     summary: Box<str>,
@@ -1108,6 +1108,61 @@ impl Projection {
             }
         }
         h.finalize().into()
+    }
+
+    /// Where this projection first differs from `other` (for an auditor comparing a stored
+    /// projection with a rebuilt one): the first log offset whose timeline line or index
+    /// entries differ, or the part that differs. `None` when they are the same.
+    pub fn first_difference(&self, other: &Projection) -> Option<String> {
+        let a = self.read_state();
+        let b = other.read_state();
+        if a.next_offset != b.next_offset {
+            return Some(format!(
+                "applied {} entries, the other {}",
+                a.next_offset, b.next_offset
+            ));
+        }
+        let line = |st: &State, o: usize| {
+            st.lines.get(o).and_then(Option::as_ref).map(|l| {
+                (
+                    l.event_id.clone(),
+                    l.summary.clone(),
+                    l.records.clone(),
+                    l.fact.as_deref().cloned(),
+                )
+            })
+        };
+        for o in 0..a.lines.len().max(b.lines.len()) {
+            if line(&a, o) != line(&b, o) {
+                return Some(format!("the timeline line of the event at offset {o}"));
+            }
+        }
+        let entries = |st: &State| -> Vec<(u32, u64, i64, String, String)> {
+            let mut v = Vec::new();
+            for (r, list) in st.by_record.iter().enumerate() {
+                for ix in list {
+                    let m = st.event_meta(ix);
+                    v.push((r as u32, ix.offset, ix.at.0, m.source.into(), m.kind.into()));
+                }
+            }
+            v.sort_by_key(|x| (x.1, x.0));
+            v
+        };
+        let (ea, eb) = (entries(&a), entries(&b));
+        if let Some(i) = (0..ea.len().max(eb.len())).find(|&i| ea.get(i) != eb.get(i)) {
+            let at = ea.get(i).or(eb.get(i)).map_or(0, |x| x.1);
+            return Some(format!("the timeline index at offset {at}"));
+        }
+        if a.linker.digest() != b.linker.digest() {
+            return Some("identity links, persons or families".into());
+        }
+        let (mut ha, mut hb) = (Sha256::new(), Sha256::new());
+        a.access.digest(&mut ha);
+        b.access.digest(&mut hb);
+        if ha.finalize() != hb.finalize() {
+            return Some("consents, break-glass grants or the access-log index".into());
+        }
+        None
     }
 
     /// Numbers of records, persons, families and open candidates.
