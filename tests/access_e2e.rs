@@ -410,6 +410,30 @@ async fn consent_withdrawal_break_glass_and_the_access_log() {
         "{by_system:?}"
     );
 
+    // A subject access export of Mia, by the DPO: her records, every event, the consent and
+    // the reads about her.
+    let export = dpo
+        .export_subject(pb::ExportSubjectRequest {
+            person_id: mia.person_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("export")
+        .into_inner();
+    let doc: serde_json::Value = serde_json::from_str(&export.json).expect("json");
+    assert_eq!(export.events, 3, "PPN, attendance, health contact");
+    assert_eq!(doc["events"].as_array().map(Vec::len), Some(3));
+    assert_eq!(doc["consents"][0]["consent"]["consent_id"], "EH-1");
+    assert!(doc["consents"][0]["withdrawn_from"].is_string());
+    assert!(
+        export.accesses as usize >= reads.len(),
+        "{}",
+        export.accesses
+    );
+    assert_eq!(doc["person"]["records"].as_array().map(Vec::len), Some(3));
+    let refused = report_refused(&hub, &mia.person_id).await;
+    assert_eq!(refused, tonic::Code::PermissionDenied);
+
     // The transparency report, printed for the family by the DSL.
     let mut report = access_log_client(&hub.addr, DSL_TOKEN).await;
     let r = report
@@ -429,4 +453,16 @@ async fn consent_withdrawal_break_glass_and_the_access_log() {
         r.text
     );
     assert!(hub.stop(), "clean stop");
+}
+
+/// A teacher asking for a subject access export is refused.
+async fn report_refused(hub: &Hub, person: &str) -> tonic::Code {
+    let mut c = access_log_client(&hub.addr, TEACHER_TOKEN).await;
+    c.export_subject(pb::ExportSubjectRequest {
+        person_id: person.into(),
+        ..Default::default()
+    })
+    .await
+    .expect_err("teachers do not export")
+    .code()
 }

@@ -557,3 +557,44 @@ pub fn token(args: TokenArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     println!("{}", tellonce_server::jwt::mint(&key, &claims));
     Ok(ExitCode::SUCCESS)
 }
+
+/// Options of `tellonce export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The person (`p-...`).
+    #[arg(long)]
+    person: String,
+    /// The file to write the export (JSON) to.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    who: Who,
+}
+
+/// Runs `tellonce export`: a subject access export of one person.
+pub fn export(args: ExportArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (channel, token) = args.who.channel_and_token().await?;
+        let mut c = client::access_log(channel, &token)?;
+        let r = c
+            .export_subject(pb::ExportSubjectRequest {
+                person_id: args.person.clone(),
+                consistency: None,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        std::fs::write(&args.out, &r.json)?;
+        println!(
+            "wrote {}: {} events and {} accesses about {}",
+            args.out.display(),
+            r.events,
+            r.accesses,
+            r.person_id
+        );
+        Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
+    })
+}

@@ -54,6 +54,8 @@ enum Command {
         #[command(subcommand)]
         which: audit::AuditCommand,
     },
+    /// Export everything held about a person, for a subject access request (DPO).
+    Export(consent::ExportArgs),
     /// Make an Ed25519 key pair standing in for the identity provider (development).
     Keygen(consent::KeygenArgs),
     /// Sign a practitioner's JWT with a key from `keygen` (development).
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         Command::AccessLog(args) => consent::access_log(args),
         Command::Transparency(args) => consent::transparency(args),
         Command::Keygen(args) => consent::keygen(args),
+        Command::Export(args) => consent::export(args),
         Command::Audit { which } => audit::run(which),
         Command::Token(args) => consent::token(args),
         Command::Bench {

@@ -609,6 +609,17 @@ struct Indexed {
 /// decisions.
 pub type FamilyConsents = (Vec<(ConsentGiven, Option<Timestamp>)>, Vec<SharingDecision>);
 
+/// Everything held about one person, for a subject access request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Subject {
+    /// The person, their partner records and why they are linked.
+    pub person: PersonView,
+    /// Every event about them, with its log offset, oldest first.
+    pub events: Vec<(u64, Event)>,
+    /// Consents naming their records, with the time each was withdrawn from (if it was).
+    pub consents: Vec<(ConsentGiven, Option<Timestamp>)>,
+}
+
 /// Who reads, and when.
 #[derive(Debug, Clone, Copy)]
 pub enum ReadAs<'a> {
@@ -1241,6 +1252,39 @@ impl Projection {
             Scope::Family(id) => Self::family_in(l, id),
             Scope::Person(id) => Ok(l.family_of(Self::person_in(l, id)?)),
         }
+    }
+
+    /// Everything held about a person (for a subject access request): their partner records
+    /// and links, every event about them (read from the log, oldest first), and the consents
+    /// naming their records, each with the time it was withdrawn from (if it was).
+    pub async fn subject(
+        &self,
+        log: &dyn Log,
+        person_id: &str,
+    ) -> Result<Subject, ProjectionError> {
+        let (person, offsets, consents) = {
+            let st = self.read_state();
+            let l = &st.linker;
+            let p = Self::person_in(l, person_id)?;
+            let recs = l.person_records(p);
+            let mut offsets: Vec<u64> = st.entries_of(recs).iter().map(|x| x.offset).collect();
+            offsets.reverse();
+            let consents = st
+                .consents_naming(recs)
+                .into_iter()
+                .map(|(c, w)| (c.clone(), w))
+                .collect();
+            (Self::person_view(l, p, None), offsets, consents)
+        };
+        let mut events = Vec::with_capacity(offsets.len());
+        for o in offsets {
+            events.push((o, Self::load_event(log, o).await?));
+        }
+        Ok(Subject {
+            person,
+            events,
+            consents,
+        })
     }
 
     /// Reads the event at `offset` from the log (events are not copied into the projection:

@@ -589,6 +589,66 @@ impl AccessLogGrpc {
     }
 }
 
+impl AccessLogGrpc {
+    async fn export(
+        &self,
+        caller: &Caller,
+        r: pb::ExportSubjectRequest,
+    ) -> Result<pb::ExportSubjectResponse, ServerError> {
+        let q = &self.query;
+        let person_id = r.person_id.trim().to_string();
+        let asked = Asked {
+            method: "ExportSubject",
+            what: format!("subject access export of {person_id}"),
+            reason: "subject access request",
+        };
+        if !caller.has_any(&[Role::Dpo]) {
+            return Err(q.refuse_role(caller, &asked, "the dpo role").await);
+        }
+        let subject = q.projection.subject(q.log.as_ref(), &person_id).await?;
+        let offsets = q
+            .projection
+            .access_offsets(&[format!("p/{person_id}")], None, usize::MAX);
+        let accesses = q
+            .projection
+            .access_entries(q.log.as_ref(), &offsets)
+            .await?;
+        let now = (q.clock)();
+        let doc = serde_json::json!({
+            "person_id": person_id,
+            "exported_at": now.to_string(),
+            "exported_by": caller.id,
+            "person": subject.person,
+            "events": subject.events.iter().map(|(o, e)| serde_json::json!({"offset": o, "event": e})).collect::<Vec<_>>(),
+            "consents": subject.consents.iter().map(|(c, w)| serde_json::json!({"consent": c, "withdrawn_from": w})).collect::<Vec<_>>(),
+            "access_log": accesses.iter().map(|(o, a)| serde_json::json!({"offset": o, "access": a})).collect::<Vec<_>>(),
+        });
+        let reading = Reading {
+            family_id: subject.person.family_id.clone(),
+            person_ids: vec![person_id.clone()],
+            standing: "data protection officer".into(),
+            ..Reading::default()
+        };
+        q.log_access(
+            caller,
+            &asked,
+            &reading,
+            subject.events.len() as u64,
+            0,
+            None,
+            now,
+        )
+        .await?;
+        Ok(pb::ExportSubjectResponse {
+            person_id,
+            json: serde_json::to_string_pretty(&doc)
+                .map_err(|e| ServerError::Unavailable(e.to_string()))?,
+            events: subject.events.len() as u64,
+            accesses: accesses.len() as u64,
+        })
+    }
+}
+
 /// The transparency report as text a practitioner can print for the family.
 pub fn report_text(family_id: &str, now: Timestamp, rows: &[pb::TransparencyRow]) -> String {
     let mut out = format!(
@@ -633,6 +693,17 @@ impl pb::access_log_service_server::AccessLogService for AccessLogGrpc {
         self.query.wait_for(req.consistency.as_ref()).await?;
         self.query.wait_for_head().await?;
         Ok(Response::new(self.access_log(&caller, req).await?))
+    }
+
+    async fn export_subject(
+        &self,
+        request: Request<pb::ExportSubjectRequest>,
+    ) -> Result<Response<pb::ExportSubjectResponse>, Status> {
+        let caller = authenticate(self.auth.as_ref(), &request)?;
+        let req = request.into_inner();
+        self.query.wait_for(req.consistency.as_ref()).await?;
+        self.query.wait_for_head().await?;
+        Ok(Response::new(self.export(&caller, req).await?))
     }
 
     async fn get_transparency_report(
