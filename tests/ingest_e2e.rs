@@ -333,3 +333,94 @@ async fn the_hub_runs_on_jetstream_and_keeps_idempotency_across_restarts() {
     }
     assert!(hub.stop(), "the hub exits cleanly on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hub_replicas_on_one_stream_serve_each_others_writes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let nats = tellonce_log_nats::server::NatsServer::start(&tmp.path().join("nats"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let args = ["--engine", "nats", "--nats-url", nats.url.as_str()];
+    // Two replicas, each with its own projections, on one stream.
+    let a_dir = tmp.path().join("a");
+    let b_dir = tmp.path().join("b");
+    std::fs::create_dir_all(&a_dir).expect("mkdir");
+    std::fs::create_dir_all(&b_dir).expect("mkdir");
+    let a = Hub::start_with(&a_dir, &args);
+    let b = Hub::start_with(&b_dir, &args);
+
+    // The police publish to replica A; the police officer reads the family from replica B,
+    // asking B to wait until it has applied the offset A answered.
+    let mut police = a.client(POLICE_TOKEN).await;
+    let answer = police
+        .publish(request(vec![event("police", "replica-1", 7)]))
+        .await
+        .expect("publish to A")
+        .into_inner();
+    let (tag, offset, _, _) = outcome(&answer.results[0]);
+    assert_eq!(tag, "accepted");
+    let mut q = common::query_client(&b.addr, common::OFFICER_TOKEN).await;
+    let found = q
+        .find_person(pb::FindPersonRequest {
+            by: Some(pb::find_person_request::By::Local(pb::LocalId {
+                source: "police".into(),
+                local_id: sample::ppn("police", "x", 7, Timestamp(0)).subjects[0]
+                    .local_id
+                    .clone()
+                    .expect("local id"),
+            })),
+            consistency: Some(pb::Consistency {
+                min_offset: offset,
+                wait_ms: 10_000,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("B applies A's write")
+        .into_inner();
+    assert_eq!(found.persons.len(), 1);
+    let family = found.persons[0].family_id.clone();
+    let tl = q
+        .get_timeline(pb::GetTimelineRequest {
+            scope: Some(pb::get_timeline_request::Scope::FamilyId(family.clone())),
+            ..Default::default()
+        })
+        .await
+        .expect("timeline from B")
+        .into_inner();
+    assert_eq!(tl.items.len(), 1);
+    assert_eq!(tl.items[0].event_id, "replica-1");
+
+    // And the other way: B accepts a write that A then serves; a retry through A is a
+    // duplicate at B's offset (one idempotency for the lifetime of the stream).
+    let mut police_b = b.client(POLICE_TOKEN).await;
+    let second = police_b
+        .publish(request(vec![event("police", "replica-2", 7)]))
+        .await
+        .expect("publish to B")
+        .into_inner();
+    let (tag, offset2, _, _) = outcome(&second.results[0]);
+    assert_eq!(tag, "accepted");
+    let mut qa = common::query_client(&a.addr, common::OFFICER_TOKEN).await;
+    let tl = qa
+        .get_timeline(pb::GetTimelineRequest {
+            scope: Some(pb::get_timeline_request::Scope::FamilyId(family)),
+            consistency: Some(pb::Consistency {
+                min_offset: offset2,
+                wait_ms: 10_000,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("timeline from A")
+        .into_inner();
+    assert_eq!(tl.items.len(), 2);
+    let retry = police
+        .publish(request(vec![event("police", "replica-2", 7)]))
+        .await
+        .expect("retry through A")
+        .into_inner();
+    assert_eq!(outcome(&retry.results[0]).0, "duplicate");
+    assert_eq!(outcome(&retry.results[0]).1, offset2);
+    assert!(a.stop(), "A exits cleanly");
+    assert!(b.stop(), "B exits cleanly");
+}

@@ -435,6 +435,17 @@ impl Log for NatsLog {
     fn head(&self) -> Head {
         self.head.read().map(|h| *h).unwrap_or(Head::EMPTY)
     }
+
+    fn refresh(&self) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(async move {
+            // Cheap when nothing is new: one stream-info request.
+            if self.last_sequence().await? <= self.head().next_offset {
+                return Ok(());
+            }
+            let mut w = self.writer.lock().await;
+            self.catch_up(&mut w).await
+        })
+    }
 }
 
 #[cfg(test)]

@@ -139,6 +139,11 @@ pub trait Log: Send + Sync + 'static {
     fn read(&self, from: u64, max: usize) -> BoxFuture<'_, Result<Vec<StoredEntry>, LogError>>;
     /// The current end of the log (only durable entries).
     fn head(&self) -> Head;
+    /// Learns of entries other writers appended (a replica sharing a stream); afterwards
+    /// [`Log::head`] includes them. Engines with one writer have nothing to learn.
+    fn refresh(&self) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Checks that `entries` continue a chain ending at `prev`: dense offsets and linked hashes.

@@ -1079,7 +1079,11 @@ impl Projection {
     pub async fn step(&self, log: &dyn Log) -> Result<usize, ProjectionError> {
         let from = self.applied();
         if from >= log.head().next_offset {
-            return Ok(0);
+            // Other replicas may have appended to a shared log.
+            log.refresh().await?;
+            if from >= log.head().next_offset {
+                return Ok(0);
+            }
         }
         let entries = log.read(from, APPLY_BATCH).await?;
         self.apply(&entries)
