@@ -424,3 +424,90 @@ async fn two_hub_replicas_on_one_stream_serve_each_others_writes() {
     assert!(a.stop(), "A exits cleanly");
     assert!(b.stop(), "B exits cleanly");
 }
+
+/// The police local id of the child in `sample::ppn(.., n, ..)`.
+fn child_local_id(n: u64) -> String {
+    sample::ppn("police", "x", n, Timestamp(0)).subjects[0]
+        .local_id
+        .clone()
+        .expect("local id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_catches_up_to_the_same_answers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let nats = tellonce_log_nats::server::NatsServer::start(&tmp.path().join("nats"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let args = ["--engine", "nats", "--nats-url", nats.url.as_str()];
+    let a_dir = tmp.path().join("a");
+    let b_dir = tmp.path().join("b");
+    std::fs::create_dir_all(&a_dir).expect("mkdir");
+    std::fs::create_dir_all(&b_dir).expect("mkdir");
+    let a = Hub::start_with(&a_dir, &args);
+    let b = Hub::start_with(&b_dir, &args);
+
+    // Ingest through A in batches; B is SIGKILLed part way, while A keeps accepting.
+    let mut police = a.client(POLICE_TOKEN).await;
+    let mut last = 0;
+    let mut b = Some(b);
+    for batch in 0..12u64 {
+        if batch == 4 {
+            b.take().expect("B").kill();
+        }
+        let events = (0..10)
+            .map(|i| {
+                let n = batch * 10 + i;
+                event("police", &format!("kill-{n}"), n)
+            })
+            .collect();
+        let r = police
+            .publish(request(events))
+            .await
+            .expect("A accepts while B is down")
+            .into_inner();
+        for x in &r.results {
+            let (tag, offset, _, _) = outcome(x);
+            assert_eq!(tag, "accepted", "{}", x.event_id);
+            last = last.max(offset);
+        }
+    }
+    // B restarts on its own data folder and catches up from the stream.
+    let b = Hub::start_with(&b_dir, &args);
+    let mut qa = common::query_client(&a.addr, common::OFFICER_TOKEN).await;
+    let mut qb = common::query_client(&b.addr, common::OFFICER_TOKEN).await;
+    let at = Some(pb::Consistency {
+        min_offset: last,
+        wait_ms: 20_000,
+    });
+    for n in (0..120).step_by(7) {
+        let find = |c: Option<pb::Consistency>| pb::FindPersonRequest {
+            by: Some(pb::find_person_request::By::Local(pb::LocalId {
+                source: "police".into(),
+                local_id: child_local_id(n),
+            })),
+            consistency: c,
+            ..Default::default()
+        };
+        let pa = qa.find_person(find(at)).await.expect("A").into_inner();
+        let pb_ = qb.find_person(find(at)).await.expect("B").into_inner();
+        let ids = |r: &pb::FindPersonResponse| {
+            r.persons
+                .iter()
+                .map(|p| (p.person_id.clone(), p.family_id.clone(), p.records.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&pa), ids(&pb_), "person of event {n}");
+        let family = pa.persons[0].family_id.clone();
+        let tl = |q: &str| pb::GetTimelineRequest {
+            scope: Some(pb::get_timeline_request::Scope::FamilyId(q.into())),
+            page_size: 500,
+            ..Default::default()
+        };
+        let ta = qa.get_timeline(tl(&family)).await.expect("A").into_inner();
+        let tb = qb.get_timeline(tl(&family)).await.expect("B").into_inner();
+        assert_eq!(ta.items, tb.items, "timeline of {family}");
+        assert_eq!((ta.total, ta.withheld), (tb.total, tb.withheld));
+    }
+    assert!(a.stop(), "A exits cleanly");
+    assert!(b.stop(), "B exits cleanly");
+}

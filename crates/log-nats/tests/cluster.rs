@@ -136,3 +136,46 @@ async fn restarting_the_whole_cluster_keeps_everything_acknowledged() {
     }
     check(opts, &acked, 100).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_a_server_beyond_the_election_timeout_loses_nothing_and_forks_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cluster = NatsCluster::start(tmp.path(), 3).unwrap_or_else(|e| panic!("{e}"));
+    let opts = options(&cluster, "pauseone");
+    let log = Arc::new(NatsLog::open(opts.clone()).await.expect("open"));
+    let acked: Acked = Arc::default();
+    let w = writer(log.clone(), 80, acked.clone());
+    wait_for(&acked, 100).await;
+    // SIGSTOP for longer than JetStream's election timeout, then SIGCONT.
+    cluster.nodes[0].pause();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.nodes[0].resume();
+    w.await.expect("writer");
+    check(opts.clone(), &acked, 400).await;
+    // The paused server caught up: the log reads the same through it alone (no divergent
+    // history on the node that was away).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let only = NatsOptions {
+            url: cluster.nodes[0].url.clone(),
+            ..opts.clone()
+        };
+        match NatsLog::open(only).await {
+            Ok(l) if l.head().next_offset == 400 => break,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            other => panic!(
+                "the paused server did not catch up: {:?}",
+                other.map(|l| l.head().next_offset).err()
+            ),
+        }
+    }
+    check(
+        NatsOptions {
+            url: cluster.nodes[0].url.clone(),
+            ..opts
+        },
+        &acked,
+        400,
+    )
+    .await;
+}
