@@ -84,6 +84,8 @@ enum BenchCommand {
     Replay(projbench::DemoSize),
     /// GetTimeline and GetFamily over gRPC on the demo county.
     Query(projbench::QueryArgs),
+    /// A full verification of the demo log (checksums, chain, Merkle tree) and proof latency.
+    Verify(projbench::DemoSize),
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +139,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchCommand::Query(args),
         } => projbench::query(args),
+        Command::Bench {
+            which: BenchCommand::Verify(args),
+        } => projbench::verify(args),
         Command::Log {
             which: LogCommand::Verify { data_dir, json },
         } => verify::run(&data_dir, json),

@@ -48,6 +48,18 @@ impl MerkleTree {
         self.len() == 0
     }
 
+    /// The leaf hash at `index`.
+    pub fn leaf(&self, index: u64) -> Result<Hash, MerkleError> {
+        self.levels
+            .first()
+            .and_then(|l| l.get(index as usize))
+            .copied()
+            .ok_or(MerkleError::OutOfRange {
+                len: self.len(),
+                what: format!("no leaf {index}"),
+            })
+    }
+
     /// Adds a leaf hash (see `tellonce_domain::merkle::leaf_hash`).
     pub fn push(&mut self, leaf: Hash) {
         if self.levels.is_empty() {
