@@ -192,6 +192,17 @@ async fn checkpoints_prove_the_log_only_grew() {
         saved.to_str().expect("utf-8 path"),
     ]);
     assert!(text.contains("the log only grew"), "{text}");
+    // And verifies the running hub's whole log against its checkpoints.
+    let text = run(&[
+        "audit",
+        "verify-remote",
+        "--checkpoint",
+        saved.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        text.contains("audit ok") && text.contains("is a prefix of the hub's log"),
+        "{text}"
+    );
     assert!(hub.stop(), "clean stop");
 }
 

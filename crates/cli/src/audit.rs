@@ -51,6 +51,16 @@ pub enum AuditCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+    /// Verify a running hub's log through AuditService: read every entry, recompute each hash,
+    /// the chain and the Merkle root, and check them against a fresh signed checkpoint (and a
+    /// saved one, whose pinned key must have signed it).
+    VerifyRemote {
+        /// A checkpoint saved by `audit checkpoint`.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        who: Who,
+    },
     /// Prove that the entry at an offset is in the log of a saved checkpoint.
     Included {
         /// The entry's offset.
@@ -102,6 +112,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let who = match &cmd {
             AuditCommand::Checkpoint { who, .. }
             | AuditCommand::Grew { who, .. }
+            | AuditCommand::VerifyRemote { who, .. }
             | AuditCommand::Included { who, .. } => who.clone(),
             AuditCommand::Verify {
                 data_dir,
@@ -170,6 +181,9 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 );
             }
             AuditCommand::Verify { .. } => unreachable!("answered above"),
+            AuditCommand::VerifyRemote { checkpoint, .. } => {
+                return verify_remote(&mut c, checkpoint.as_deref()).await;
+            }
             AuditCommand::Included {
                 offset, checkpoint, ..
             } => {
@@ -223,7 +237,7 @@ async fn verify(
     use tellonce_domain::record::Checkpoint;
     use tellonce_domain::Record;
     use tellonce_log::merkle::MerkleTree;
-    use tellonce_log::{embedded, frame, storage::FsDir};
+    use tellonce_log::{embedded, storage::FsDir};
 
     let log_dir = data_dir.join("log");
     if !log_dir.is_dir() {
@@ -245,7 +259,7 @@ async fn verify(
     let mut tree = MerkleTree::new();
     let mut checkpoints: Vec<(u64, Checkpoint)> = Vec::new();
     let scanned = embedded::verify_each(&dir, &mut |v| {
-        tree.push(frame::leaf_of(&v.to_entry()));
+        tree.push(v.leaf());
         if v.source == tellonce_domain::record::HUB_SOURCE && v.id.starts_with("checkpoint/") {
             if let Ok(Record::Checkpoint(c)) = Record::decode(v.body) {
                 checkpoints.push((v.offset, c));
@@ -373,4 +387,103 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()>
         }
     }
     Ok(())
+}
+
+/// Runs `tellonce audit verify-remote`.
+async fn verify_remote(
+    c: &mut AuditServiceClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, client::Bearer>,
+    >,
+    saved: Option<&std::path::Path>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use sha2::{Digest, Sha256};
+    use tellonce_log::merkle::MerkleTree;
+    let saved = saved.map(|p| from_file(&p.to_path_buf())).transpose()?;
+    let now = c
+        .get_checkpoint(pb::GetCheckpointRequest { fresh: true })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let pinned = saved
+        .as_ref()
+        .map_or(now.public_key_pem.clone(), |s| s.public_key_pem.clone());
+    let mut problems = Vec::new();
+    if let Err(e) = verify_checkpoint(&now, &pinned) {
+        problems.push(format!("the hub's checkpoint: {e}"));
+    }
+    let mut stream = c
+        .read_log(pb::ReadLogRequest {
+            from_offset: 0,
+            limit: now.tree_size,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut tree = MerkleTree::new();
+    let mut prev = [0u8; 32];
+    while let Some(e) = stream.message().await.map_err(status)? {
+        let at = tree.len();
+        if e.offset != at {
+            problems.push(format!("expected offset {at}, the hub sent {}", e.offset));
+            break;
+        }
+        let stored = tellonce_log::frame::stored_bytes(&tellonce_log::StoredEntry {
+            offset: e.offset,
+            prev_hash: parse_hash(&e.prev_hash)?,
+            hash: parse_hash(&e.hash)?,
+            recorded_at_ms: e.recorded_at_ms,
+            source: e.source.clone(),
+            id: e.id.clone(),
+            body: e.body.clone(),
+        });
+        let hash: [u8; 32] = Sha256::digest(&stored).into();
+        if parse_hash(&e.prev_hash)? != prev {
+            problems.push(format!("the hash chain breaks at offset {at}"));
+            break;
+        }
+        if hash != parse_hash(&e.hash)? {
+            problems.push(format!(
+                "the entry at offset {at} does not have the hash the hub states"
+            ));
+            break;
+        }
+        prev = hash;
+        tree.push(tellonce_domain::merkle::leaf_hash(&stored));
+    }
+    if problems.is_empty() {
+        if tree.len() != now.tree_size {
+            problems.push(format!(
+                "the hub sent {} entries for a checkpoint of {}",
+                tree.len(),
+                now.tree_size
+            ));
+        } else if hex::encode(tree.root(now.tree_size)?) != now.root_hash {
+            problems.push("the entries do not have the checkpoint's root".into());
+        }
+        if let Some(s) = &saved {
+            match tree.root(s.tree_size) {
+                Ok(r) if hex::encode(r) == s.root_hash => println!(
+                    "the saved checkpoint ({} entries) is a prefix of the hub's log",
+                    s.tree_size
+                ),
+                Ok(_) => problems.push(format!(
+                    "the hub's first {} entries do not have the saved checkpoint's root: history was rewritten",
+                    s.tree_size
+                )),
+                Err(_) => problems.push(format!(
+                    "the hub's log has fewer entries than the saved checkpoint's {}",
+                    s.tree_size
+                )),
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!(
+            "audit ok: {} entries read from the hub, every hash, the chain and the root of its signed checkpoint recomputed",
+            tree.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(fail(&problems))
+    }
 }

@@ -250,7 +250,7 @@ pub fn replay(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// verifier.
 pub fn verify(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
     use tellonce_domain::merkle::{verify_consistency, verify_inclusion};
-    use tellonce_log::{embedded, frame, merkle::MerkleTree};
+    use tellonce_log::{embedded, merkle::MerkleTree};
     let (base, runtime) = bench_setup()?;
     runtime.block_on(async {
         let dir = base.path().join("log");
@@ -265,7 +265,7 @@ pub fn verify(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let started = Instant::now();
         let mut tree = MerkleTree::new();
         embedded::verify_each(&FsDir::new(&dir)?, &mut |v| {
-            tree.push(frame::leaf_of(&v.to_entry()));
+            tree.push(v.leaf());
         })?;
         let secs = started.elapsed().as_secs_f64();
         let n = head.next_offset;

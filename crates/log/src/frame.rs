@@ -154,9 +154,16 @@ pub struct FrameView<'a> {
     pub id: &'a str,
     /// The body.
     pub body: &'a [u8],
+    /// The stored bytes its checksum and hash cover (see [`stored_bytes`]).
+    pub stored: &'a [u8],
 }
 
 impl FrameView<'_> {
+    /// Its RFC 9162 leaf hash, without copying (equal to [`leaf_of`] of the entry).
+    pub fn leaf(&self) -> Hash {
+        tellonce_domain::merkle::leaf_hash(self.stored)
+    }
+
     /// An owned copy.
     pub fn to_entry(&self) -> StoredEntry {
         StoredEntry {
@@ -219,6 +226,7 @@ pub fn view(frame: &[u8], expected_offset: u64) -> Result<FrameView<'_>, LogErro
         source,
         id,
         body: &rest[FIXED_LEN + source_len + id_len..],
+        stored: rest,
     })
 }
 
@@ -242,5 +250,6 @@ mod tests {
         let again: Hash = Sha256::digest(&bytes).into();
         assert_eq!(again, hash);
         assert_eq!(leaf_of(&stored), tellonce_domain::merkle::leaf_hash(&bytes));
+        assert_eq!(view(&buf, 7).expect("view").leaf(), leaf_of(&stored));
     }
 }
