@@ -349,15 +349,20 @@ async fn two_hub_replicas_on_one_stream_serve_each_others_writes() {
     let b = Hub::start_with(&b_dir, &args);
 
     // The police publish to replica A; the police officer reads the family from replica B,
-    // asking B to wait until it has applied the offset A answered.
+    // asking B to wait until it has applied the offset A answered. (A first event takes
+    // offset 0, which `min_offset` cannot ask to wait for: 0 means no wait.)
     let mut police = a.client(POLICE_TOKEN).await;
+    police
+        .publish(request(vec![event("police", "replica-0", 3)]))
+        .await
+        .expect("publish to A");
     let answer = police
         .publish(request(vec![event("police", "replica-1", 7)]))
         .await
         .expect("publish to A")
         .into_inner();
     let (tag, offset, _, _) = outcome(&answer.results[0]);
-    assert_eq!(tag, "accepted");
+    assert_eq!((tag, offset), ("accepted", 1));
     let mut q = common::query_client(&b.addr, common::OFFICER_TOKEN).await;
     let found = q
         .find_person(pb::FindPersonRequest {
