@@ -65,6 +65,11 @@ pub struct IngestArgs {
     /// With `--engine nats`: stream replicas, 1 (one server) or 3 (a three-server cluster).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// With `--engine nats`: run the started servers with NATS's default `sync_interval` (an
+    /// fsync every two minutes) instead of `always`, to measure what durability costs. An
+    /// acknowledgement then does not mean the entry is on disk: never for real data.
+    #[arg(long)]
+    nats_lazy_sync: bool,
     /// Where the started hub keeps its data (default: a temporary folder here).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -419,8 +424,8 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 config.partners = vec![PartnerConfig { id: args.source.clone(), name: "benchmark".into(), token: token.clone() }];
                 if args.engine == "nats" {
                     let servers = match args.replicas {
-                        1 => NatsServers::One(tellonce_log_nats::server::NatsServer::start(base.path())?),
-                        3 => NatsServers::Three(tellonce_log_nats::server::NatsCluster::start(base.path(), 3)?),
+                        1 => NatsServers::One(tellonce_log_nats::server::NatsServer::start_with(base.path(), !args.nats_lazy_sync)?),
+                        3 => NatsServers::Three(tellonce_log_nats::server::NatsCluster::start_with(base.path(), 3, !args.nats_lazy_sync)?),
                         r => return Err(format!("--replicas {r}: use 1 or 3").into()),
                     };
                     config.storage.engine = "nats".into();
@@ -496,6 +501,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "ratio": (stream.rate() / raw_phase.rate() * 1000.0).round() / 1000.0,
             "engine": args.engine,
             "replicas": args.replicas,
+            "nats_sync_interval": if args.engine == "nats" { if args.nats_lazy_sync { "default" } else { "always" } } else { "" },
             "events": stream.events,
             "unary_events": single.events,
             "event_bytes": event_bytes,

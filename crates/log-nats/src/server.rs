@@ -54,10 +54,25 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// The `jetstream` block's sync line: `always`, or none (the server's default).
+fn sync_line(fsync_always: bool) -> &'static str {
+    if fsync_always {
+        "  sync_interval: always\n"
+    } else {
+        ""
+    }
+}
+
 impl NatsServer {
     /// Starts a single JetStream server keeping its data under `dir`; waits (at most 20 s) until
     /// it accepts connections.
     pub fn start(dir: &Path) -> Result<NatsServer, String> {
+        Self::start_with(dir, true)
+    }
+
+    /// Like [`NatsServer::start`]; with `fsync_always` false the server keeps NATS's default
+    /// `sync_interval` (an fsync every two minutes), to measure what `always` costs.
+    pub fn start_with(dir: &Path, fsync_always: bool) -> Result<NatsServer, String> {
         let bin = binary()?;
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
         let store_dir = dir.join("jetstream");
@@ -66,8 +81,9 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{port}\nserver_name: tellonce-test-{port}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
-                store_dir.display().to_string()
+                "listen: 127.0.0.1:{port}\nserver_name: tellonce-test-{port}\njetstream {{\n  store_dir: {:?}\n{}}}\n",
+                store_dir.display().to_string(),
+                sync_line(fsync_always)
             ),
         )
         .map_err(|e| e.to_string())?;
@@ -97,6 +113,11 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts `n` clustered JetStream servers under `dir` (one folder each).
     pub fn start(dir: &Path, n: usize) -> Result<NatsCluster, String> {
+        Self::start_with(dir, n, true)
+    }
+
+    /// Like [`NatsCluster::start`], choosing `sync_interval` as [`NatsServer::start_with`].
+    pub fn start_with(dir: &Path, n: usize, fsync_always: bool) -> Result<NatsCluster, String> {
         let bin = binary()?;
         let ports: Vec<(u16, u16)> = (0..n)
             .map(|_| Ok((free_port()?, free_port()?)))
@@ -121,8 +142,9 @@ impl NatsCluster {
             std::fs::write(
                 &conf,
                 format!(
-                    "listen: 127.0.0.1:{client}\nserver_name: n{i}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\ncluster {{\n  name: tellonce-test\n  listen: 127.0.0.1:{route}\n  routes: [\n{}\n  ]\n}}\n",
+                    "listen: 127.0.0.1:{client}\nserver_name: n{i}\njetstream {{\n  store_dir: {:?}\n{}}}\ncluster {{\n  name: tellonce-test\n  listen: 127.0.0.1:{route}\n  routes: [\n{}\n  ]\n}}\n",
                     store_dir.display().to_string(),
+                    sync_line(fsync_always),
                     routes.join("\n")
                 ),
             )
