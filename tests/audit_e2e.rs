@@ -12,7 +12,7 @@ use common::{Hub, AUDITOR_TOKEN, POLICE_TOKEN, TEACHER_TOKEN};
 use tellonce_domain::merkle::{reference, verify_consistency, verify_inclusion};
 use tellonce_proto::v1 as pb;
 use tellonce_proto::v1::audit_service_client::AuditServiceClient;
-use tellonce_server::audit::{parse_hash, verify_checkpoint};
+use tellonce_server::audit::{parse_hash, parse_hashes, verify_checkpoint};
 use tellonce_server::convert::event_to_pb;
 
 async fn publish(hub: &Hub, from: u32, n: u32) {
@@ -49,7 +49,7 @@ fn now_ms() -> i64 {
 }
 
 fn hashes(v: &[String]) -> Vec<[u8; 32]> {
-    v.iter().map(|h| parse_hash(h).expect("hex hash")).collect()
+    parse_hashes(v).expect("hex hashes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use tellonce_domain::merkle::{verify_consistency, verify_inclusion};
 use tellonce_proto::v1 as pb;
 use tellonce_proto::v1::audit_service_client::AuditServiceClient;
-use tellonce_server::audit::{parse_hash, verify_checkpoint};
+use tellonce_server::audit::{parse_hash, parse_hashes, verify_checkpoint};
 
 use crate::client;
 use crate::consent::Who;
@@ -160,11 +160,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     .await
                     .map_err(status)?
                     .into_inner();
-                let path = proof
-                    .path
-                    .iter()
-                    .map(|h| parse_hash(h))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let path = parse_hashes(&proof.path)?;
                 verify_consistency(
                     old.tree_size,
                     new.tree_size,
@@ -197,11 +193,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     .await
                     .map_err(status)?
                     .into_inner();
-                let path = proof
-                    .path
-                    .iter()
-                    .map(|h| parse_hash(h))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let path = parse_hashes(&proof.path)?;
                 verify_inclusion(
                     &parse_hash(&proof.leaf_hash)?,
                     offset,

@@ -95,9 +95,9 @@ struct AccessState {
 }
 
 impl AccessState {
-    fn index_consent(&mut self, c: &ConsentGiven) {
+    fn index_consent(by_record: &mut HashMap<String, Vec<String>>, c: &ConsentGiven) {
         for r in &c.records {
-            let ids = self.by_record.entry(r.clone()).or_default();
+            let ids = by_record.entry(r.clone()).or_default();
             if !ids.contains(&c.consent_id) {
                 ids.push(c.consent_id.clone());
             }
@@ -106,9 +106,8 @@ impl AccessState {
 
     fn reindex(&mut self) {
         self.by_record.clear();
-        let all: Vec<ConsentGiven> = self.consents.values().cloned().collect();
-        for c in &all {
-            self.index_consent(c);
+        for c in self.consents.values() {
+            Self::index_consent(&mut self.by_record, c);
         }
     }
 
@@ -116,7 +115,7 @@ impl AccessState {
         match d {
             Decoded::Consent(c) => {
                 if !self.consents.contains_key(&c.consent_id) {
-                    self.index_consent(&c);
+                    Self::index_consent(&mut self.by_record, &c);
                     self.consents.insert(c.consent_id.clone(), c);
                 }
             }

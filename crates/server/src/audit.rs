@@ -40,10 +40,6 @@ pub struct Audit {
     state: Mutex<(MerkleTree, Option<pb::SignedCheckpoint>)>,
 }
 
-fn hex32(h: &[u8; 32]) -> String {
-    hex::encode(h)
-}
-
 impl Audit {
     /// An auditor over `log` signing with `key`.
     pub fn new(log: Arc<dyn Log>, key: SigningKey, clock: Clock) -> Self {
@@ -91,9 +87,8 @@ impl Audit {
         }
         self.catch_up(&mut st.0).await?;
         let size = st.0.len();
-        let root = hex32(
-            &st.0
-                .root(size)
+        let root = hex::encode(
+            st.0.root(size)
                 .map_err(|e| ServerError::Unavailable(e.to_string()))?,
         );
         let now = (self.clock)();
@@ -164,9 +159,9 @@ impl Audit {
             .map(frame::leaf_of)
             .ok_or_else(|| ServerError::NotFound(format!("no entry {index}")))?;
         Ok(pb::InclusionProof {
-            leaf_hash: hex32(&leaf),
-            path: path.iter().map(hex32).collect(),
-            root_hash: hex32(&root),
+            leaf_hash: hex::encode(leaf),
+            path: path.iter().map(hex::encode).collect(),
+            root_hash: hex::encode(root),
         })
     }
 
@@ -190,10 +185,10 @@ impl Audit {
                 .consistency_proof(first, second)
                 .map_err(bad)?
                 .iter()
-                .map(hex32)
+                .map(hex::encode)
                 .collect(),
-            first_root: hex32(&st.0.root(first).map_err(bad)?),
-            second_root: hex32(&st.0.root(second).map_err(bad)?),
+            first_root: hex::encode(st.0.root(first).map_err(bad)?),
+            second_root: hex::encode(st.0.root(second).map_err(bad)?),
         })
     }
 }
@@ -309,9 +304,9 @@ impl pb::audit_service_server::AuditService for AuditGrpc {
                     at = e.offset + 1;
                     let item = pb::LogEntry {
                         offset: e.offset,
-                        prev_hash: hex32(&e.prev_hash),
-                        hash: hex32(&e.hash),
-                        leaf_hash: hex32(&frame::leaf_of(&e)),
+                        prev_hash: hex::encode(e.prev_hash),
+                        hash: hex::encode(e.hash),
+                        leaf_hash: hex::encode(frame::leaf_of(&e)),
                         recorded_at_ms: e.recorded_at_ms,
                         source: e.source,
                         id: e.id,
@@ -394,6 +389,11 @@ pub fn verify_checkpoint(c: &pb::SignedCheckpoint, pinned_pem: &str) -> Result<(
         &ed25519_dalek::Signature::from_bytes(&sig),
     )
     .map_err(|_| "the signature does not verify against the pinned key".to_string())
+}
+
+/// Parses a proof's hex hashes.
+pub fn parse_hashes(v: &[String]) -> Result<Vec<[u8; 32]>, String> {
+    v.iter().map(|h| parse_hash(h)).collect()
 }
 
 /// Parses a hex hash.
