@@ -342,6 +342,10 @@ async fn audit_verify_names_each_kind_of_tampering() {
                 .as_array_mut()
                 .and_then(|a| a.iter_mut().find(|l| l[0] == 1))
             {
+                // The stored summary is sealed; replace it with readable text.
+                if let Some(l) = line[1].as_object_mut() {
+                    l.remove("sealed");
+                }
                 line[1]["summary"] = serde_json::Value::String("nothing happened".into());
                 db.insert(k, serde_json::to_vec(&lines).expect("json"))
                     .expect("insert");

@@ -45,6 +45,11 @@ pub struct Hub {
 
 /// Writes the test config into `dir` and returns its path.
 pub fn write_config(dir: &Path) -> PathBuf {
+    write_config_with(dir, "")
+}
+
+/// Writes the test config, with `extra` TOML appended, into `dir` and returns its path.
+pub fn write_config_with(dir: &Path, extra: &str) -> PathBuf {
     let config = format!(
         r#"version = 1
 [server]
@@ -93,7 +98,7 @@ roles = ["auditor"]
 token = "{AUDITOR_TOKEN}"
 "#,
         dir.join("data").display()
-    );
+    ) + extra;
     let path = dir.join("tellonce.toml");
     std::fs::write(&path, config).expect("write config");
     path
@@ -108,7 +113,12 @@ impl Hub {
 
     /// Like [`Hub::start`], with more `tellonce serve` arguments.
     pub fn start_with(dir: &Path, extra: &[&str]) -> Hub {
-        let config = write_config(dir);
+        Hub::start_configured(dir, "", extra)
+    }
+
+    /// Like [`Hub::start_with`], with `toml` appended to the test config.
+    pub fn start_configured(dir: &Path, toml: &str, extra: &[&str]) -> Hub {
+        let config = write_config_with(dir, toml);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

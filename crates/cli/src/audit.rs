@@ -50,6 +50,10 @@ pub enum AuditCommand {
         /// or the development key in the data folder.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// The key store, to open sealed events when rebuilding the projections (default
+        /// `DATA_DIR/keys`; read from a copy, never changed).
+        #[arg(long)]
+        key_store: Option<PathBuf>,
     },
     /// Verify a running hub's log through AuditService: read every entry, recompute each hash,
     /// the chain and the Merkle root, and check them against a fresh signed checkpoint (and a
@@ -118,8 +122,11 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 data_dir,
                 checkpoint,
                 public_key,
+                key_store,
             } => {
-                return verify(data_dir, checkpoint.as_deref(), public_key.as_deref()).await;
+                let keys = key_store.clone().unwrap_or_else(|| data_dir.join("keys"));
+                return verify(data_dir, checkpoint.as_deref(), public_key.as_deref(), &keys)
+                    .await;
             }
         };
         let (channel, token) = who.channel_and_token().await?;
@@ -225,6 +232,7 @@ async fn verify(
     data_dir: &std::path::Path,
     saved: Option<&std::path::Path>,
     public_key: Option<&std::path::Path>,
+    key_store: &std::path::Path,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     use tellonce_domain::record::Checkpoint;
     use tellonce_domain::Record;
@@ -341,7 +349,16 @@ async fn verify(
         let scratch = tempfile::tempdir()?;
         let copy = scratch.path().join("stored");
         copy_dir(&stored_dir, &copy)?;
-        let stored = tellonce_projection::Projection::open(&copy, &log)
+        let keys = if key_store.join("keys.dat").exists() {
+            let keys_copy = scratch.path().join("keys");
+            copy_dir(key_store, &keys_copy)?;
+            Some(std::sync::Arc::new(tellonce_projection::KeyStore::open(
+                &keys_copy,
+            )?))
+        } else {
+            None
+        };
+        let stored = tellonce_projection::Projection::open(&copy, &log, keys.clone())
             .await
             .map_err(|e| format!("cannot open the stored projections: {e}"))?;
         if stored.applied() == 0 && head.next_offset > 0 {
@@ -351,7 +368,8 @@ async fn verify(
         }
         stored.catch_up(&log).await?;
         let rebuilt =
-            tellonce_projection::Projection::rebuild(&scratch.path().join("rebuilt"), &log).await?;
+            tellonce_projection::Projection::rebuild(&scratch.path().join("rebuilt"), &log, keys)
+                .await?;
         rebuilt.catch_up(&log).await?;
         match stored.first_difference(&rebuilt) {
             None => println!("projections: the stored ones equal a rebuild from the log"),

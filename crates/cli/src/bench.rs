@@ -70,6 +70,14 @@ pub struct IngestArgs {
     /// acknowledgement then does not mean the entry is on disk: never for real data.
     #[arg(long)]
     nats_lazy_sync: bool,
+    /// Whether the started hub seals payloads (default: the hub's default, on for the
+    /// embedded engine).
+    #[arg(long)]
+    seal: Option<bool>,
+    /// Also start a second hub with sealing the other way and stream the same number of
+    /// events through it, to report the cost of sealing measured in the same run.
+    #[arg(long)]
+    compare_sealing: bool,
     /// Where the started hub keeps its data (default: a temporary folder here).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -392,6 +400,30 @@ fn raw(dir: &std::path::Path, source: &str, n: usize, group: usize) -> Result<Ph
 }
 
 /// Runs `tellonce bench ingest`.
+/// A hub started in this process, and how to stop it.
+type OwnHub = (
+    tellonce_server::Engine,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tellonce_server::ServerError>>,
+);
+
+/// Starts a hub with `config` on a free loopback port; returns its address.
+async fn start_hub(config: Config) -> Result<(String, OwnHub), Box<dyn std::error::Error>> {
+    let engine = tellonce_server::open_engine(&config).await?;
+    let log = engine.log();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let auth = Arc::new(Tokens::new(&config.partners, &config.practitioners));
+    let server = tokio::spawn(async move {
+        tellonce_server::run(listener, &config, log, auth, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    Ok((addr, (engine, stop_tx, server)))
+}
+
 pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -412,6 +444,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // A hub of our own, unless one was given.
         let mut own = None;
         let mut nats: Option<NatsServers> = None;
+        let mut sealed = false;
         let (addr, token) = match &args.addr {
             Some(a) => (
                 a.clone(),
@@ -422,6 +455,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let mut config = Config::default();
                 config.storage.data_dir = base.path().join("hub");
                 config.partners = vec![PartnerConfig { id: args.source.clone(), name: "benchmark".into(), token: token.clone() }];
+                config.privacy.seal_payloads = args.seal;
                 if args.engine == "nats" {
                     let servers = match args.replicas {
                         1 => NatsServers::One(tellonce_log_nats::server::NatsServer::start_with(base.path(), !args.nats_lazy_sync)?),
@@ -435,19 +469,9 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 } else if args.engine != "embedded" {
                     return Err(format!("unknown --engine {:?}: use embedded or nats", args.engine).into());
                 }
-                let engine = tellonce_server::open_engine(&config).await?;
-                let log = engine.log();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let addr = listener.local_addr()?.to_string();
-                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                let auth = Arc::new(Tokens::new(&config.partners, &config.practitioners));
-                let server = tokio::spawn(async move {
-                    tellonce_server::run(listener, &config, log, auth, async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                });
-                own = Some((engine, stop_tx, server));
+                sealed = config.seals();
+                let (addr, hub) = start_hub(config).await?;
+                own = Some(hub);
                 (addr, token)
             }
         };
@@ -468,10 +492,31 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         eprintln!("unary: {} events from {} publishers...", args.unary_events, args.publishers);
         let mut single = unary(&addr, &token, unary_events, args.publishers, args.connections).await?;
         let s2 = stats(&own);
+        let mut contrast = serde_json::Value::Null;
         if let Some((engine, stop, server)) = own {
             let _ = stop.send(());
             let _ = server.await;
             engine.close();
+            if args.compare_sealing && args.engine == "embedded" {
+                let token = format!("bench-{:032x}", rand::rng().random::<u128>());
+                let mut config = Config::default();
+                config.storage.data_dir = base.path().join("hub-contrast");
+                config.partners = vec![PartnerConfig { id: args.source.clone(), name: "benchmark".into(), token: token.clone() }];
+                config.privacy.seal_payloads = Some(!sealed);
+                eprintln!("contrast: {} events streamed to a hub with sealing {}...", args.events, if sealed { "off" } else { "on" });
+                let (addr, (engine, stop, server)) = start_hub(config).await?;
+                streamed(&addr, &token, make_events(&args.source, run_id, "warm2", 1000), &args).await?;
+                let other = streamed(&addr, &token, make_events(&args.source, run_id, "contrast", args.events), &args).await?;
+                let _ = stop.send(());
+                let _ = server.await;
+                engine.close();
+                let (on, off) = if sealed { (stream.rate(), other.rate()) } else { (other.rate(), stream.rate()) };
+                contrast = serde_json::json!({
+                    "sealed_events_per_sec": on.round(),
+                    "unsealed_events_per_sec": off.round(),
+                    "sealed_over_unsealed": (on / off * 1000.0).round() / 1000.0,
+                });
+            }
         }
         let raw_phase = match &nats {
             Some(server) => {
@@ -500,6 +545,8 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "raw_events_per_sec": raw_phase.rate().round(),
             "ratio": (stream.rate() / raw_phase.rate() * 1000.0).round() / 1000.0,
             "engine": args.engine,
+            "sealed": sealed,
+            "sealing_contrast": contrast,
             "replicas": args.replicas,
             "nats_sync_interval": if args.engine == "nats" { if args.nats_lazy_sync { "default" } else { "always" } } else { "" },
             "events": stream.events,

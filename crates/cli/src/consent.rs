@@ -589,12 +589,60 @@ pub fn export(args: ExportArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             .into_inner();
         std::fs::write(&args.out, &r.json)?;
         println!(
-            "wrote {}: {} events and {} accesses about {}",
+            "wrote {}: {} events ({} more erased) and {} accesses about {}",
             args.out.display(),
             r.events,
+            r.erased_events,
             r.accesses,
             r.person_id
         );
+        Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
+    })
+}
+
+/// `tellonce erase`.
+#[derive(clap::Args, Debug)]
+pub struct EraseArgs {
+    /// The person (`p-...`).
+    #[arg(long)]
+    person: String,
+    /// The erasure request's reference (e.g. the DPO's case number).
+    #[arg(long)]
+    reference: String,
+    /// Why it was granted.
+    #[arg(long)]
+    note: String,
+    #[command(flatten)]
+    who: Who,
+}
+
+/// Runs `tellonce erase`: destroys a person's data keys (DPO).
+pub fn erase(args: EraseArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (channel, token) = args.who.channel_and_token().await?;
+        let mut c = client::access_log(channel, &token)?;
+        let r = c
+            .erase_subject(pb::EraseSubjectRequest {
+                person_id: args.person.clone(),
+                reference: args.reference.clone(),
+                note: args.note.clone(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        println!(
+            "erased {}: {} data key(s) destroyed, {} event(s) now show an erased marker (erasure {} at offset {})",
+            args.person, r.keys_destroyed, r.events_erased, r.erasure_id, r.offset
+        );
+        if r.events_left > 0 {
+            println!(
+                "note: {} event(s) about {} were written before payloads were sealed and are still readable",
+                r.events_left, args.person
+            );
+        }
         Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
     })
 }

@@ -56,6 +56,8 @@ enum Command {
     },
     /// Export everything held about a person, for a subject access request (DPO).
     Export(consent::ExportArgs),
+    /// Erase a person's content by destroying their data keys (DPO); the log still verifies.
+    Erase(consent::EraseArgs),
     /// Make an Ed25519 key pair standing in for the identity provider (development).
     Keygen(consent::KeygenArgs),
     /// Sign a practitioner's JWT with a key from `keygen` (development).
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
         Command::Transparency(args) => consent::transparency(args),
         Command::Keygen(args) => consent::keygen(args),
         Command::Export(args) => consent::export(args),
+        Command::Erase(args) => consent::erase(args),
         Command::Audit { which } => audit::run(which),
         Command::Token(args) => consent::token(args),
         Command::Bench {

@@ -192,10 +192,11 @@ pub struct Rebuilt {
 pub async fn rebuild_into(
     dir: &Path,
     log: &dyn Log,
+    keys: Option<std::sync::Arc<tellonce_projection::KeyStore>>,
     progress: &ProgressBar,
 ) -> Result<Rebuilt, Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let p = Projection::rebuild(dir, log).await?;
+    let p = Projection::rebuild(dir, log, keys).await?;
     let head = log.head().next_offset;
     progress.set_length(head);
     while p.step(log).await? > 0 {
@@ -217,7 +218,7 @@ pub fn replay(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
         fill_log(&log, &size).await?;
         let rss_before = peak_rss_mb();
         let progress = bar(0, size.json, "entries applied");
-        let r = rebuild_into(&base.path().join("projections"), &log, &progress).await?;
+        let r = rebuild_into(&base.path().join("projections"), &log, None, &progress).await?;
         progress.finish_and_clear();
         let (records, persons, families, open) = r.projection.counts();
         let eps = r.entries as f64 / r.elapsed.as_secs_f64();
@@ -346,7 +347,8 @@ pub fn rebuild(args: RebuildArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         })?;
         let log = engine.log();
         let progress = bar(0, false, "entries applied");
-        let r = rebuild_into(&tellonce_server::projections_dir(&config), log.as_ref(), &progress).await?;
+        let keys = tellonce_server::open_key_store(&config)?;
+        let r = rebuild_into(&tellonce_server::projections_dir(&config), log.as_ref(), keys, &progress).await?;
         progress.finish_and_clear();
         let (records, persons, families, open) = r.projection.counts();
         println!(

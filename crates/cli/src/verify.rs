@@ -49,6 +49,22 @@ pub fn dump(data_dir: &Path, json: bool) -> Result<ExitCode, Box<dyn std::error:
                     ev.subjects.len(),
                     ev.occurred_at
                 ),
+                Ok(Record::SealedEvent(ev)) => format!(
+                    "{} about {} subject(s), occurred {} (payload sealed under {} key(s))",
+                    ev.payload.kind,
+                    ev.subjects.len(),
+                    ev.occurred_at,
+                    ev.payload.keys.len()
+                ),
+                Ok(Record::Erasure(x)) => format!(
+                    "erasure {} of {}: {} key(s) destroyed, {} event(s), by {} ({})",
+                    x.erasure_id,
+                    x.person_id,
+                    x.key_ids.len(),
+                    x.offsets.len(),
+                    x.decided_by,
+                    x.reason.label()
+                ),
                 Ok(Record::MatchDecision(d)) => format!(
                     "match decision: {:?} {} and {} by {}",
                     d.decision, d.record_a, d.record_b, d.decided_by

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::access::Category;
 use crate::time::{Date, Timestamp};
 
-/// One event published by a partner system.
+/// One event published by a partner system. `P` is what happened: the typed [`Payload`], or
+/// in the log, the payload sealed under the subjects' data keys ([`crate::seal::Sealed`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Event {
+pub struct Event<P = Payload> {
     /// Chosen by the partner, unique per partner: the idempotency key.
     pub event_id: String,
     /// The publishing partner's id.
@@ -32,7 +33,23 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<Category>,
     /// What happened.
-    pub payload: Payload,
+    pub payload: P,
+}
+
+impl<P> Event<P> {
+    /// The same event with its payload replaced by `payload`.
+    pub fn with_payload<Q>(self, payload: Q) -> Event<Q> {
+        Event {
+            event_id: self.event_id,
+            source: self.source,
+            occurred_at: self.occurred_at,
+            subjects: self.subjects,
+            relationships: self.relationships,
+            lawful_basis: self.lawful_basis,
+            category: self.category,
+            payload,
+        }
+    }
 }
 
 /// A person as the publishing partner knows them.

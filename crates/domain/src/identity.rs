@@ -672,7 +672,7 @@ impl Linker {
     }
 
     /// Applies one partner event at `offset`; returns the record of each subject, in order.
-    pub fn apply_event(&mut self, offset: u64, event: &Event) -> Vec<u32> {
+    pub fn apply_event<P>(&mut self, offset: u64, event: &Event<P>) -> Vec<u32> {
         let mut recs = Vec::with_capacity(event.subjects.len());
         for (i, s) in event.subjects.iter().enumerate() {
             let key = match &s.local_id {

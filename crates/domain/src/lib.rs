@@ -12,6 +12,7 @@ pub mod merkle;
 pub mod names;
 pub mod record;
 pub mod sample;
+pub mod seal;
 pub mod time;
 pub mod validate;
 pub mod view;

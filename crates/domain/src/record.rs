@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use crate::access::{AccessEntry, ConsentGiven, ConsentWithdrawn, SharingDecision};
 use crate::event::Event;
 use crate::identity::MatchDecision;
+use crate::seal::{Erasure, Sealed};
 use crate::time::Timestamp;
 
 /// One fact in the log.
@@ -20,6 +21,11 @@ use crate::time::Timestamp;
 pub enum Record {
     /// An event published by a partner system.
     PartnerEvent(Event),
+    /// An event published by a partner system, its payload sealed under the subjects' data
+    /// keys (see [`crate::seal`]).
+    SealedEvent(Event<Sealed>),
+    /// A person's content erased: their data keys destroyed.
+    Erasure(Erasure),
     /// A person's decision that two subject records are, or are not, the same person.
     MatchDecision(MatchDecision),
     /// A family's consent to share, recorded by a practitioner or a partner system.
@@ -74,6 +80,8 @@ impl Record {
     pub fn key(&self) -> (&str, Cow<'_, str>) {
         match self {
             Record::PartnerEvent(e) => (&e.source, Cow::Borrowed(&e.event_id)),
+            Record::SealedEvent(e) => (&e.source, Cow::Borrowed(&e.event_id)),
+            Record::Erasure(x) => (HUB_SOURCE, format!("erasure/{}", x.erasure_id).into()),
             Record::MatchDecision(d) => (HUB_SOURCE, Cow::Borrowed(&d.decision_id)),
             Record::ConsentGiven(c) => (HUB_SOURCE, format!("consent/{}", c.consent_id).into()),
             Record::ConsentWithdrawn(w) => {

@@ -29,10 +29,14 @@ use tellonce_domain::access::{
 };
 use tellonce_domain::identity::{Candidate, LinkWhy, Linker, SubjectRecord};
 use tellonce_domain::record::DecodeError;
+use tellonce_domain::seal::{self, DataKey, Erasure, Sealed};
 use tellonce_domain::view::{self, FamilyEvent, FamilyView, Member};
 use tellonce_domain::{Date, Event, Payload, Record, Timestamp};
 use tellonce_log::{Hash, Log, LogError, StoredEntry};
 use tokio::sync::watch;
+
+pub mod keys;
+pub use keys::{KeyError, KeyState, KeyStore, Tombstone};
 use tracing::{info, warn};
 
 /// Entries between linker snapshots.
@@ -63,6 +67,12 @@ pub enum ProjectionError {
     /// A bad argument (cursor, range).
     #[error("{0}")]
     Invalid(String),
+    /// A sealed event cannot be opened: its key is missing (not erased) or does not fit.
+    #[error("{0}")]
+    Keys(String),
+    /// The key store failed.
+    #[error(transparent)]
+    KeyStore(#[from] KeyError),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,7 +159,11 @@ impl AccessState {
                     });
                 }
             }
-            Decoded::Event(..) | Decoded::Decision(_) | Decoded::Other => {}
+            Decoded::Event(..)
+            | Decoded::Erased(..)
+            | Decoded::Erasure(_)
+            | Decoded::Decision(_)
+            | Decoded::Other => {}
         }
     }
 
@@ -204,6 +218,7 @@ impl State {
             summary: line.summary.as_str().into(),
             records: line.records.as_slice().into(),
             fact: line.fact.clone().map(Box::new),
+            erased: line.erased.clone().map(Box::new),
         }));
         let key = (
             line.source.clone(),
@@ -238,6 +253,36 @@ impl State {
                 .is_none_or(|x| x.offset != offset)
             {
                 list.insert(at, entry);
+            }
+        }
+    }
+
+    /// Indexes a new event line (its records as the linker gave them) and queues it for sled.
+    fn add_line(&mut self, offset: u64, mut line: Line, lines: &mut Vec<(u64, Line)>) {
+        line.records.sort_unstable();
+        line.records.dedup();
+        self.index(offset, &line);
+        lines.push((offset, line));
+    }
+
+    /// Applies erasure `x` (at log offset `at`) to the lines in memory and to those of this
+    /// batch not yet stored.
+    fn erase_lines(&mut self, at: u64, x: &Erasure, lines: &mut [(u64, Line)]) {
+        let mark = ErasedMark {
+            at: x.erased_at,
+            erasure_id: x.erasure_id.clone(),
+        };
+        let label = x.reason.label();
+        for &off in x.offsets.iter().filter(|&&o| o < at) {
+            if let Some(Some(lt)) = self.lines.get_mut(off as usize) {
+                if mark.replaces(lt.erased.as_deref()) {
+                    lt.summary = seal::erased_marker(label, mark.at).into();
+                    lt.fact = None;
+                    lt.erased = Some(Box::new(mark.clone()));
+                }
+            }
+            if let Ok(i) = lines.binary_search_by_key(&off, |(o, _)| *o) {
+                lines[i].1.erase(&mark, label);
             }
         }
     }
@@ -446,61 +491,165 @@ impl State {
 /// A log entry decoded, with the parts of its timeline line that need no linking.
 enum Decoded {
     Event(Event, Line),
+    /// A sealed event whose key an erasure destroyed: linked as usual, its content gone.
+    Erased(Event<Sealed>, Line),
     Decision(tellonce_domain::identity::MatchDecision),
     Consent(ConsentGiven),
     Withdrawn(ConsentWithdrawn),
     Sharing(SharingDecision),
     Access(AccessEntry),
+    Erasure(Erasure),
     /// Entries the projections do not use (checkpoints).
     Other,
 }
 
-fn decode_one(e: &StoredEntry) -> Result<Decoded, DecodeError> {
-    Ok(match Record::decode(&e.body)? {
-        Record::PartnerEvent(ev) => {
-            let fact = match &ev.payload {
-                Payload::LeadPractitionerAssigned {
-                    practitioner_id,
-                    organisation,
-                    ..
-                } => Some(LineFact::Lead {
-                    practitioner_id: practitioner_id.clone(),
-                    organisation: organisation.clone(),
-                }),
-                Payload::TeamAroundFamilyMeeting { attendees, .. } => Some(LineFact::Team {
-                    attendees: attendees.clone(),
-                }),
-                _ => None,
-            };
-            let line = Line {
-                at: ev.occurred_at.0,
-                source: ev.source.clone(),
-                kind: ev.payload.kind().to_string(),
-                event_id: ev.event_id.clone(),
-                summary: view::summary_line(&ev),
-                records: Vec::new(),
-                category: access::category_of(ev.payload.kind(), ev.category),
-                safeguarding: access::is_safeguarding(ev.lawful_basis.as_ref()),
-                fact,
-            };
-            Decoded::Event(ev, line)
+/// Why an entry could not be decoded.
+enum Undecodable {
+    /// The body is not a record this version knows: skipped, visibly.
+    Record(DecodeError),
+    /// A sealed event whose keys are missing or wrong: the projection must stop.
+    Keys(String),
+}
+
+fn line_of<P>(ev: &Event<P>, kind: &str, summary: String, fact: Option<LineFact>) -> Line {
+    Line {
+        at: ev.occurred_at.0,
+        source: ev.source.clone(),
+        kind: kind.to_string(),
+        event_id: ev.event_id.clone(),
+        summary,
+        records: Vec::new(),
+        category: access::category_of(kind, ev.category),
+        safeguarding: access::is_safeguarding(ev.lawful_basis.as_ref()),
+        fact,
+        erased: None,
+        sealed: None,
+        keys: None,
+    }
+}
+
+fn plain_event(ev: Event) -> Decoded {
+    let fact = match &ev.payload {
+        Payload::LeadPractitionerAssigned {
+            practitioner_id,
+            organisation,
+            ..
+        } => Some(LineFact::Lead {
+            practitioner_id: practitioner_id.clone(),
+            organisation: organisation.clone(),
+        }),
+        Payload::TeamAroundFamilyMeeting { attendees, .. } => Some(LineFact::Team {
+            attendees: attendees.clone(),
+        }),
+        _ => None,
+    };
+    let line = line_of(&ev, ev.payload.kind(), view::summary_line(&ev), fact);
+    Decoded::Event(ev, line)
+}
+
+/// What opening a sealed event found.
+enum Opened {
+    /// Opened: the event, and its key ids and keys.
+    Event(Event, Vec<String>, Vec<DataKey>),
+    /// Erased: the earliest erasure that destroyed one of its keys, and its label.
+    Erased(Event<Sealed>, ErasedMark, String),
+}
+
+/// The keys `ids` from `keys`, for `what`; `Ok(Err(..))` when an erasure destroyed one (the
+/// earliest such erasure, and its label); `Err` when a key is missing without a record of
+/// erasing it, or there is no key store.
+#[allow(clippy::type_complexity)]
+fn gather_keys(
+    keys: Option<&KeyStore>,
+    ids: &[String],
+    what: &str,
+) -> Result<Result<Vec<DataKey>, (ErasedMark, String)>, String> {
+    let Some(ks) = keys else {
+        return Err(format!(
+            "{what} is sealed but this hub has no key store; give it the key store the log was written with"
+        ));
+    };
+    let mut raw = Vec::with_capacity(ids.len());
+    let mut erased: Option<(ErasedMark, String)> = None;
+    for id in ids {
+        match ks.get(id) {
+            KeyState::Live(k) => raw.push(k),
+            KeyState::Erased(t) => {
+                let mark = ErasedMark {
+                    at: t.erased_at,
+                    erasure_id: t.erasure_id,
+                };
+                if mark.replaces(erased.as_ref().map(|(m, _)| m)) {
+                    erased = Some((mark, t.label));
+                }
+            }
+            KeyState::Missing => {
+                return Err(format!(
+                    "the key store has no key {id} for {what} and no record of erasing it; restore the key store from backup"
+                ))
+            }
         }
-        Record::MatchDecision(d) => Decoded::Decision(d),
-        Record::ConsentGiven(c) => Decoded::Consent(c),
-        Record::ConsentWithdrawn(w) => Decoded::Withdrawn(w),
-        Record::SharingDecision(d) => Decoded::Sharing(d),
-        Record::Access(a) => Decoded::Access(a),
-        Record::Checkpoint(_) => Decoded::Other,
+    }
+    Ok(match erased {
+        Some(e) => Err(e),
+        None => Ok(raw),
     })
+}
+
+/// Opens a sealed event with the keys in `keys`.
+fn open_sealed(se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened, String> {
+    let what = format!("event {}/{}", se.source, se.event_id);
+    let raw = match gather_keys(keys, &se.payload.keys, &what)? {
+        Ok(raw) => raw,
+        Err((mark, label)) => return Ok(Opened::Erased(se, mark, label)),
+    };
+    match seal::open(&se, &raw) {
+        Ok(payload) => {
+            let ids = se.payload.keys.clone();
+            Ok(Opened::Event(se.with_payload(payload), ids, raw))
+        }
+        Err(e) => Err(format!("event {}/{}: {e}", se.source, se.event_id)),
+    }
+}
+
+fn decode_one(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undecodable> {
+    Ok(
+        match Record::decode(&e.body).map_err(Undecodable::Record)? {
+            Record::PartnerEvent(ev) => plain_event(ev),
+            Record::SealedEvent(se) => match open_sealed(se, keys).map_err(Undecodable::Keys)? {
+                Opened::Event(ev, ids, raw) => match plain_event(ev) {
+                    Decoded::Event(ev, mut line) => {
+                        line.keys = Some((ids, raw));
+                        Decoded::Event(ev, line)
+                    }
+                    other => other,
+                },
+                Opened::Erased(se, mark, label) => {
+                    let mut line = line_of(&se, &se.payload.kind, String::new(), None);
+                    line.erase(&mark, &label);
+                    Decoded::Erased(se, line)
+                }
+            },
+            Record::MatchDecision(d) => Decoded::Decision(d),
+            Record::ConsentGiven(c) => Decoded::Consent(c),
+            Record::ConsentWithdrawn(w) => Decoded::Withdrawn(w),
+            Record::SharingDecision(d) => Decoded::Sharing(d),
+            Record::Access(a) => Decoded::Access(a),
+            Record::Erasure(x) => Decoded::Erasure(x),
+            Record::Checkpoint(_) => Decoded::Other,
+        },
+    )
 }
 
 /// Decodes entries, on two threads when there are many (decoding JSON is most of the cost of
 /// applying the log, and needs no lock).
 fn decode_all<'a>(
     entries: &[&'a StoredEntry],
-) -> Vec<(&'a StoredEntry, Result<Decoded, DecodeError>)> {
-    let one =
-        |part: &[&'a StoredEntry]| -> Vec<_> { part.iter().map(|&e| (e, decode_one(e))).collect() };
+    keys: Option<&KeyStore>,
+) -> Vec<(&'a StoredEntry, Result<Decoded, Undecodable>)> {
+    let one = |part: &[&'a StoredEntry]| -> Vec<_> {
+        part.iter().map(|&e| (e, decode_one(e, keys))).collect()
+    };
     if entries.len() < 512 {
         return one(entries);
     }
@@ -524,6 +673,22 @@ struct LineText {
     summary: Box<str>,
     records: Box<[u32]>,
     fact: Option<Box<LineFact>>,
+    erased: Option<Box<ErasedMark>>,
+}
+
+/// Which erasure made a line's content unreadable (the earliest, when several did).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct ErasedMark {
+    at: Timestamp,
+    erasure_id: String,
+}
+
+impl ErasedMark {
+    /// Whether `self` should replace `current` (the earliest erasure wins, in both an
+    /// incremental projection and a rebuild).
+    fn replaces(&self, current: Option<&ErasedMark>) -> bool {
+        current.is_none_or(|c| self < c)
+    }
 }
 
 /// `(source, kind, category, safeguarding basis)` of an event.
@@ -565,6 +730,70 @@ struct Line {
     /// Lead practitioner and TAF facts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fact: Option<LineFact>,
+    /// Set when the content was erased (the summary is then the erased marker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    erased: Option<ErasedMark>,
+    /// In sled, for a sealed event: the summary sealed under the event's data keys (and
+    /// `summary` empty), so the store holds nothing readable once a key is destroyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<SealedLine>,
+    /// In memory, for a sealed event on its way to sled: its key ids and keys.
+    #[serde(skip)]
+    keys: Option<(Vec<String>, Vec<DataKey>)>,
+}
+
+/// A summary sealed with [`seal::seal_text`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SealedLine {
+    keys: Vec<String>,
+    text: String,
+}
+
+impl Line {
+    /// Replaces the content with the erased marker of `mark` (labelled `label`), unless an
+    /// earlier erasure already did.
+    fn erase(&mut self, mark: &ErasedMark, label: &str) -> bool {
+        if !mark.replaces(self.erased.as_ref()) {
+            return false;
+        }
+        self.summary = seal::erased_marker(label, mark.at);
+        self.fact = None;
+        self.erased = Some(mark.clone());
+        self.sealed = None;
+        self.keys = None;
+        true
+    }
+
+    /// Seals the summary of a sealed event for sled (see [`Line::sealed`]).
+    fn seal_for_store(&mut self, offset: u64) {
+        if let Some((ids, keys)) = self.keys.take() {
+            if self.erased.is_none() {
+                self.sealed = Some(SealedLine {
+                    keys: ids,
+                    text: seal::seal_text(&self.summary, &keys, offset),
+                });
+                self.summary.clear();
+            }
+        }
+    }
+
+    /// Opens a summary sealed for sled, or marks the line erased if a key was destroyed.
+    fn open_from_store(&mut self, offset: u64, keys: Option<&KeyStore>) -> Result<(), String> {
+        let Some(sealed) = self.sealed.take() else {
+            return Ok(());
+        };
+        let what = format!("the timeline line at offset {offset}");
+        match gather_keys(keys, &sealed.keys, &what)? {
+            Err((mark, label)) => {
+                self.erase(&mark, &label);
+            }
+            Ok(raw) => {
+                self.summary = seal::open_text(&sealed.text, &raw, offset)
+                    .map_err(|e| format!("{what}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The projections of one hub.
@@ -576,6 +805,8 @@ pub struct Projection {
     /// Held for the whole of an apply, so that only one runs at a time while the state lock
     /// is held only for the in-memory part.
     applying: std::sync::Mutex<()>,
+    /// Data keys of sealed events.
+    keys: Option<Arc<KeyStore>>,
 }
 
 /// What the visibility predicate sees of an event before deciding.
@@ -604,6 +835,19 @@ struct Indexed {
     meta: u32,
 }
 
+/// What erasing one person's content takes (see [`Projection::erasure_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasurePlan {
+    /// The person.
+    pub person_id: String,
+    /// Key-store names of their partner records.
+    pub key_names: Vec<String>,
+    /// Offsets of every event about them, ascending.
+    pub offsets: Vec<u64>,
+    /// How many of those still have content.
+    pub live: usize,
+}
+
 /// A family's consents (each with the time it was withdrawn from, if it was) and sharing
 /// decisions.
 pub type FamilyConsents = (Vec<(ConsentGiven, Option<Timestamp>)>, Vec<SharingDecision>);
@@ -615,6 +859,8 @@ pub struct Subject {
     pub person: PersonView,
     /// Every event about them, with its log offset, oldest first.
     pub events: Vec<(u64, Event)>,
+    /// Events whose content was erased: log offset and the erased marker.
+    pub erased: Vec<(u64, String)>,
     /// Consents naming their records, with the time each was withdrawn from (if it was).
     pub consents: Vec<(ConsentGiven, Option<Timestamp>)>,
 }
@@ -712,6 +958,8 @@ pub struct TimelineItem {
     pub summary: String,
     /// The persons it is about.
     pub person_ids: Vec<String>,
+    /// Whether its content was erased (`summary` is then the erased marker).
+    pub erased: bool,
 }
 
 /// A page of a timeline, newest first.
@@ -839,7 +1087,13 @@ fn decode_cursor(c: &str) -> Result<Option<(Timestamp, u64)>, ProjectionError> {
 impl Projection {
     /// Opens (or creates) the projections in `dir`, resuming from the last snapshot when it
     /// belongs to `log`; otherwise starts empty and will replay from the beginning.
-    pub async fn open(dir: &Path, log: &dyn Log) -> Result<Self, ProjectionError> {
+    /// `keys` opens sealed events and destroys keys as erasures are applied; without a key
+    /// store, a sealed event stops the projection with an error.
+    pub async fn open(
+        dir: &Path,
+        log: &dyn Log,
+        keys: Option<Arc<KeyStore>>,
+    ) -> Result<Self, ProjectionError> {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(64 * 1024 * 1024)
@@ -892,15 +1146,32 @@ impl Projection {
             // A chunk written before the snapshot may reach past it, and the re-applied part
             // is written again in chunks of its own: take only lines below the snapshot
             // (indexing the same line twice is a no-op).
+            // Such chunks are cut back to below the snapshot (and later ones dropped) so that
+            // every line is in exactly one chunk: the one with the greatest key at or below
+            // its offset, which is what an erasure rewrites.
             let below = state.next_offset;
+            let mut tidy = sled::Batch::default();
             for kv in db.range(chunk_key(0)..chunk_key(below)) {
-                let (_, v) = kv?;
-                let lines: Vec<(u64, Line)> = serde_json::from_slice(&v)
+                let (k, v) = kv?;
+                let mut lines: Vec<(u64, Line)> = serde_json::from_slice(&v)
                     .map_err(|e| ProjectionError::Damaged(format!("timeline chunk: {e}")))?;
-                for (offset, line) in lines.iter().filter(|(o, _)| *o < below) {
+                if lines.iter().any(|(o, _)| *o >= below) {
+                    lines.retain(|(o, _)| *o < below);
+                    let bytes = serde_json::to_vec(&lines)
+                        .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
+                    tidy.insert(k, bytes);
+                }
+                for (offset, line) in &mut lines {
+                    line.open_from_store(*offset, keys.as_deref())
+                        .map_err(ProjectionError::Keys)?;
                     state.index(*offset, line);
                 }
             }
+            for kv in db.range(chunk_key(below)..=chunk_key(u64::MAX)) {
+                let (k, _) = kv?;
+                tidy.remove(k);
+            }
+            db.apply_batch(tidy)?;
         } else if !db.is_empty() {
             db.clear()?;
         }
@@ -911,15 +1182,20 @@ impl Projection {
             state: RwLock::new(state),
             applied,
             applying: std::sync::Mutex::new(()),
+            keys,
         })
     }
 
     /// Drops the projections in `dir` and opens empty ones (they fill as the log is applied).
-    pub async fn rebuild(dir: &Path, log: &dyn Log) -> Result<Self, ProjectionError> {
+    pub async fn rebuild(
+        dir: &Path,
+        log: &dyn Log,
+        keys: Option<Arc<KeyStore>>,
+    ) -> Result<Self, ProjectionError> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| ProjectionError::Store(e.into()))?;
         }
-        Self::open(dir, log).await
+        Self::open(dir, log, keys).await
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
@@ -943,12 +1219,23 @@ impl Projection {
         let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied();
         let todo: Vec<&StoredEntry> = entries.iter().filter(|e| e.offset >= applied).collect();
-        let decoded = decode_all(&todo);
+        let decoded = decode_all(&todo, self.keys.as_deref());
+        if let Some((e, why)) = decoded.iter().find_map(|(e, r)| match r {
+            Err(Undecodable::Keys(why)) => Some((e, why)),
+            _ => None,
+        }) {
+            return Err(ProjectionError::Keys(format!(
+                "cannot apply the log at offset {}: {why}",
+                e.offset
+            )));
+        }
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
         if let Some(why) = &st.broken {
             return Err(ProjectionError::Damaged(why.clone()));
         }
         let mut lines: Vec<(u64, Line)> = Vec::new();
+        // Erasures in this batch (their earlier, stored lines are rewritten below).
+        let mut erasures: Vec<Erasure> = Vec::new();
         let mut n = 0;
         for (e, record) in decoded {
             if e.offset < st.next_offset {
@@ -962,12 +1249,16 @@ impl Projection {
             }
             match record {
                 Ok(Decoded::Event(ev, mut line)) => {
-                    let mut records = st.linker.apply_event(e.offset, &ev);
-                    records.sort_unstable();
-                    records.dedup();
-                    line.records = records;
-                    st.index(e.offset, &line);
-                    lines.push((e.offset, line));
+                    line.records = st.linker.apply_event(e.offset, &ev);
+                    st.add_line(e.offset, line, &mut lines);
+                }
+                Ok(Decoded::Erased(ev, mut line)) => {
+                    line.records = st.linker.apply_event(e.offset, &ev);
+                    st.add_line(e.offset, line, &mut lines);
+                }
+                Ok(Decoded::Erasure(x)) => {
+                    st.erase_lines(e.offset, &x, &mut lines);
+                    erasures.push(x);
                 }
                 Ok(Decoded::Decision(d)) => {
                     if let Err(err) = st.linker.apply_decision(e.offset, &d) {
@@ -975,7 +1266,8 @@ impl Projection {
                     }
                 }
                 Ok(other) => st.access.apply(e.offset, other),
-                Err(err) => {
+                Err(Undecodable::Keys(_)) => {} // refused above
+                Err(Undecodable::Record(err)) => {
                     // The log verified this entry, so it is what was written: an entry this
                     // version cannot read is skipped, visibly.
                     warn!(offset = e.offset, error = %err, "log entry not understood; skipped");
@@ -994,6 +1286,24 @@ impl Projection {
         drop(st);
         let stored = (|| -> Result<(), ProjectionError> {
             let mut batch = sled::Batch::default();
+            // Keys first: once the applied offset passes an erasure, its keys must be gone.
+            for x in &erasures {
+                if let Some(ks) = &self.keys {
+                    ks.destroy(
+                        &x.key_ids,
+                        &Tombstone {
+                            erasure_id: x.erasure_id.clone(),
+                            erased_at: x.erased_at,
+                            label: x.reason.label().into(),
+                        },
+                    )?;
+                }
+            }
+            let first_new = lines.first().map_or(u64::MAX, |(o, _)| *o);
+            for (o, line) in lines.iter_mut() {
+                line.seal_for_store(*o);
+            }
+            self.erase_stored(&erasures, first_new, &mut batch)?;
             for chunk in lines.chunks(LINES_PER_CHUNK) {
                 let bytes = serde_json::to_vec(chunk)
                     .map_err(|err| ProjectionError::Damaged(err.to_string()))?;
@@ -1023,6 +1333,46 @@ impl Projection {
         }
         self.applied.send_replace(next);
         Ok(n)
+    }
+
+    /// Rewrites the stored chunks holding lines (below `first_new`) that `erasures` reach, so
+    /// no erased content stays in sled.
+    fn erase_stored(
+        &self,
+        erasures: &[Erasure],
+        first_new: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<(), ProjectionError> {
+        let mut chunks: BTreeMap<sled::IVec, Vec<(u64, Line)>> = BTreeMap::new();
+        for x in erasures {
+            let mark = ErasedMark {
+                at: x.erased_at,
+                erasure_id: x.erasure_id.clone(),
+            };
+            for &off in x.offsets.iter().filter(|&&o| o < first_new) {
+                let Some(kv) = self.db.range(chunk_key(0)..=chunk_key(off)).next_back() else {
+                    continue;
+                };
+                let (k, v) = kv?;
+                let lines = match chunks.entry(k) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(serde_json::from_slice(&v).map_err(|e| {
+                            ProjectionError::Damaged(format!("timeline chunk: {e}"))
+                        })?)
+                    }
+                };
+                if let Ok(i) = lines.binary_search_by_key(&off, |(o, _)| *o) {
+                    lines[i].1.erase(&mark, x.reason.label());
+                }
+            }
+        }
+        for (k, lines) in chunks {
+            let bytes =
+                serde_json::to_vec(&lines).map_err(|e| ProjectionError::Damaged(e.to_string()))?;
+            batch.insert(k, bytes);
+        }
+        Ok(())
     }
 
     /// Flushes sled, then writes the linker and the offset it reflects to the snapshot file
@@ -1119,6 +1469,10 @@ impl Projection {
                 if let Some(f) = &l.fact {
                     h.update(serde_json::to_vec(f).unwrap_or_default());
                 }
+                if let Some(m) = &l.erased {
+                    h.update(m.erasure_id.as_bytes());
+                    h.update(m.at.0.to_be_bytes());
+                }
             }
         }
         h.finalize().into()
@@ -1143,6 +1497,7 @@ impl Projection {
                     l.summary.clone(),
                     l.records.clone(),
                     l.fact.as_deref().cloned(),
+                    l.erased.as_deref().cloned(),
                 )
             })
         };
@@ -1177,6 +1532,93 @@ impl Projection {
             return Some("consents, break-glass grants or the access-log index".into());
         }
         None
+    }
+
+    /// What erasing a person's content would take: the key-store names of their partner
+    /// records ([`seal::key_names`]) and the log offsets of every event about them.
+    pub fn erasure_plan(&self, person_id: &str) -> Result<ErasurePlan, ProjectionError> {
+        let st = self.read_state();
+        let l = &st.linker;
+        let p = Self::person_in(l, person_id)?;
+        let recs = l.person_records(p);
+        let mut names = Vec::with_capacity(recs.len());
+        for &r in recs {
+            let rec = l.record(r);
+            match rec.key.strip_prefix('@') {
+                // `@offset.index`: a subject without a local id, named by its event.
+                Some(rest) => {
+                    let (off, i) = rest.split_once('.').unwrap_or((rest, "0"));
+                    let event_id = off
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|o| st.lines.get(o))
+                        .and_then(Option::as_ref)
+                        .map(|lt| lt.event_id.to_string())
+                        .unwrap_or_default();
+                    names.push(format!("{}@{event_id}#{i}", rec.source));
+                }
+                None => names.push(rec.key.clone()),
+            }
+        }
+        let mut offsets: Vec<u64> = st.entries_of(recs).iter().map(|x| x.offset).collect();
+        offsets.sort_unstable();
+        let live = offsets
+            .iter()
+            .filter(|&&o| {
+                st.lines
+                    .get(o as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|lt| lt.erased.is_none())
+            })
+            .count();
+        Ok(ErasurePlan {
+            person_id: l.person_id(p),
+            key_names: names,
+            offsets,
+            live,
+        })
+    }
+
+    /// Persons whose content `rule` says is due for erasure at `now` and who still have some
+    /// content that is not erased: their family has no open involvement, its last event is
+    /// old enough, and they are old enough (when their birth date is known).
+    pub fn retention_due(&self, rule: &seal::RetentionRule, now: Timestamp) -> Vec<String> {
+        let st = self.read_state();
+        let l = &st.linker;
+        let mut due = Vec::new();
+        let mut seen_family = std::collections::HashSet::new();
+        for r in 0..l.record_count() as u32 {
+            let fam = l.family_of(l.person_of(r));
+            if !seen_family.insert(fam) {
+                continue;
+            }
+            let index = st.entries_of(l.family_records(fam));
+            let Some(last) = index.first().map(|x| x.at) else {
+                continue;
+            };
+            let involved = st
+                .family_facts(&index)
+                .involvements
+                .iter()
+                .any(|(_, open)| *open);
+            for p in l.family_persons(fam) {
+                let recs = l.person_records(p);
+                let dob = recs.iter().find_map(|&x| l.record(x).dob);
+                if !rule.due(dob, last, involved, now) {
+                    continue;
+                }
+                let has_content = st.entries_of(recs).iter().any(|x| {
+                    st.lines
+                        .get(x.offset as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|lt| lt.erased.is_none())
+                });
+                if has_content {
+                    due.push(l.person_id(p));
+                }
+            }
+        }
+        due
     }
 
     /// Numbers of records, persons, families and open candidates.
@@ -1280,19 +1722,29 @@ impl Projection {
             (Self::person_view(l, p, None), offsets, consents)
         };
         let mut events = Vec::with_capacity(offsets.len());
+        let mut erased = Vec::new();
         for o in offsets {
-            events.push((o, Self::load_event(log, o).await?));
+            match self.load_event(log, o).await? {
+                Ok(e) => events.push((o, e)),
+                Err(marker) => erased.push((o, marker)),
+            }
         }
         Ok(Subject {
             person,
             events,
+            erased,
             consents,
         })
     }
 
     /// Reads the event at `offset` from the log (events are not copied into the projection:
-    /// the log is their one home).
-    async fn load_event(log: &dyn Log, offset: u64) -> Result<Event, ProjectionError> {
+    /// the log is their one home), opening it if sealed. `Err(marker)` inside: its content
+    /// was erased, and this is what shows instead.
+    async fn load_event(
+        &self,
+        log: &dyn Log,
+        offset: u64,
+    ) -> Result<Result<Event, String>, ProjectionError> {
         let entry = log
             .read(offset, 1)
             .await?
@@ -1302,7 +1754,12 @@ impl Projection {
                 ProjectionError::Damaged(format!("the log has no entry at offset {offset}"))
             })?;
         match Record::decode(&entry.body) {
-            Ok(Record::PartnerEvent(e)) => Ok(e),
+            Ok(Record::PartnerEvent(e)) => Ok(Ok(e)),
+            Ok(Record::SealedEvent(se)) => match open_sealed(se, self.keys.as_deref()) {
+                Ok(Opened::Event(e, ..)) => Ok(Ok(e)),
+                Ok(Opened::Erased(_, mark, label)) => Ok(Err(seal::erased_marker(&label, mark.at))),
+                Err(why) => Err(ProjectionError::Keys(why)),
+            },
             Ok(_) => Err(ProjectionError::Damaged(format!(
                 "offset {offset} is not an event"
             ))),
@@ -1413,6 +1870,7 @@ impl Projection {
                     .iter()
                     .map(|&r| st.linker.person_id(st.linker.person_of(r)))
                     .collect(),
+                erased: line.erased.is_some(),
             });
             last = Some((ix.at, ix.offset));
         }
@@ -1492,7 +1950,10 @@ impl Projection {
         };
         let mut loaded = Vec::with_capacity(offsets.len());
         for &off in offsets {
-            loaded.push((off, Self::load_event(log, off).await?));
+            // Erased content has nothing left to fold.
+            if let Ok(e) = self.load_event(log, off).await? {
+                loaded.push((off, e));
+            }
         }
         let st = self.read_state();
         let events: Vec<FamilyEvent> = loaded

@@ -48,7 +48,9 @@ async fn incremental_with_restarts_equals_rebuild() {
     // Incremental: small batches, with a restart in the middle.
     let dir = tmp.path().join("proj");
     {
-        let p = Projection::open(&dir, log.as_ref()).await.expect("open");
+        let p = Projection::open(&dir, log.as_ref(), None)
+            .await
+            .expect("open");
         let entries = log.read(0, 1_200).await.expect("read");
         for chunk in entries.chunks(37) {
             p.apply(chunk).expect("apply");
@@ -56,7 +58,9 @@ async fn incremental_with_restarts_equals_rebuild() {
         p.close().expect("close");
     }
     // A decision arrives between restarts.
-    let p = Projection::open(&dir, log.as_ref()).await.expect("reopen");
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
     assert_eq!(p.applied(), 1_200, "resumes from its snapshot");
     p.catch_up(log.as_ref()).await.expect("catch up");
     let open = p.candidates(true);
@@ -92,7 +96,7 @@ async fn incremental_with_restarts_equals_rebuild() {
     drop(p);
 
     // Rebuilt: one pass from an empty folder.
-    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref())
+    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
         .await
         .expect("rebuild");
     q.catch_up(log.as_ref()).await.expect("replay");
@@ -107,7 +111,7 @@ async fn timeline_pages_filters_and_withholding() {
     let tmp = tempfile::tempdir().expect("tmp");
     let log = open_log(tmp.path());
     fill(log.as_ref(), 20, 2_000).await;
-    let p = Projection::open(&tmp.path().join("proj"), log.as_ref())
+    let p = Projection::open(&tmp.path().join("proj"), log.as_ref(), None)
         .await
         .expect("open");
     p.catch_up(log.as_ref()).await.expect("catch up");
@@ -215,7 +219,9 @@ async fn a_projection_of_another_log_is_rebuilt() {
     let log = open_log(tmp.path());
     fill(log.as_ref(), 5, 100).await;
     let dir = tmp.path().join("proj");
-    let p = Projection::open(&dir, log.as_ref()).await.expect("open");
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("open");
     p.catch_up(log.as_ref()).await.expect("catch up");
     p.close().expect("close");
     drop(p);
@@ -242,7 +248,9 @@ async fn a_projection_of_another_log_is_rebuilt() {
         });
     }
     log2.append(entries).await.expect("append");
-    let q = Projection::open(&dir, log2.as_ref()).await.expect("open");
+    let q = Projection::open(&dir, log2.as_ref(), None)
+        .await
+        .expect("open");
     assert_eq!(q.applied(), 0, "a snapshot of another log is not used");
 }
 
@@ -253,22 +261,28 @@ async fn a_crash_after_the_snapshot_resumes_from_it() {
     fill(log.as_ref(), 30, 1_500).await;
     let dir = tmp.path().join("proj");
     {
-        let p = Projection::open(&dir, log.as_ref()).await.expect("open");
+        let p = Projection::open(&dir, log.as_ref(), None)
+            .await
+            .expect("open");
         p.apply(&log.read(0, 500).await.expect("read"))
             .expect("apply");
         p.close().expect("close");
     }
     {
         // Applied further, then "crashed": no snapshot beyond 500, sled ahead of it.
-        let p = Projection::open(&dir, log.as_ref()).await.expect("reopen");
+        let p = Projection::open(&dir, log.as_ref(), None)
+            .await
+            .expect("reopen");
         p.apply(&log.read(500, 700).await.expect("read"))
             .expect("apply");
         assert_eq!(p.applied(), 1_200);
     }
-    let p = Projection::open(&dir, log.as_ref()).await.expect("reopen");
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
     assert_eq!(p.applied(), 500, "resumes from the snapshot");
     p.catch_up(log.as_ref()).await.expect("catch up");
-    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref())
+    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
         .await
         .expect("rebuild");
     q.catch_up(log.as_ref()).await.expect("replay");
@@ -288,7 +302,9 @@ async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
     let log = open_log(tmp.path());
     fill(log.as_ref(), 20, 2_000).await;
     let dir = tmp.path().join("proj");
-    let p = Projection::open(&dir, log.as_ref()).await.expect("open");
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("open");
     p.catch_up(log.as_ref()).await.expect("catch up");
     // A family the police know and the early intervention team do not.
     let (fam, police_events) = p.with_linker(|l| {
@@ -434,12 +450,220 @@ async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
     let digest = p.digest();
     p.close().expect("close");
     drop(p);
-    let reopened = Projection::open(&dir, log.as_ref()).await.expect("reopen");
+    let reopened = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
     reopened.catch_up(log.as_ref()).await.expect("catch up");
     assert_eq!(reopened.digest(), digest);
-    let rebuilt = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref())
+    let rebuilt = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
         .await
         .expect("rebuild");
     rebuilt.catch_up(log.as_ref()).await.expect("catch up");
     assert_eq!(rebuilt.digest(), digest);
+}
+
+/// A log of sealed demo events, with the key store they were sealed under.
+async fn fill_sealed(log: &dyn Log, keys: &KeyStore, families: usize, events: u64) {
+    let mut county = County::new(Settings {
+        seed: 5,
+        families,
+        events,
+        end: END,
+    });
+    let mut n = 0u64;
+    let entries: Vec<NewEntry> = county
+        .events()
+        .map(|e| {
+            n += 1;
+            let k = keys.keys_for(&seal::key_names(&e)).expect("keys");
+            let mut nonce = [0u8; 12];
+            nonce[..8].copy_from_slice(&n.to_be_bytes());
+            NewEntry::of(&Record::SealedEvent(seal::seal(e, &k, nonce)), END.0)
+        })
+        .collect();
+    for chunk in entries.chunks(500) {
+        log.append(chunk.to_vec()).await.expect("append");
+    }
+}
+
+fn erasure_of(p: &Projection, keys: &KeyStore, person: &str, id: &str) -> Record {
+    let plan = p.erasure_plan(person).expect("plan");
+    Record::Erasure(seal::Erasure {
+        erasure_id: id.into(),
+        person_id: person.into(),
+        key_ids: keys.current(&plan.key_names),
+        offsets: plan.offsets,
+        reason: seal::ErasureReason::Request {
+            reference: "SAR-1".into(),
+            note: "granted".into(),
+        },
+        decided_by: "dpo-1".into(),
+        erased_at: END,
+    })
+}
+
+#[tokio::test]
+async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    let keys = Arc::new(KeyStore::open(&tmp.path().join("keys")).expect("keys"));
+    fill_sealed(log.as_ref(), &keys, 30, 1_500).await;
+    let dir = tmp.path().join("proj");
+    let p = Projection::open(&dir, log.as_ref(), Some(keys.clone()))
+        .await
+        .expect("open");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    let counts = p.counts();
+
+    // The person with the most events, and their family.
+    let person = p.with_linker(|l| {
+        (0..l.record_count() as u32)
+            .map(|r| l.person_id(l.person_of(r)))
+            .max_by_key(|id| p.erasure_plan(id).map(|x| x.offsets.len()).unwrap_or(0))
+            .expect("a person")
+    });
+    let scope = Scope::Person(person.clone());
+    let all = |p: &Projection, scope: &Scope| {
+        p.timeline(scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
+            .expect("timeline")
+            .items
+    };
+    let before = all(&p, &scope);
+    assert!(before.len() >= 3 && before.iter().all(|i| !i.erased));
+    let family = Scope::Family(
+        p.find_person(&PersonQuery::Id(person.clone()))[0]
+            .family_id
+            .clone(),
+    );
+    let family_before = all(&p, &family);
+
+    let x = erasure_of(&p, &keys, &person, "x-1");
+    let Record::Erasure(plan) = &x else {
+        unreachable!()
+    };
+    assert!(!plan.key_ids.is_empty());
+    log.append(vec![NewEntry::of(&x, END.0)])
+        .await
+        .expect("append");
+    p.catch_up(log.as_ref()).await.expect("apply erasure");
+
+    // Every event about the person now shows the marker; their keys are destroyed.
+    let after = all(&p, &scope);
+    assert_eq!(after.len(), before.len(), "events stay, content goes");
+    for i in &after {
+        assert!(i.erased, "{i:?}");
+        assert!(i.summary.starts_with("[erased on "), "{}", i.summary);
+    }
+    for id in &plan.key_ids {
+        assert!(matches!(keys.get(id), KeyState::Erased(_)));
+    }
+    // The rest of the family keeps what is not about the person.
+    let family_after = all(&p, &family);
+    let untouched = family_after.iter().filter(|i| !i.erased).count();
+    let about: std::collections::HashSet<u64> = after.iter().map(|i| i.offset).collect();
+    assert_eq!(
+        untouched,
+        family_before
+            .iter()
+            .filter(|i| !about.contains(&i.offset))
+            .count()
+    );
+    // Links are kept: the same persons and families.
+    assert_eq!(p.counts(), counts);
+    // The subject access export lists the erased events, without content.
+    let subject = p.subject(log.as_ref(), &person).await.expect("subject");
+    assert!(subject.events.is_empty());
+    assert_eq!(subject.erased.len(), before.len());
+    // The family view still folds (from what is left).
+    p.family(log.as_ref(), &scope, END, &ALL)
+        .await
+        .expect("family view");
+
+    // A later event about one of the person's records is sealed under a new key and reads.
+    let names = p.erasure_plan(&person).expect("plan").key_names;
+    let rec_name = names
+        .iter()
+        .find(|n| !n.contains('@'))
+        .expect("a record with a local id")
+        .clone();
+    let (source, local) = rec_name.split_once('/').expect("source/local");
+    let mut e = tellonce_domain::sample::ppn(source, "after-erasure", 1, END);
+    e.subjects.truncate(1);
+    e.relationships.clear();
+    e.subjects[0].local_id = Some(local.into());
+    let k = keys.keys_for(&seal::key_names(&e)).expect("keys");
+    assert!(!plan.key_ids.contains(&k[0].0), "a new key");
+    log.append(vec![NewEntry::of(
+        &Record::SealedEvent(seal::seal(e, &k, [9; 12])),
+        END.0,
+    )])
+    .await
+    .expect("append");
+    p.catch_up(log.as_ref()).await.expect("apply");
+    let newest = all(&p, &scope);
+    assert!(newest
+        .iter()
+        .any(|i| i.event_id == "after-erasure" && !i.erased));
+
+    // Restart, and rebuild from the log with the same key store: the same answers.
+    let incremental = p.digest();
+    p.close().expect("close");
+    drop(p);
+    let p = Projection::open(&dir, log.as_ref(), Some(keys.clone()))
+        .await
+        .expect("reopen");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(p.digest(), incremental);
+    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), Some(keys.clone()))
+        .await
+        .expect("rebuild");
+    q.catch_up(log.as_ref()).await.expect("replay");
+    assert_eq!(q.first_difference(&p), None);
+    assert_eq!(q.digest(), incremental);
+    // Nothing of the erased content stays in the projection's store.
+    drop(p);
+    let marker = before[0].summary.clone();
+    for entry in walk(&dir) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{} still holds erased content",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn sealed_events_without_their_keys_stop_the_projection() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    let keys = KeyStore::open(&tmp.path().join("keys")).expect("keys");
+    fill_sealed(log.as_ref(), &keys, 3, 50).await;
+    // No key store at all.
+    let p = Projection::open(&tmp.path().join("a"), log.as_ref(), None)
+        .await
+        .expect("open");
+    let err = p.catch_up(log.as_ref()).await.expect_err("refused");
+    assert!(err.to_string().contains("no key store"), "{err}");
+    assert_eq!(p.applied(), 0, "nothing applied");
+    // A key store that lost its keys (not erased): an error, never a blank.
+    let empty = Arc::new(KeyStore::open(&tmp.path().join("other-keys")).expect("keys"));
+    let p = Projection::open(&tmp.path().join("b"), log.as_ref(), Some(empty))
+        .await
+        .expect("open");
+    let err = p.catch_up(log.as_ref()).await.expect_err("refused");
+    assert!(err.to_string().contains("no record of erasing"), "{err}");
 }

@@ -37,6 +37,69 @@ pub struct Config {
     /// Signed checkpoints of the log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Sealed payloads, erasure and retention.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// Sealed payloads, erasure and retention.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Seal event payloads under per-record data keys, so content can be erased. Default:
+    /// on for the embedded engine, off for NATS (the key store is one folder; several
+    /// replicas cannot share it yet).
+    #[serde(default)]
+    pub seal_payloads: Option<bool>,
+    /// The key store's folder. Default `DATA_DIR/keys`. Back it up with the log, but apart
+    /// from it: the log without the keys cannot be read, and that is the point.
+    #[serde(default)]
+    pub key_store_dir: Option<PathBuf>,
+    /// The retention rule, applied on a period.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// When content is erased without a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Apply the rule (only when payloads are sealed).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Years after the family's last activity, with no service involved.
+    #[serde(default = "default_after_years")]
+    pub after_last_activity_years: u32,
+    /// And not before this birthday.
+    #[serde(default = "default_until_age")]
+    pub until_age_years: u32,
+    /// Seconds between sweeps (the first runs a minute after start).
+    #[serde(default = "default_sweep_every")]
+    pub check_every_s: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_after_years() -> u32 {
+    6
+}
+fn default_until_age() -> u32 {
+    25
+}
+fn default_sweep_every() -> u64 {
+    86_400
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            enabled: true,
+            after_last_activity_years: default_after_years(),
+            until_age_years: default_until_age(),
+            check_every_s: default_sweep_every(),
+        }
+    }
 }
 
 /// Signed checkpoints of the log.
@@ -284,6 +347,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             access: AccessConfig::default(),
             audit: AuditConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -328,6 +392,21 @@ impl Config {
         }
         config.check()?;
         Ok(config)
+    }
+
+    /// Whether event payloads are sealed (see [`PrivacyConfig::seal_payloads`]).
+    pub fn seals(&self) -> bool {
+        self.privacy
+            .seal_payloads
+            .unwrap_or(self.storage.engine != "nats")
+    }
+
+    /// The key store's folder.
+    pub fn key_store_dir(&self) -> PathBuf {
+        self.privacy
+            .key_store_dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("keys"))
     }
 
     /// Parses a config file's text.

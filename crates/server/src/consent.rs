@@ -20,8 +20,10 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::auth::{Authenticator, Caller, CallerKind};
+use crate::erasure::Eraser;
 use crate::query::{authenticate, Asked, Query, DEFAULT_PAGE};
 use crate::ServerError;
+use tellonce_domain::seal::ErasureReason;
 
 /// Roles that read the whole access log.
 const LOG_READERS: [Role; 3] = [Role::Dpo, Role::Auditor, Role::Admin];
@@ -443,12 +445,68 @@ impl pb::consent_service_server::ConsentService for ConsentGrpc {
 pub struct AccessLogGrpc {
     query: Query,
     auth: std::sync::Arc<dyn Authenticator>,
+    eraser: Option<Eraser>,
 }
 
 impl AccessLogGrpc {
     /// Serves the access log over the query core.
     pub fn new(query: Query, auth: std::sync::Arc<dyn Authenticator>) -> Self {
-        AccessLogGrpc { query, auth }
+        AccessLogGrpc {
+            query,
+            auth,
+            eraser: None,
+        }
+    }
+
+    /// Serves EraseSubject with `eraser` (without one, it is refused).
+    pub fn with_eraser(mut self, eraser: Eraser) -> Self {
+        self.eraser = Some(eraser);
+        self
+    }
+
+    async fn erase(
+        &self,
+        caller: &Caller,
+        r: pb::EraseSubjectRequest,
+    ) -> Result<pb::EraseSubjectResponse, ServerError> {
+        let q = &self.query;
+        let person_id = r.person_id.trim().to_string();
+        if !caller.has_any(&[Role::Dpo]) {
+            let asked = Asked {
+                method: "EraseSubject",
+                what: format!("erase {person_id}"),
+                reason: r.note.trim(),
+            };
+            return Err(q.refuse_role(caller, &asked, "the dpo role").await);
+        }
+        for (field, v) in [
+            ("person_id", &person_id),
+            ("reference", &r.reference),
+            ("note", &r.note),
+        ] {
+            if v.trim().is_empty() {
+                return Err(ServerError::BadRequest(format!(
+                    "{field} is required: say whose content to erase, the request's reference and why it was granted"
+                )));
+            }
+        }
+        let Some(eraser) = &self.eraser else {
+            return Err(ServerError::FailedPrecondition(
+                "this hub does not erase content".into(),
+            ));
+        };
+        let reason = ErasureReason::Request {
+            reference: r.reference.trim().into(),
+            note: r.note.trim().into(),
+        };
+        let e = eraser.erase(&person_id, reason, &caller.id).await?;
+        Ok(pb::EraseSubjectResponse {
+            erasure_id: e.erasure_id,
+            offset: e.offset,
+            keys_destroyed: e.keys_destroyed,
+            events_erased: e.events_erased,
+            events_left: e.events_left,
+        })
     }
 
     async fn access_log(
@@ -620,6 +678,7 @@ impl AccessLogGrpc {
             "exported_by": caller.id,
             "person": subject.person,
             "events": subject.events.iter().map(|(o, e)| serde_json::json!({"offset": o, "event": e})).collect::<Vec<_>>(),
+            "erased_events": subject.erased.iter().map(|(o, m)| serde_json::json!({"offset": o, "erased": m})).collect::<Vec<_>>(),
             "consents": subject.consents.iter().map(|(c, w)| serde_json::json!({"consent": c, "withdrawn_from": w})).collect::<Vec<_>>(),
             "access_log": accesses.iter().map(|(o, a)| serde_json::json!({"offset": o, "access": a})).collect::<Vec<_>>(),
         });
@@ -645,6 +704,7 @@ impl AccessLogGrpc {
                 .map_err(|e| ServerError::Unavailable(e.to_string()))?,
             events: subject.events.len() as u64,
             accesses: accesses.len() as u64,
+            erased_events: subject.erased.len() as u64,
         })
     }
 }
@@ -704,6 +764,15 @@ impl pb::access_log_service_server::AccessLogService for AccessLogGrpc {
         self.query.wait_for(req.consistency.as_ref()).await?;
         self.query.wait_for_head().await?;
         Ok(Response::new(self.export(&caller, req).await?))
+    }
+
+    async fn erase_subject(
+        &self,
+        request: Request<pb::EraseSubjectRequest>,
+    ) -> Result<Response<pb::EraseSubjectResponse>, Status> {
+        let caller = authenticate(self.auth.as_ref(), &request)?;
+        let req = request.into_inner();
+        Ok(Response::new(self.erase(&caller, req).await?))
     }
 
     async fn get_transparency_report(

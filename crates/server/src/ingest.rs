@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use prost::Message;
+use rand::Rng;
 use tellonce_domain::access::ConsentGiven;
+use tellonce_domain::seal;
 use tellonce_domain::validate::check_special_consent;
-use tellonce_domain::{check, LawfulBasis, Record, RejectCode, Timestamp, ValidationError};
+use tellonce_domain::{check, Event, LawfulBasis, Record, RejectCode, Timestamp, ValidationError};
 use tellonce_log::{AppendOutcome, Log, NewEntry};
+use tellonce_projection::KeyStore;
 use tellonce_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
@@ -48,6 +51,7 @@ pub struct Ingest {
     max_batch: usize,
     wake: Option<Arc<tokio::sync::Notify>>,
     consents: Option<ConsentLookup>,
+    keys: Option<Arc<KeyStore>>,
 }
 
 /// Finds a consent the hub holds by id, with the time it was withdrawn from (if it was).
@@ -80,7 +84,41 @@ impl Ingest {
             max_batch,
             wake: None,
             consents: None,
+            keys: None,
         }
+    }
+
+    /// Seals every payload under its subjects' data keys from `keys` before it is written
+    /// (see [`tellonce_domain::seal`]).
+    pub fn with_sealing(mut self, keys: Arc<KeyStore>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Encodes the valid events of a batch: sealed when a key store is set, with one fsync
+    /// for any keys the batch makes.
+    fn encode(&self, valid: Vec<Event>, now: Timestamp) -> Result<Vec<NewEntry>, ServerError> {
+        let Some(ks) = &self.keys else {
+            return Ok(valid
+                .into_iter()
+                .map(|e| NewEntry::of(&Record::PartnerEvent(e), now.0))
+                .collect());
+        };
+        let names: Vec<Vec<String>> = valid.iter().map(seal::key_names).collect();
+        let keys = ks.keys_for_many(&names).map_err(|e| {
+            ServerError::Unavailable(format!(
+                "{e}; nothing from this request was acknowledged, retry it (publishing is idempotent)"
+            ))
+        })?;
+        let mut rng = rand::rng();
+        Ok(valid
+            .into_iter()
+            .zip(keys)
+            .map(|(e, k)| {
+                let sealed = seal::seal(e, &k, rng.random());
+                NewEntry::of(&Record::SealedEvent(sealed), now.0)
+            })
+            .collect())
     }
 
     /// Notifies `wake` after every append that wrote something (the projection follower).
@@ -116,7 +154,7 @@ impl Ingest {
         }
         let now = (self.clock)();
         let mut results: Vec<Option<pb::EventResult>> = Vec::with_capacity(events.len());
-        let mut entries = Vec::new();
+        let mut valid = Vec::new();
         let mut slots = Vec::new();
         for event in events {
             let event_id = event.event_id.clone();
@@ -148,7 +186,7 @@ impl Ingest {
                 Ok(e) => {
                     slots.push(results.len());
                     results.push(None);
-                    entries.push(NewEntry::of(&Record::PartnerEvent(e), now.0));
+                    valid.push(e);
                 }
                 Err(e) => {
                     debug!(partner = %partner.id, event_id = %event_id, reason = e.reason, field = %e.field, "event rejected");
@@ -156,8 +194,15 @@ impl Ingest {
                 }
             }
         }
+        // Held until the events are in the log, so no erasure destroys a key in between.
+        let _sealing = match &self.keys {
+            Some(ks) => Some(ks.sealing().read().await),
+            None => None,
+        };
+        let entries = self.encode(valid, now)?;
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let outcomes = self.log.append(entries).await?;
+        drop(_sealing);
         if let Some(w) = &self.wake {
             if outcomes
                 .iter()

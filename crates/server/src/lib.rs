@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tellonce_log::storage::FsDir;
 use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log, OpenReport};
 use tellonce_log_nats::{NatsLog, NatsOptions};
-use tellonce_projection::Projection;
+use tellonce_projection::{KeyStore, Projection};
 use tellonce_proto::v1::access_log_service_server::AccessLogServiceServer;
 use tellonce_proto::v1::audit_service_server::AuditServiceServer;
 use tellonce_proto::v1::consent_service_server::ConsentServiceServer;
@@ -25,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod consent;
 pub mod convert;
+pub mod erasure;
 mod error;
 pub mod ingest;
 pub mod jwt;
@@ -89,6 +90,17 @@ pub async fn open_engine(config: &Config) -> Result<Engine, ServerError> {
     }
 }
 
+/// Opens the key store when the hub seals payloads, or when one exists (a log written with
+/// sealing on needs its keys to be read).
+pub fn open_key_store(config: &Config) -> Result<Option<Arc<KeyStore>>, ServerError> {
+    let dir = config.key_store_dir();
+    if !config.seals() && !dir.join("keys.dat").exists() {
+        return Ok(None);
+    }
+    let ks = KeyStore::open(&dir).map_err(|e| ServerError::Config(e.to_string()))?;
+    Ok(Some(Arc::new(ks)))
+}
+
 /// The folder of the projections inside a data folder.
 pub fn projections_dir(config: &Config) -> std::path::PathBuf {
     config.storage.data_dir.join("projections")
@@ -125,7 +137,9 @@ pub async fn run_guarded(
     guard: query::Guard,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let projection = Arc::new(Projection::open(&projections_dir(config), log.as_ref()).await?);
+    let keys = open_key_store(config)?;
+    let projection =
+        Arc::new(Projection::open(&projections_dir(config), log.as_ref(), keys.clone()).await?);
     info!(
         applied = projection.applied(),
         head = log.head().next_offset,
@@ -144,6 +158,10 @@ pub async fn run_guarded(
     let ingest = ingest::Ingest::new(log.clone(), clock.clone(), config.server.max_batch)
         .with_wake(wake.clone())
         .with_consents(Arc::new(move |id: &str| lookup.consent(id)));
+    let ingest = match (&keys, config.seals()) {
+        (Some(ks), true) => ingest.with_sealing(ks.clone()),
+        _ => ingest,
+    };
     let ingest = IngestServiceServer::new(ingest::IngestGrpc::new(
         ingest,
         auth.clone(),
@@ -159,9 +177,43 @@ pub async fn run_guarded(
     )
     .with_guard(guard);
     let consent = ConsentServiceServer::new(consent::ConsentGrpc::new(query.clone(), auth.clone()));
-    let access_log =
-        AccessLogServiceServer::new(consent::AccessLogGrpc::new(query.clone(), auth.clone()))
-            .max_encoding_message_size(16 * 1024 * 1024);
+    let eraser = erasure::Eraser::new(query.clone(), keys.clone());
+    let access_log = AccessLogServiceServer::new(
+        consent::AccessLogGrpc::new(query.clone(), auth.clone()).with_eraser(eraser.clone()),
+    )
+    .max_encoding_message_size(16 * 1024 * 1024);
+    let retention = {
+        let r = &config.privacy.retention;
+        let rule = tellonce_domain::seal::RetentionRule {
+            after_last_activity_years: r.after_last_activity_years,
+            until_age_years: r.until_age_years,
+        };
+        let every = r.check_every_s.max(1);
+        let enabled = r.enabled && keys.is_some();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            if !enabled {
+                return;
+            }
+            let mut wait = every.min(60);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {}
+                    _ = stop.changed() => return,
+                }
+                wait = every;
+                match eraser.sweep(&rule).await {
+                    Ok(done) if !done.is_empty() => {
+                        info!(persons = done.len(), "retention: content erased")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention sweep failed; retrying next period")
+                    }
+                }
+            }
+        })
+    };
     let audit = Arc::new(audit::Audit::new(
         log.clone(),
         audit::signing_key(config)?,
@@ -233,6 +285,7 @@ pub async fn run_guarded(
     let _ = stop_tx.send(true);
     let _ = follower.await;
     let _ = checkpoints.await;
+    let _ = retention.await;
     projection.close()?;
     info!("gRPC server stopped");
     served

@@ -704,6 +704,7 @@ impl Query {
                     kind: i.kind,
                     summary: i.summary,
                     person_ids: i.person_ids,
+                    erased: i.erased,
                 })
                 .collect(),
             next_cursor: page.next_cursor,
