@@ -85,12 +85,19 @@ struct Inner {
     by_id: HashMap<[u8; 8], (u64, DataKey)>,
     by_name: HashMap<[u8; 16], [u8; 8]>,
     erased: HashMap<[u8; 8], Tombstone>,
+    /// Set when an fsync failed: keys may not be on disk, so no more are handed out.
+    failed: Option<String>,
 }
 
 /// The key store (see the module docs).
 pub struct KeyStore {
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Slots known to be on disk; held while fsyncing, so concurrent batches share one fsync
+    /// (group commit) without holding `inner`, which readers need.
+    synced: Mutex<u64>,
+    /// The key file, for fsyncs outside `inner`.
+    sync_file: File,
     sealing: tokio::sync::RwLock<()>,
 }
 
@@ -171,6 +178,7 @@ impl KeyStore {
             by_id: HashMap::new(),
             by_name: HashMap::new(),
             erased,
+            failed: None,
         };
         let whole = bytes.len() / SLOT;
         let mut good = 0u64;
@@ -210,8 +218,11 @@ impl KeyStore {
             Self::zero(&inner.keys, slot, id, name).map_err(io(&kp))?;
         }
         inner.keys.sync_data().map_err(io(&kp))?;
+        let sync_file = inner.keys.try_clone().map_err(io(&kp))?;
         Ok(KeyStore {
             dir: dir.to_path_buf(),
+            synced: Mutex::new(inner.slots),
+            sync_file,
             inner: Mutex::new(inner),
             sealing: tokio::sync::RwLock::new(()),
         })
@@ -249,13 +260,55 @@ impl KeyStore {
         Ok(all.pop().unwrap_or_default())
     }
 
-    /// [`KeyStore::keys_for`] for each list of names (one per event of a batch), with one
-    /// fsync for all the keys the batch makes.
+    /// [`KeyStore::keys_for`] for each list of names (one per event of a batch). Returns
+    /// once every key handed out is on disk, with one fsync shared by the batches that wait
+    /// at the same time.
     pub fn keys_for_many(
         &self,
         lists: &[Vec<String>],
     ) -> Result<Vec<Vec<(String, DataKey)>>, KeyError> {
+        let (all, need) = self.take_keys(lists)?;
+        self.sync_to(need)?;
+        Ok(all)
+    }
+
+    /// Whether the first `need` slots are known to be on disk.
+    pub fn is_synced(&self, need: u64) -> bool {
+        *self.synced.lock().unwrap_or_else(|p| p.into_inner()) >= need
+    }
+
+    /// Makes sure the first `need` slots are on disk (an fsync, shared with the callers that
+    /// wait at the same time, unless they already are).
+    pub fn sync_to(&self, need: u64) -> Result<(), KeyError> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= need {
+            return Ok(());
+        }
+        let target = self.lock().slots;
+        if let Err(e) = self.sync_file.sync_data() {
+            self.lock().failed = Some(format!("fsync of the key store failed: {e}"));
+            return Err(self.io_err(KEYS_FILE)(e));
+        }
+        *synced = target;
+        Ok(())
+    }
+
+    /// Looks up or makes the keys, writing new slots (not yet fsynced). Returns the keys and
+    /// the number of slots that must be on disk ([`KeyStore::sync_to`]) before any of them
+    /// is used.
+    #[allow(clippy::type_complexity)]
+    pub fn take_keys(
+        &self,
+        lists: &[Vec<String>],
+    ) -> Result<(Vec<Vec<(String, DataKey)>>, u64), KeyError> {
         let mut inner = self.lock();
+        if let Some(why) = &inner.failed {
+            return Err(KeyError::Io {
+                path: self.dir.join(KEYS_FILE),
+                source: std::io::Error::other(format!("{why}; restart the hub")),
+            });
+        }
+        let mut need = 0u64;
         let mut fresh: Vec<u8> = Vec::new();
         let mut all = Vec::with_capacity(lists.len());
         for names in lists {
@@ -268,7 +321,8 @@ impl KeyStore {
                 }
                 seen.push(h);
                 if let Some(id) = inner.by_name.get(&h).copied() {
-                    if let Some(&(_, key)) = inner.by_id.get(&id) {
+                    if let Some(&(slot, key)) = inner.by_id.get(&id) {
+                        need = need.max(slot + 1);
                         out.push((hex::encode(id), key));
                         continue;
                     }
@@ -283,6 +337,7 @@ impl KeyStore {
                 }
                 rng.fill_bytes(&mut key);
                 let slot = inner.slots + (fresh.len() / SLOT) as u64;
+                need = need.max(slot + 1);
                 fresh.extend_from_slice(&slot_bytes(id, h, &key, LIVE));
                 inner.by_id.insert(id, (slot, key));
                 inner.by_name.insert(h, id);
@@ -292,11 +347,7 @@ impl KeyStore {
         }
         if !fresh.is_empty() {
             let at = inner.slots * SLOT as u64;
-            let written = inner
-                .keys
-                .write_all_at(&fresh, at)
-                .and_then(|()| inner.keys.sync_data());
-            if let Err(e) = written {
+            if let Err(e) = inner.keys.write_all_at(&fresh, at) {
                 // Forget the keys that may not be on disk; nothing was sealed with them yet.
                 for s in fresh.chunks_exact(SLOT) {
                     let mut id = [0; 8];
@@ -311,7 +362,7 @@ impl KeyStore {
             }
             inner.slots += (fresh.len() / SLOT) as u64;
         }
-        Ok(all)
+        Ok((all, need))
     }
 
     /// What the store holds for key `id`.

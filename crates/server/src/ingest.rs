@@ -88,39 +88,6 @@ impl Ingest {
         }
     }
 
-    /// Seals every payload under its subjects' data keys from `keys` before it is written
-    /// (see [`tellonce_domain::seal`]).
-    pub fn with_sealing(mut self, keys: Arc<KeyStore>) -> Self {
-        self.keys = Some(keys);
-        self
-    }
-
-    /// Encodes the valid events of a batch: sealed when a key store is set, with one fsync
-    /// for any keys the batch makes.
-    fn encode(&self, valid: Vec<Event>, now: Timestamp) -> Result<Vec<NewEntry>, ServerError> {
-        let Some(ks) = &self.keys else {
-            return Ok(valid
-                .into_iter()
-                .map(|e| NewEntry::of(&Record::PartnerEvent(e), now.0))
-                .collect());
-        };
-        let names: Vec<Vec<String>> = valid.iter().map(seal::key_names).collect();
-        let keys = ks.keys_for_many(&names).map_err(|e| {
-            ServerError::Unavailable(format!(
-                "{e}; nothing from this request was acknowledged, retry it (publishing is idempotent)"
-            ))
-        })?;
-        let mut rng = rand::rng();
-        Ok(valid
-            .into_iter()
-            .zip(keys)
-            .map(|(e, k)| {
-                let sealed = seal::seal(e, &k, rng.random());
-                NewEntry::of(&Record::SealedEvent(sealed), now.0)
-            })
-            .collect())
-    }
-
     /// Notifies `wake` after every append that wrote something (the projection follower).
     pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
         self.wake = Some(wake);
@@ -133,6 +100,53 @@ impl Ingest {
     pub fn with_consents(mut self, lookup: ConsentLookup) -> Self {
         self.consents = Some(lookup);
         self
+    }
+
+    /// Seals every payload under its subjects' data keys from `keys` before it is written
+    /// (see [`tellonce_domain::seal`]).
+    pub fn with_sealing(mut self, keys: Arc<KeyStore>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Encodes the valid events of a batch: sealed when a key store is set, with one fsync
+    /// for any keys the batch makes.
+    async fn encode(
+        &self,
+        valid: Vec<Event>,
+        now: Timestamp,
+    ) -> Result<Vec<NewEntry>, ServerError> {
+        let Some(ks) = &self.keys else {
+            return Ok(valid
+                .into_iter()
+                .map(|e| NewEntry::of(&Record::PartnerEvent(e), now.0))
+                .collect());
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            ServerError::Unavailable(format!(
+                "{e}; nothing from this request was acknowledged, retry it (publishing is idempotent)"
+            ))
+        };
+        let names: Vec<Vec<String>> = valid.iter().map(seal::key_names).collect();
+        let (keys, need) = ks.take_keys(&names).map_err(|e| unavailable(&e))?;
+        if !ks.is_synced(need) {
+            // New keys must be on disk before any ciphertext that needs them; the fsync runs
+            // off the async workers.
+            let ks = ks.clone();
+            tokio::task::spawn_blocking(move || ks.sync_to(need))
+                .await
+                .map_err(|e| unavailable(&e))?
+                .map_err(|e| unavailable(&e))?;
+        }
+        let mut rng = rand::rng();
+        Ok(valid
+            .into_iter()
+            .zip(keys)
+            .map(|(e, k)| {
+                let sealed = seal::seal(e, &k, rng.random());
+                NewEntry::of(&Record::SealedEvent(sealed), now.0)
+            })
+            .collect())
     }
 
     /// Validates and appends a batch from `partner`; one result per event, in order. Fails as a
@@ -199,7 +213,7 @@ impl Ingest {
             Some(ks) => Some(ks.sealing().read().await),
             None => None,
         };
-        let entries = self.encode(valid, now)?;
+        let entries = self.encode(valid, now).await?;
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let outcomes = self.log.append(entries).await?;
         drop(_sealing);
