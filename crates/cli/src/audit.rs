@@ -236,7 +236,7 @@ async fn verify(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     use tellonce_domain::record::Checkpoint;
     use tellonce_domain::Record;
-    use tellonce_log::merkle::MerkleTree;
+    use tellonce_log::merkle::LeafHasher;
     use tellonce_log::{embedded, storage::FsDir};
 
     let log_dir = data_dir.join("log");
@@ -256,10 +256,10 @@ async fn verify(
 
     // 1. Checksums, the hash chain, unique keys; the Merkle tree; the checkpoints in the log.
     let dir = FsDir::new(&log_dir)?;
-    let mut tree = MerkleTree::new();
+    let mut hasher = LeafHasher::new();
     let mut checkpoints: Vec<(u64, Checkpoint)> = Vec::new();
     let scanned = embedded::verify_each(&dir, &mut |v| {
-        tree.push(v.leaf());
+        hasher.push(v.stored);
         if v.source == tellonce_domain::record::HUB_SOURCE && v.id.starts_with("checkpoint/") {
             if let Ok(Record::Checkpoint(c)) = Record::decode(v.body) {
                 checkpoints.push((v.offset, c));
@@ -279,6 +279,7 @@ async fn verify(
         }
         Err(e) => return Ok(fail(&[format!("the log: {e}")])),
     };
+    let tree = hasher.finish().ok_or("the leaf hashing thread failed")?;
     println!(
         "log: {} entries, checksums and hash chain ok",
         head.next_offset

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tellonce_demo::County;
 use tellonce_domain::identity::Linker;
-use tellonce_domain::Record;
+use tellonce_domain::{seal, Record};
 use tellonce_log::storage::FsDir;
 use tellonce_log::{EmbeddedLog, EmbeddedOptions, Log, NewEntry};
 use tellonce_projection::Projection;
@@ -51,6 +51,10 @@ pub struct DemoSize {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Write payloads in the clear instead of sealed under per-record data keys (the hub's
+    /// default for the embedded engine is sealed).
+    #[arg(long)]
+    plain: bool,
     /// (`bench link`) Also print up to this many false merges, missed links and open
     /// candidates, with the records involved.
     #[arg(long, default_value_t = 0)]
@@ -150,8 +154,19 @@ pub fn link(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 /// Writes the demo county straight into an embedded log (not through gRPC: this sets up a
-/// benchmark, it does not measure ingest): every family's consent, then the events.
-async fn fill_log(log: &dyn Log, size: &DemoSize) -> Result<County, Box<dyn std::error::Error>> {
+/// benchmark, it does not measure ingest): every family's consent, then the events, sealed
+/// under data keys from `keys` unless `--plain`.
+async fn fill_log(
+    log: &dyn Log,
+    size: &DemoSize,
+    keys: &Path,
+) -> Result<County, Box<dyn std::error::Error>> {
+    let keys = if size.plain {
+        None
+    } else {
+        Some(tellonce_projection::KeyStore::open(keys)?)
+    };
+    let mut rng = rand::rng();
     let mut c = county(size);
     let consents: Vec<NewEntry> = (0..c.families.len() as u32)
         .map(|f| NewEntry::of(&Record::ConsentGiven(c.consent_for(f)), 0))
@@ -164,8 +179,21 @@ async fn fill_log(log: &dyn Log, size: &DemoSize) -> Result<County, Box<dyn std:
     let mut events = c.events();
     loop {
         chunk.clear();
-        for e in events.by_ref().take(1000) {
-            chunk.push(NewEntry::of(&Record::PartnerEvent(e), 0));
+        let batch: Vec<_> = events.by_ref().take(1000).collect();
+        match &keys {
+            None => chunk.extend(
+                batch
+                    .into_iter()
+                    .map(|e| NewEntry::of(&Record::PartnerEvent(e), 0)),
+            ),
+            Some(ks) => {
+                let names: Vec<Vec<String>> = batch.iter().map(seal::key_names).collect();
+                let k = ks.keys_for_many(&names)?;
+                chunk.extend(batch.into_iter().zip(k).map(|(e, k)| {
+                    let sealed = seal::seal(e, &k, rand::Rng::random(&mut rng));
+                    NewEntry::of(&Record::SealedEvent(sealed), 0)
+                }));
+            }
         }
         if chunk.is_empty() {
             break;
@@ -215,10 +243,14 @@ pub fn replay(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (base, runtime) = bench_setup()?;
     runtime.block_on(async {
         let (log, _) = EmbeddedLog::open(FsDir::new(base.path().join("log"))?, EmbeddedOptions::default())?;
-        fill_log(&log, &size).await?;
+        fill_log(&log, &size, &base.path().join("keys")).await?;
+        let keys = match size.plain {
+            true => None,
+            false => Some(Arc::new(tellonce_projection::KeyStore::open(&base.path().join("keys"))?)),
+        };
         let rss_before = peak_rss_mb();
         let progress = bar(0, size.json, "entries applied");
-        let r = rebuild_into(&base.path().join("projections"), &log, None, &progress).await?;
+        let r = rebuild_into(&base.path().join("projections"), &log, keys, &progress).await?;
         progress.finish_and_clear();
         let (records, persons, families, open) = r.projection.counts();
         let eps = r.entries as f64 / r.elapsed.as_secs_f64();
@@ -228,6 +260,7 @@ pub fn replay(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "seconds": r.elapsed.as_secs_f64(),
             "peak_rss_mb": peak_rss_mb(),
             "peak_rss_mb_before_replay": rss_before,
+            "sealed": !size.plain,
             "records": records, "persons": persons, "families": families, "open_candidates": open,
         });
         if size.json {
@@ -251,12 +284,12 @@ pub fn replay(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// verifier.
 pub fn verify(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
     use tellonce_domain::merkle::{verify_consistency, verify_inclusion};
-    use tellonce_log::{embedded, merkle::MerkleTree};
+    use tellonce_log::{embedded, merkle::LeafHasher};
     let (base, runtime) = bench_setup()?;
     runtime.block_on(async {
         let dir = base.path().join("log");
         let (log, _) = EmbeddedLog::open(FsDir::new(&dir)?, EmbeddedOptions::default())?;
-        fill_log(&log, &size).await?;
+        fill_log(&log, &size, &base.path().join("keys")).await?;
         log.close();
         drop(log);
         // Chain and checksums alone (the `log verify` baseline), then with the Merkle tree.
@@ -264,10 +297,9 @@ pub fn verify(size: DemoSize) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let (head, _) = embedded::verify(&FsDir::new(&dir)?)?;
         let chain_secs = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let mut tree = MerkleTree::new();
-        embedded::verify_each(&FsDir::new(&dir)?, &mut |v| {
-            tree.push(v.leaf());
-        })?;
+        let mut hasher = LeafHasher::new();
+        embedded::verify_each(&FsDir::new(&dir)?, &mut |v| hasher.push(v.stored))?;
+        let tree = hasher.finish().ok_or("the leaf hashing thread failed")?;
         let secs = started.elapsed().as_secs_f64();
         let n = head.next_offset;
         let mut rng = tellonce_demo::Rng::new(size.seed);
@@ -469,7 +501,8 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let guard = if args.no_policy { Guard::BenchmarkBaseline } else { Guard::Enforced };
         let engine = tellonce_server::open_engine(&config).await?;
         let log = engine.log();
-        let c = fill_log(log.as_ref(), &args.size).await?;
+        config.privacy.seal_payloads = Some(!args.size.plain);
+        let c = fill_log(log.as_ref(), &args.size, &config.key_store_dir()).await?;
         let head = log.head().next_offset;
         let log_head = log.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

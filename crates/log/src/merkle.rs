@@ -172,6 +172,78 @@ impl MerkleTree {
     }
 }
 
+/// Builds a [`MerkleTree`] from entries' stored bytes on a thread of its own, so that a scan
+/// (checksums, the hash chain) and the leaf hashes run on two cores. Leaves keep their order.
+pub struct LeafHasher {
+    batch: Vec<u8>,
+    lens: Vec<u32>,
+    tx: Option<std::sync::mpsc::SyncSender<(Vec<u8>, Vec<u32>)>>,
+    worker: Option<std::thread::JoinHandle<MerkleTree>>,
+}
+
+/// Bytes gathered before a batch goes to the hashing thread.
+const LEAF_BATCH: usize = 1 << 20;
+
+impl LeafHasher {
+    /// Starts the hashing thread.
+    pub fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<u32>)>(8);
+        let worker = std::thread::spawn(move || {
+            let mut tree = MerkleTree::new();
+            for (bytes, lens) in rx {
+                let mut at = 0usize;
+                for len in lens {
+                    let end = at + len as usize;
+                    tree.push(tellonce_domain::merkle::leaf_hash(&bytes[at..end]));
+                    at = end;
+                }
+            }
+            tree
+        });
+        LeafHasher {
+            batch: Vec::with_capacity(LEAF_BATCH + 64 * 1024),
+            lens: Vec::new(),
+            tx: Some(tx),
+            worker: Some(worker),
+        }
+    }
+
+    /// Adds the next entry's stored bytes.
+    pub fn push(&mut self, stored: &[u8]) {
+        self.batch.extend_from_slice(stored);
+        self.lens.push(stored.len() as u32);
+        if self.batch.len() >= LEAF_BATCH {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        let bytes = std::mem::replace(&mut self.batch, Vec::with_capacity(LEAF_BATCH + 64 * 1024));
+        let lens = std::mem::take(&mut self.lens);
+        if let Some(tx) = &self.tx {
+            // The worker only stops when the sender is dropped, so this cannot fail unless it
+            // panicked, which `finish` reports.
+            let _ = tx.send((bytes, lens));
+        }
+    }
+
+    /// Waits for every leaf to be hashed and returns the tree; `None` if the hashing thread
+    /// panicked.
+    pub fn finish(mut self) -> Option<MerkleTree> {
+        if !self.lens.is_empty() {
+            self.send();
+        }
+        self.tx.take();
+        self.worker.take()?.join().ok()
+    }
+}
+
+impl Default for LeafHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +319,20 @@ mod tests {
             let proof = t.consistency_proof(first, size).unwrap();
             prop_assert_eq!(verify_consistency(first, size, &t.root(first).unwrap(), &root, &proof), Ok(()));
         }
+    }
+
+    #[test]
+    fn the_leaf_hasher_builds_the_same_tree() {
+        let mut direct = MerkleTree::new();
+        let mut hasher = LeafHasher::new();
+        for i in 0..5_000u32 {
+            let bytes: Vec<u8> = (0..(i % 700)).map(|b| (b ^ i) as u8).collect();
+            direct.push(tellonce_domain::merkle::leaf_hash(&bytes));
+            hasher.push(&bytes);
+        }
+        let tree = hasher.finish().expect("tree");
+        assert_eq!(tree.len(), direct.len());
+        assert_eq!(tree.root(5_000).unwrap(), direct.root(5_000).unwrap());
+        assert_eq!(tree.root(1_234).unwrap(), direct.root(1_234).unwrap());
     }
 }

@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -92,7 +92,7 @@ struct Inner {
 /// The key store (see the module docs).
 pub struct KeyStore {
     dir: PathBuf,
-    inner: Mutex<Inner>,
+    inner: RwLock<Inner>,
     /// Slots known to be on disk; held while fsyncing, so concurrent batches share one fsync
     /// (group commit) without holding `inner`, which readers need.
     synced: Mutex<u64>,
@@ -223,7 +223,7 @@ impl KeyStore {
             dir: dir.to_path_buf(),
             synced: Mutex::new(inner.slots),
             sync_file,
-            inner: Mutex::new(inner),
+            inner: RwLock::new(inner),
             sealing: tokio::sync::RwLock::new(()),
         })
     }
@@ -235,8 +235,12 @@ impl KeyStore {
         )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn io_err(&self, file: &str) -> impl Fn(std::io::Error) -> KeyError + '_ {
@@ -284,7 +288,7 @@ impl KeyStore {
         if *synced >= need {
             return Ok(());
         }
-        let target = self.lock().slots;
+        let target = self.read().slots;
         if let Err(e) = self.sync_file.sync_data() {
             self.lock().failed = Some(format!("fsync of the key store failed: {e}"));
             return Err(self.io_err(KEYS_FILE)(e));
@@ -370,7 +374,7 @@ impl KeyStore {
         let Some(raw) = parse_id(id) else {
             return KeyState::Missing;
         };
-        let inner = self.lock();
+        let inner = self.read();
         if let Some((_, key)) = inner.by_id.get(&raw) {
             return KeyState::Live(*key);
         }
@@ -382,7 +386,7 @@ impl KeyStore {
 
     /// The live key ids of `names` (names without one are left out).
     pub fn current(&self, names: &[String]) -> Vec<String> {
-        let inner = self.lock();
+        let inner = self.read();
         let mut ids: Vec<String> = names
             .iter()
             .filter_map(|n| inner.by_name.get(&name_hash(n)))
@@ -443,7 +447,7 @@ impl KeyStore {
 
     /// Live and destroyed key counts.
     pub fn counts(&self) -> (usize, usize) {
-        let inner = self.lock();
+        let inner = self.read();
         (inner.by_id.len(), inner.erased.len())
     }
 }
@@ -519,6 +523,44 @@ mod tests {
         assert_eq!(ks.get(&id), KeyState::Erased(tomb()));
         let on_disk = std::fs::read(dir.path().join(KEYS_FILE)).unwrap();
         assert!(!on_disk.windows(32).any(|w| w == key));
+    }
+
+    #[test]
+    fn concurrent_batches_agree_on_one_key_per_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = std::sync::Arc::new(KeyStore::open(dir.path()).unwrap());
+        let batches: Vec<Vec<Vec<String>>> = (0..8)
+            .map(|t| {
+                (0..50)
+                    .map(|i| vec![format!("p/{}", (i * 7 + t) % 60), format!("q/{i}")])
+                    .collect()
+            })
+            .collect();
+        let got: Vec<Vec<Vec<(String, DataKey)>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = batches
+                .iter()
+                .map(|b| {
+                    let ks = ks.clone();
+                    s.spawn(move || ks.keys_for_many(b).unwrap())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut by_name: HashMap<String, (String, DataKey)> = HashMap::new();
+        for (b, keys) in batches.iter().zip(&got) {
+            for (names, ks) in b.iter().zip(keys) {
+                for (n, k) in names.iter().zip(ks) {
+                    let first = by_name.entry(n.clone()).or_insert_with(|| k.clone());
+                    assert_eq!(first, k, "one key per name");
+                }
+            }
+        }
+        assert_eq!(ks.counts().0, 110);
+        drop(ks);
+        let ks = KeyStore::open(dir.path()).unwrap();
+        for (n, k) in &by_name {
+            assert_eq!(&ks.keys_for(std::slice::from_ref(n)).unwrap()[0], k);
+        }
     }
 
     #[test]
