@@ -33,16 +33,6 @@ pub struct ServeArgs {
     nats_url: Option<String>,
 }
 
-/// Logs to stderr; `RUST_LOG` sets the level (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -66,7 +56,6 @@ async fn shutdown_signal() {
 
 /// Runs `tellonce serve`.
 pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    init_tracing();
     let overrides = Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -74,6 +63,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         nats_url: args.nats_url,
     };
     let mut config = Config::load(args.config.as_deref(), &overrides)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tellonce")
+        .build()?;
+    // Logs, and traces over OTLP when configured (the exporter runs on the runtime).
+    let telemetry =
+        runtime.block_on(async { tellonce_server::telemetry::init(&config.telemetry) })?;
     if config.partners.is_empty() {
         let dev = dev_credentials(&config.storage.data_dir)?;
         config.partners = dev.partners;
@@ -102,11 +98,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             );
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("tellonce")
-        .build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let engine = tellonce_server::open_engine(&config).await?;
         match &engine {
             tellonce_server::Engine::Embedded(_, report) => info!(
@@ -136,6 +128,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         engine.close();
         info!("log closed");
         Ok::<_, Box<dyn std::error::Error>>(())
-    })?;
+    });
+    runtime.block_on(async { telemetry.shutdown() });
+    served?;
     Ok(ExitCode::SUCCESS)
 }

@@ -807,7 +807,12 @@ pub struct Projection {
     applying: std::sync::Mutex<()>,
     /// Data keys of sealed events.
     keys: Option<Arc<KeyStore>>,
+    /// Called inside the `projection.apply` span with the offsets applied (`from..to`).
+    on_apply: Option<ApplyHook>,
 }
+
+/// See [`Projection::with_apply_hook`].
+pub type ApplyHook = Box<dyn Fn(u64, u64) + Send + Sync>;
 
 /// What the visibility predicate sees of an event before deciding.
 #[derive(Debug, Clone, Copy)]
@@ -1183,7 +1188,15 @@ impl Projection {
             applied,
             applying: std::sync::Mutex::new(()),
             keys,
+            on_apply: None,
         })
+    }
+
+    /// Calls `hook(from, to)` inside each `projection.apply` span once offsets `from..to`
+    /// are applied (the server links the span to the publishes that wrote them).
+    pub fn with_apply_hook(mut self, hook: ApplyHook) -> Self {
+        self.on_apply = Some(hook);
+        self
     }
 
     /// Drops the projections in `dir` and opens empty ones (they fill as the log is applied).
@@ -1218,6 +1231,12 @@ impl Projection {
     pub fn apply(&self, entries: &[StoredEntry]) -> Result<usize, ProjectionError> {
         let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied();
+        let span = tracing::info_span!(
+            "projection.apply",
+            from = applied,
+            entries = tracing::field::Empty
+        );
+        let _in_span = span.enter();
         let todo: Vec<&StoredEntry> = entries.iter().filter(|e| e.offset >= applied).collect();
         let decoded = decode_all(&todo, self.keys.as_deref());
         if let Some((e, why)) = decoded.iter().find_map(|(e, r)| match r {
@@ -1330,6 +1349,10 @@ impl Projection {
                     .unwrap_or_else(|p| p.into_inner())
                     .since_snapshot = 0;
             }
+        }
+        span.record("entries", n);
+        if let Some(hook) = &self.on_apply {
+            hook(applied, next);
         }
         self.applied.send_replace(next);
         Ok(n)

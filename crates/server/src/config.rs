@@ -40,6 +40,9 @@ pub struct Config {
     /// Sealed payloads, erasure and retention.
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// Traces over OTLP.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// Sealed payloads, erasure and retention.
@@ -348,6 +351,7 @@ impl Default for Config {
             access: AccessConfig::default(),
             audit: AuditConfig::default(),
             privacy: PrivacyConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 }

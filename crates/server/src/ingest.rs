@@ -20,10 +20,11 @@ use tellonce_projection::KeyStore;
 use tellonce_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::auth::{Authenticator, Caller, CallerKind};
 use crate::convert::event_from_pb;
+use crate::telemetry::{self, TraceLinks};
 use crate::ServerError;
 
 /// The largest encoded event accepted, in bytes.
@@ -52,6 +53,7 @@ pub struct Ingest {
     wake: Option<Arc<tokio::sync::Notify>>,
     consents: Option<ConsentLookup>,
     keys: Option<Arc<KeyStore>>,
+    links: Option<TraceLinks>,
 }
 
 /// Finds a consent the hub holds by id, with the time it was withdrawn from (if it was).
@@ -85,7 +87,15 @@ impl Ingest {
             wake: None,
             consents: None,
             keys: None,
+            links: None,
         }
+    }
+
+    /// Remembers which span appended which offsets in `links` (for the projection's apply
+    /// span to link to).
+    pub fn with_trace_links(mut self, links: TraceLinks) -> Self {
+        self.links = Some(links);
+        self
     }
 
     /// Notifies `wake` after every append that wrote something (the projection follower).
@@ -170,6 +180,7 @@ impl Ingest {
         let mut results: Vec<Option<pb::EventResult>> = Vec::with_capacity(events.len());
         let mut valid = Vec::new();
         let mut slots = Vec::new();
+        let validating = tracing::info_span!("ingest.validate", events = events.len()).entered();
         for event in events {
             let event_id = event.event_id.clone();
             let size = event.encoded_len();
@@ -208,15 +219,35 @@ impl Ingest {
                 }
             }
         }
+        drop(validating);
         // Held until the events are in the log, so no erasure destroys a key in between.
         let _sealing = match &self.keys {
             Some(ks) => Some(ks.sealing().read().await),
             None => None,
         };
-        let entries = self.encode(valid, now).await?;
+        let entries = self
+            .encode(valid, now)
+            .instrument(tracing::info_span!(
+                "ingest.seal",
+                sealed = self.keys.is_some()
+            ))
+            .await?;
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        let outcomes = self.log.append(entries).await?;
+        let outcomes = self
+            .log
+            .append(entries)
+            .instrument(tracing::info_span!("log.append", entries = ids.len()))
+            .await?;
         drop(_sealing);
+        if let Some(links) = &self.links {
+            let appended = outcomes.iter().filter_map(|o| match o {
+                AppendOutcome::Appended(x) => Some(*x),
+                AppendOutcome::Duplicate(_) => None,
+            });
+            if let (Some(first), Some(last)) = (appended.clone().min(), appended.max()) {
+                links.appended(first, last);
+            }
+        }
         if let Some(w) = &self.wake {
             if outcomes
                 .iter()
@@ -242,6 +273,16 @@ impl Ingest {
         }
         Ok(results.into_iter().flatten().collect())
     }
+}
+
+/// The span of one published batch.
+fn publish_span(partner: &Caller, events: usize) -> tracing::Span {
+    tracing::info_span!(
+        "ingest.publish",
+        partner = %partner.id,
+        events,
+        trace_id = tracing::field::Empty
+    )
 }
 
 /// The gRPC adapter of [`Ingest`].
@@ -288,8 +329,14 @@ impl pb::ingest_service_server::IngestService for IngestGrpc {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let partner = self.partner(&request)?;
+        let span = publish_span(&partner, request.get_ref().events.len());
+        telemetry::adopt(&span, request.metadata());
         let req = request.into_inner();
-        let results = self.ingest.publish(&partner, req.events).await?;
+        let results = self
+            .ingest
+            .publish(&partner, req.events)
+            .instrument(span)
+            .await?;
         Ok(Response::new(pb::PublishResponse {
             results,
             request_id: req.request_id,
@@ -303,6 +350,13 @@ impl pb::ingest_service_server::IngestService for IngestGrpc {
         request: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let partner = self.partner(&request)?;
+        // One trace per stream: each batch is a span in it.
+        let stream_span = tracing::info_span!(
+            "ingest.publish_stream",
+            partner = %partner.id,
+            trace_id = tracing::field::Empty
+        );
+        telemetry::adopt(&stream_span, request.metadata());
         let mut inbound = request.into_inner();
         let ingest = self.ingest.clone();
         let window = self.stream_window;
@@ -317,6 +371,7 @@ impl pb::ingest_service_server::IngestService for IngestGrpc {
                     msg = inbound.message(), if open && inflight.len() < window => match msg {
                         Ok(Some(req)) => {
                             let (ingest, partner) = (ingest.clone(), partner.clone());
+                            let span = stream_span.in_scope(|| publish_span(&partner, req.events.len()));
                             inflight.push_back(tokio::spawn(async move {
                                 let request_id = req.request_id;
                                 ingest
@@ -324,7 +379,7 @@ impl pb::ingest_service_server::IngestService for IngestGrpc {
                                     .await
                                     .map(|results| pb::PublishResponse { results, request_id })
                                     .map_err(Status::from)
-                            }));
+                            }.instrument(span)));
                         }
                         Ok(None) => open = false,
                         Err(status) => {

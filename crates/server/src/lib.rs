@@ -30,6 +30,7 @@ mod error;
 pub mod ingest;
 pub mod jwt;
 pub mod query;
+pub mod telemetry;
 
 pub use config::{Config, Overrides};
 pub use error::ServerError;
@@ -138,8 +139,15 @@ pub async fn run_guarded(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let keys = open_key_store(config)?;
-    let projection =
-        Arc::new(Projection::open(&projections_dir(config), log.as_ref(), keys.clone()).await?);
+    let links = telemetry::TraceLinks::default();
+    let projection = {
+        let links = links.clone();
+        Arc::new(
+            Projection::open(&projections_dir(config), log.as_ref(), keys.clone())
+                .await?
+                .with_apply_hook(Box::new(move |from, to| links.link_applied(from, to))),
+        )
+    };
     info!(
         applied = projection.applied(),
         head = log.head().next_offset,
@@ -157,6 +165,7 @@ pub async fn run_guarded(
     let lookup = projection.clone();
     let ingest = ingest::Ingest::new(log.clone(), clock.clone(), config.server.max_batch)
         .with_wake(wake.clone())
+        .with_trace_links(links)
         .with_consents(Arc::new(move |id: &str| lookup.consent(id)));
     let ingest = match (&keys, config.seals()) {
         (Some(ks), true) => ingest.with_sealing(ks.clone()),
