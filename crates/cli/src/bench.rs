@@ -518,6 +518,25 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 });
             }
         }
+        // A new replica joining: open the stream afresh and time its catch-up (every entry read
+        // and its chain and keys checked).
+        let mut catch_up = serde_json::Value::Null;
+        if let Some(server) = &nats {
+            let defaults = Config::default();
+            let started = Instant::now();
+            let replica = tellonce_log_nats::NatsLog::open(tellonce_log_nats::NatsOptions {
+                url: server.urls(),
+                stream: defaults.storage.nats.stream.clone(),
+                subject_prefix: defaults.storage.nats.subject_prefix.clone(),
+                replicas: args.replicas,
+                ..tellonce_log_nats::NatsOptions::default()
+            })
+            .await?;
+            let secs = started.elapsed().as_secs_f64();
+            let n = tellonce_log::Log::head(&replica).next_offset;
+            eprintln!("catch-up: a new replica read {n} entries in {secs:.2} s");
+            catch_up = serde_json::json!((n as f64 / secs).round());
+        }
         let raw_phase = match &nats {
             Some(server) => {
                 eprintln!("raw: {} entries published to a JetStream stream with async-nats, {} in flight...", args.events, args.batch);
@@ -547,6 +566,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "engine": args.engine,
             "sealed": sealed,
             "sealing_contrast": contrast,
+            "replica_catch_up_entries_per_sec": catch_up,
             "replicas": args.replicas,
             "nats_sync_interval": if args.engine == "nats" { if args.nats_lazy_sync { "default" } else { "always" } } else { "" },
             "events": stream.events,

@@ -33,6 +33,10 @@ pub mod server;
 
 /// Publishes sent before their acknowledgements are awaited.
 const PUBLISH_WINDOW: usize = 1000;
+/// Direct gets in flight while reading a range.
+const READ_AHEAD: usize = 64;
+/// Entries read per step of a catch-up.
+const CATCH_UP_BATCH: u64 = 2_000;
 
 /// Where and how the log is kept in JetStream.
 #[derive(Debug, Clone)]
@@ -213,25 +217,48 @@ impl NatsLog {
         frame::decode(&msg.payload, offset)
     }
 
+    /// Reads offsets `from..end` in order, with up to [`READ_AHEAD`] direct gets in flight
+    /// (one at a time, a replica catching up on a large stream would wait a round trip per
+    /// entry).
+    async fn fetch_range(&self, from: u64, end: u64) -> Result<Vec<StoredEntry>, LogError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        stream::iter(from..end)
+            .map(|o| self.fetch(o))
+            .buffered(READ_AHEAD)
+            .try_collect()
+            .await
+    }
+
     /// Applies every entry the stream has beyond this replica's head.
     async fn catch_up(&self, w: &mut Writer) -> Result<(), LogError> {
         let last = self.last_sequence().await?;
         while w.head.next_offset < last {
-            let e = self.fetch(w.head.next_offset).await?;
-            w.head = tellonce_log::verify_chain(w.head, std::slice::from_ref(&e))?;
-            let key = key_of(&e.source, &e.id);
-            w.last_msg_id = Some(msg_id(&key));
-            if w.keys.insert(key, e.offset).is_some() {
-                return Err(LogError::Corrupt {
-                    offset: e.offset,
-                    detail: format!("({}, {}) appears twice in the log", e.source, e.id),
-                });
+            let from = w.head.next_offset;
+            let batch = self
+                .fetch_range(from, last.min(from + CATCH_UP_BATCH))
+                .await?;
+            for e in batch {
+                Self::adopt(w, e)?;
             }
         }
         if let Ok(mut h) = self.head.write() {
             *h = w.head;
         }
         w.stale = false;
+        Ok(())
+    }
+
+    /// Takes one entry read from the stream into this replica's head and key index.
+    fn adopt(w: &mut Writer, e: StoredEntry) -> Result<(), LogError> {
+        w.head = tellonce_log::verify_chain(w.head, std::slice::from_ref(&e))?;
+        let key = key_of(&e.source, &e.id);
+        w.last_msg_id = Some(msg_id(&key));
+        if w.keys.insert(key, e.offset).is_some() {
+            return Err(LogError::Corrupt {
+                offset: e.offset,
+                detail: format!("({}, {}) appears twice in the log", e.source, e.id),
+            });
+        }
         Ok(())
     }
 
@@ -424,11 +451,7 @@ impl Log for NatsLog {
     fn read(&self, from: u64, max: usize) -> BoxFuture<'_, Result<Vec<StoredEntry>, LogError>> {
         Box::pin(async move {
             let end = self.head().next_offset.min(from.saturating_add(max as u64));
-            let mut out = Vec::with_capacity(end.saturating_sub(from) as usize);
-            for offset in from..end {
-                out.push(self.fetch(offset).await?);
-            }
-            Ok(out)
+            self.fetch_range(from, end).await
         })
     }
 
