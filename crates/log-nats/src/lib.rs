@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -208,12 +209,19 @@ impl NatsLog {
         Ok(info.state.last_sequence)
     }
 
+    /// Reads the entry at `offset` (known to exist: below the stream's last sequence). Direct
+    /// gets may be answered by any replica, and one that is still catching up (a server back
+    /// from a pause) may not hold the message yet: then the stream leader is asked.
     async fn fetch(&self, offset: u64) -> Result<StoredEntry, LogError> {
-        let msg = self
-            .stream
-            .direct_get(offset + 1)
-            .await
-            .map_err(|e| unavailable(&format!("cannot read offset {offset}"), e))?;
+        let msg = match self.stream.direct_get(offset + 1).await {
+            Ok(msg) => msg,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => self
+                .stream
+                .get_raw_message(offset + 1)
+                .await
+                .map_err(|e| unavailable(&format!("cannot read offset {offset}"), e))?,
+            Err(e) => return Err(unavailable(&format!("cannot read offset {offset}"), e)),
+        };
         frame::decode(&msg.payload, offset)
     }
 
@@ -272,10 +280,15 @@ impl NatsLog {
             self.catch_up(w).await?;
         }
         let mut mine = HashMap::new();
-        for _ in 0..=self.opts.max_retries {
+        for attempt in 0..=self.opts.max_retries {
             if let Some(outcomes) = self.try_append(w, entries, &mut mine).await? {
                 return Ok(outcomes);
             }
+            // Another writer got in first. Back off for a random while (up to 0.1 ms, doubling
+            // per loss, at most 50 ms) before catching up and trying again, so a writer that
+            // keeps losing to a busy one is not starved by retrying in lock-step with it.
+            let cap_us = (100u64 << attempt.min(9)).min(50_000);
+            tokio::time::sleep(Duration::from_micros(jitter(cap_us))).await;
             self.catch_up(w).await?;
         }
         Err(unavailable(
@@ -469,6 +482,19 @@ impl Log for NatsLog {
             self.catch_up(&mut w).await
         })
     }
+}
+
+/// A pseudo-random number below `cap` (for backoff; needs no quality, only spread).
+fn jitter(cap: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish() % cap.max(1)
 }
 
 #[cfg(test)]

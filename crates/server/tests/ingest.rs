@@ -125,7 +125,10 @@ async fn a_stream_is_answered_in_order() {
     let disk = SimDisk::new(4);
     let log: Arc<dyn Log> = memory_log(&disk);
     let token = "stream-test-token-0123456789";
+    let tmp = tempfile::tempdir().expect("tempdir");
     let mut config = Config::default();
+    // Projections, keys and the checkpoint key in a folder of the test's own.
+    config.storage.data_dir = tmp.path().join("data");
     config.server.stream_window = 8;
     let partners = vec![PartnerConfig {
         id: "police".into(),
