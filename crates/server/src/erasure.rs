@@ -60,6 +60,19 @@ impl Eraser {
         reason: ErasureReason,
         decided_by: &str,
     ) -> Result<Erased, ServerError> {
+        self.erase_checked(person_id, reason, decided_by, None)
+            .await
+    }
+
+    /// [`Eraser::erase`]; with `retention`, the rule is checked again once the sealing lock
+    /// is held and the projection is at the head.
+    async fn erase_checked(
+        &self,
+        person_id: &str,
+        reason: ErasureReason,
+        decided_by: &str,
+        retention: Option<&RetentionRule>,
+    ) -> Result<Erased, ServerError> {
         let Some(ks) = &self.keys else {
             return Err(ServerError::FailedPrecondition(
                 "this hub does not seal payloads ([privacy] seal_payloads = false), so content cannot be erased by destroying keys".into(),
@@ -68,6 +81,17 @@ impl Eraser {
         let _writing = ks.sealing().write().await;
         let q = &self.query;
         q.wait_for_head().await?;
+        if let (ErasureReason::Retention { .. }, Some(rule)) = (&reason, retention) {
+            // The family may have become active since the sweep chose this person.
+            if !q
+                .projection
+                .retention_due_person(person_id, rule, (q.clock)())?
+            {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "person {person_id} is no longer due for erasure under the retention rule"
+                )));
+            }
+        }
         let plan = q.projection.erasure_plan(person_id)?;
         let key_ids = ks.current(&plan.key_names);
         if key_ids.is_empty() {
@@ -125,7 +149,10 @@ impl Eraser {
             let reason = ErasureReason::Retention {
                 rule: rule.describe(),
             };
-            match self.erase(&person, reason, RETENTION_DECIDER).await {
+            match self
+                .erase_checked(&person, reason, RETENTION_DECIDER, Some(rule))
+                .await
+            {
                 Ok(e) => done.push(e),
                 Err(ServerError::FailedPrecondition(why)) => {
                     debug!(%person, %why, "retention: nothing sealed left to erase");
