@@ -407,6 +407,21 @@ type OwnHub = (
     tokio::task::JoinHandle<Result<(), tellonce_server::ServerError>>,
 );
 
+/// The config of a hub of the benchmark's own in `dir`, with one partner `source` (and its
+/// fresh token) and sealing as `seal` says (`None`: the hub's default).
+fn hub_config(dir: &std::path::Path, source: &str, seal: Option<bool>) -> (Config, String) {
+    let token = format!("bench-{:032x}", rand::rng().random::<u128>());
+    let mut config = Config::default();
+    config.storage.data_dir = dir.to_path_buf();
+    config.partners = vec![PartnerConfig {
+        id: source.into(),
+        name: "benchmark".into(),
+        token: token.clone(),
+    }];
+    config.privacy.seal_payloads = seal;
+    (config, token)
+}
+
 /// Starts a hub with `config` on a free loopback port; returns its address.
 async fn start_hub(config: Config) -> Result<(String, OwnHub), Box<dyn std::error::Error>> {
     let engine = tellonce_server::open_engine(&config).await?;
@@ -451,11 +466,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 args.token.clone().ok_or("--addr needs --token (the bearer token of --source)")?,
             ),
             None => {
-                let token = format!("bench-{:032x}", rand::rng().random::<u128>());
-                let mut config = Config::default();
-                config.storage.data_dir = base.path().join("hub");
-                config.partners = vec![PartnerConfig { id: args.source.clone(), name: "benchmark".into(), token: token.clone() }];
-                config.privacy.seal_payloads = args.seal;
+                let (mut config, token) = hub_config(&base.path().join("hub"), &args.source, args.seal);
                 if args.engine == "nats" {
                     let servers = match args.replicas {
                         1 => NatsServers::One(tellonce_log_nats::server::NatsServer::start_with(base.path(), !args.nats_lazy_sync)?),
@@ -498,11 +509,7 @@ pub fn run(args: IngestArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let _ = server.await;
             engine.close();
             if args.compare_sealing && args.engine == "embedded" {
-                let token = format!("bench-{:032x}", rand::rng().random::<u128>());
-                let mut config = Config::default();
-                config.storage.data_dir = base.path().join("hub-contrast");
-                config.partners = vec![PartnerConfig { id: args.source.clone(), name: "benchmark".into(), token: token.clone() }];
-                config.privacy.seal_payloads = Some(!sealed);
+                let (config, token) = hub_config(&base.path().join("hub-contrast"), &args.source, Some(!sealed));
                 eprintln!("contrast: {} events streamed to a hub with sealing {}...", args.events, if sealed { "off" } else { "on" });
                 let (addr, (engine, stop, server)) = start_hub(config).await?;
                 streamed(&addr, &token, make_events(&args.source, run_id, "warm2", 1000), &args).await?;

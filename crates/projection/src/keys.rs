@@ -60,6 +60,17 @@ pub struct Tombstone {
     pub label: String,
 }
 
+impl Tombstone {
+    /// The tombstone erasure `x` leaves on each key it destroys.
+    pub fn of(x: &tellonce_domain::seal::Erasure) -> Self {
+        Tombstone {
+            erasure_id: x.erasure_id.clone(),
+            erased_at: x.erased_at,
+            label: x.reason.label().into(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct TombLine {
     key_id: String,
@@ -82,7 +93,8 @@ struct Inner {
     keys: File,
     tombs: File,
     slots: u64,
-    by_id: HashMap<[u8; 8], (u64, DataKey)>,
+    /// Live keys: slot, key and name hash.
+    by_id: HashMap<[u8; 8], (u64, DataKey, [u8; 16])>,
     by_name: HashMap<[u8; 16], [u8; 8]>,
     erased: HashMap<[u8; 8], Tombstone>,
     /// Set when an fsync failed: keys may not be on disk, so no more are handed out.
@@ -206,7 +218,7 @@ impl KeyStore {
                     unfinished.push((i as u64, id, name));
                     continue;
                 }
-                inner.by_id.insert(id, (i as u64, key));
+                inner.by_id.insert(id, (i as u64, key, name));
                 inner.by_name.insert(name, id);
             }
         }
@@ -325,7 +337,7 @@ impl KeyStore {
                 }
                 seen.push(h);
                 if let Some(id) = inner.by_name.get(&h).copied() {
-                    if let Some(&(slot, key)) = inner.by_id.get(&id) {
+                    if let Some(&(slot, key, _)) = inner.by_id.get(&id) {
                         need = need.max(slot + 1);
                         out.push((hex::encode(id), key));
                         continue;
@@ -343,7 +355,7 @@ impl KeyStore {
                 let slot = inner.slots + (fresh.len() / SLOT) as u64;
                 need = need.max(slot + 1);
                 fresh.extend_from_slice(&slot_bytes(id, h, &key, LIVE));
-                inner.by_id.insert(id, (slot, key));
+                inner.by_id.insert(id, (slot, key, h));
                 inner.by_name.insert(h, id);
                 out.push((hex::encode(id), key));
             }
@@ -375,7 +387,7 @@ impl KeyStore {
             return KeyState::Missing;
         };
         let inner = self.read();
-        if let Some((_, key)) = inner.by_id.get(&raw) {
+        if let Some((_, key, _)) = inner.by_id.get(&raw) {
             return KeyState::Live(*key);
         }
         match inner.erased.get(&raw) {
@@ -429,16 +441,9 @@ impl KeyStore {
         }
         let key_err = self.io_err(KEYS_FILE);
         for id in &live {
-            if let Some((slot, _)) = inner.by_id.remove(id) {
-                let name = inner
-                    .by_name
-                    .iter()
-                    .find(|(_, v)| *v == id)
-                    .map(|(k, _)| *k);
-                if let Some(n) = name {
-                    inner.by_name.remove(&n);
-                }
-                Self::zero(&inner.keys, slot, *id, name.unwrap_or([0; 16])).map_err(&key_err)?;
+            if let Some((slot, _, name)) = inner.by_id.remove(id) {
+                inner.by_name.remove(&name);
+                Self::zero(&inner.keys, slot, *id, name).map_err(&key_err)?;
             }
         }
         inner.keys.sync_data().map_err(&key_err)?;

@@ -268,10 +268,7 @@ impl State {
     /// Applies erasure `x` (at log offset `at`) to the lines in memory and to those of this
     /// batch not yet stored.
     fn erase_lines(&mut self, at: u64, x: &Erasure, lines: &mut [(u64, Line)]) {
-        let mark = ErasedMark {
-            at: x.erased_at,
-            erasure_id: x.erasure_id.clone(),
-        };
+        let mark = ErasedMark::of(x);
         let label = x.reason.label();
         for &off in x.offsets.iter().filter(|&&o| o < at) {
             if let Some(Some(lt)) = self.lines.get_mut(off as usize) {
@@ -727,6 +724,14 @@ struct ErasedMark {
 }
 
 impl ErasedMark {
+    /// The mark erasure `x` leaves.
+    fn of(x: &Erasure) -> Self {
+        ErasedMark {
+            at: x.erased_at,
+            erasure_id: x.erasure_id.clone(),
+        }
+    }
+
     /// Whether `self` should replace `current` (the earliest erasure wins, in both an
     /// incremental projection and a rebuild).
     fn replaces(&self, current: Option<&ErasedMark>) -> bool {
@@ -1351,14 +1356,7 @@ impl Projection {
             // Keys first: once the applied offset passes an erasure, its keys must be gone.
             for x in &erasures {
                 if let Some(ks) = &self.keys {
-                    ks.destroy(
-                        &x.key_ids,
-                        &Tombstone {
-                            erasure_id: x.erasure_id.clone(),
-                            erased_at: x.erased_at,
-                            label: x.reason.label().into(),
-                        },
-                    )?;
+                    ks.destroy(&x.key_ids, &Tombstone::of(x))?;
                 }
             }
             let first_new = lines.first().map_or(u64::MAX, |(o, _)| *o);
@@ -1411,10 +1409,7 @@ impl Projection {
     ) -> Result<(), ProjectionError> {
         let mut chunks: BTreeMap<sled::IVec, Vec<(u64, Line)>> = BTreeMap::new();
         for x in erasures {
-            let mark = ErasedMark {
-                at: x.erased_at,
-                erasure_id: x.erasure_id.clone(),
-            };
+            let mark = ErasedMark::of(x);
             for &off in x.offsets.iter().filter(|&&o| o < first_new) {
                 let Some(kv) = self.db.range(chunk_key(0)..=chunk_key(off)).next_back() else {
                     continue;
