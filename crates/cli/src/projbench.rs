@@ -227,9 +227,11 @@ pub async fn rebuild_into(
     let p = Projection::rebuild(dir, log, keys).await?;
     let head = log.head().next_offset;
     progress.set_length(head);
-    while p.step(log).await? > 0 {
-        progress.set_position(p.applied());
-    }
+    p.catch_up_while(log, |applied| {
+        progress.set_position(applied);
+        true
+    })
+    .await?;
     p.close()?;
     Ok(Rebuilt {
         entries: p.applied(),

@@ -682,14 +682,13 @@ fn decode_one(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undec
 }
 
 /// Decodes entries, on two threads when there are many (decoding JSON is most of the cost of
-/// applying the log, and needs no lock).
-fn decode_all<'a>(
-    entries: &[&'a StoredEntry],
+/// applying the log, and needs no lock). One result per entry, in order.
+fn decode_all(
+    entries: &[StoredEntry],
     keys: Option<&KeyStore>,
-) -> Vec<(&'a StoredEntry, Result<Decoded, Undecodable>)> {
-    let one = |part: &[&'a StoredEntry]| -> Vec<_> {
-        part.iter().map(|&e| (e, decode_one(e, keys))).collect()
-    };
+) -> Vec<Result<Decoded, Undecodable>> {
+    let one =
+        |part: &[StoredEntry]| -> Vec<_> { part.iter().map(|e| decode_one(e, keys)).collect() };
     if entries.len() < 512 {
         return one(entries);
     }
@@ -1277,6 +1276,19 @@ impl Projection {
     /// applied). Returns how many were new. Entries are decoded before the state is locked,
     /// so queries wait only for the linking itself.
     pub fn apply(&self, entries: &[StoredEntry]) -> Result<usize, ProjectionError> {
+        let applied = self.applied();
+        let todo = &entries[entries.partition_point(|e| e.offset < applied)..];
+        let decoded = decode_all(todo, self.keys.as_deref());
+        self.apply_decoded(todo, decoded)
+    }
+
+    /// Applies `entries`, already decoded (`decoded` holds one result for each), under the
+    /// state's lock. Entries already applied are skipped; a gap is refused.
+    fn apply_decoded(
+        &self,
+        entries: &[StoredEntry],
+        decoded: Vec<Result<Decoded, Undecodable>>,
+    ) -> Result<usize, ProjectionError> {
         let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied();
         let span = tracing::info_span!(
@@ -1285,9 +1297,7 @@ impl Projection {
             entries = tracing::field::Empty
         );
         let _in_span = span.enter();
-        let todo: Vec<&StoredEntry> = entries.iter().filter(|e| e.offset >= applied).collect();
-        let decoded = decode_all(&todo, self.keys.as_deref());
-        if let Some((e, why)) = decoded.iter().find_map(|(e, r)| match r {
+        if let Some((e, why)) = entries.iter().zip(&decoded).find_map(|(e, r)| match r {
             Err(Undecodable::Keys(why)) => Some((e, why)),
             _ => None,
         }) {
@@ -1304,7 +1314,7 @@ impl Projection {
         // Erasures in this batch (their earlier, stored lines are rewritten below).
         let mut erasures: Vec<Erasure> = Vec::new();
         let mut n = 0;
-        for (e, record) in decoded {
+        for (e, record) in entries.iter().zip(decoded) {
             if e.offset < st.next_offset {
                 continue;
             }
@@ -1475,27 +1485,72 @@ impl Projection {
 
     /// Applies the log from the applied offset to its current head. Returns entries applied.
     pub async fn catch_up(&self, log: &dyn Log) -> Result<u64, ProjectionError> {
+        self.catch_up_while(log, |_| true).await
+    }
+
+    /// Applies the log from the applied offset to its current head, as long as `go_on` (told
+    /// the applied offset after each batch) says so. Returns entries applied. The next batch
+    /// is read and decoded on a second thread while this one is applied, so a long catch-up
+    /// or a rebuild keeps both cores busy.
+    pub async fn catch_up_while(
+        &self,
+        log: &dyn Log,
+        mut go_on: impl FnMut(u64) -> bool,
+    ) -> Result<u64, ProjectionError> {
+        let keys = self.keys.as_deref();
         let mut total = 0;
+        let mut next = self.applied();
+        let mut ready: Option<(Vec<StoredEntry>, Vec<Result<Decoded, Undecodable>>)> = None;
         loop {
-            match self.step(log).await? {
-                0 => return Ok(total),
-                n => total += n as u64,
+            let entries = self.read_from(log, next).await?;
+            if let Some(last) = entries.last() {
+                next = last.offset + 1;
+            }
+            let Some((previous, decoded)) = ready.take() else {
+                if entries.is_empty() {
+                    return Ok(total);
+                }
+                let decoded = decode_all(&entries, keys);
+                ready = Some((entries, decoded));
+                continue;
+            };
+            let (applied, ahead) = std::thread::scope(|scope| {
+                let ahead =
+                    (!entries.is_empty()).then(|| scope.spawn(|| decode_all(&entries, keys)));
+                let applied = self.apply_decoded(&previous, decoded);
+                let ahead = ahead.map(|h| h.join().unwrap_or_else(|_| decode_all(&entries, keys)));
+                (applied, ahead)
+            });
+            total += applied? as u64;
+            if let Some(decoded) = ahead {
+                ready = Some((entries, decoded));
+            }
+            if !go_on(self.applied()) {
+                return Ok(total);
             }
         }
+    }
+
+    /// Up to [`APPLY_BATCH`] entries of `log` from `from`; none at the head (after asking a
+    /// shared log whether other replicas appended).
+    async fn read_from(
+        &self,
+        log: &dyn Log,
+        from: u64,
+    ) -> Result<Vec<StoredEntry>, ProjectionError> {
+        if from >= log.head().next_offset {
+            log.refresh().await?;
+            if from >= log.head().next_offset {
+                return Ok(Vec::new());
+            }
+        }
+        Ok(log.read(from, APPLY_BATCH).await?)
     }
 
     /// Applies the next batch (at most [`APPLY_BATCH`] entries) of `log`, if there is one.
     /// Returns how many entries were applied (0 at the head).
     pub async fn step(&self, log: &dyn Log) -> Result<usize, ProjectionError> {
-        let from = self.applied();
-        if from >= log.head().next_offset {
-            // Other replicas may have appended to a shared log.
-            log.refresh().await?;
-            if from >= log.head().next_offset {
-                return Ok(0);
-            }
-        }
-        let entries = log.read(from, APPLY_BATCH).await?;
+        let entries = self.read_from(log, self.applied()).await?;
         self.apply(&entries)
     }
 
@@ -2211,8 +2266,9 @@ pub async fn follow(
         if *stop.borrow() {
             return;
         }
-        // One batch at a time, so that a stop is seen between batches.
-        match projection.step(log.as_ref()).await {
+        // A stop is seen between batches.
+        let go_on = |_| !*stop.borrow();
+        match projection.catch_up_while(log.as_ref(), go_on).await {
             Ok(0) => {}
             Ok(_) => continue,
             Err(e) => {
