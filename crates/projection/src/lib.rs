@@ -543,6 +543,9 @@ enum Decoded {
     Other,
 }
 
+/// What decoding one entry gave.
+type DecodeResult = Result<Decoded, Undecodable>;
+
 /// Why an entry could not be decoded.
 enum Undecodable {
     /// The body is not a record this version knows: skipped, visibly.
@@ -683,10 +686,7 @@ fn decode_one(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undec
 
 /// Decodes entries, on two threads when there are many (decoding JSON is most of the cost of
 /// applying the log, and needs no lock). One result per entry, in order.
-fn decode_all(
-    entries: &[StoredEntry],
-    keys: Option<&KeyStore>,
-) -> Vec<Result<Decoded, Undecodable>> {
+fn decode_all(entries: &[StoredEntry], keys: Option<&KeyStore>) -> Vec<DecodeResult> {
     let one =
         |part: &[StoredEntry]| -> Vec<_> { part.iter().map(|e| decode_one(e, keys)).collect() };
     if entries.len() < 512 {
@@ -1287,7 +1287,7 @@ impl Projection {
     fn apply_decoded(
         &self,
         entries: &[StoredEntry],
-        decoded: Vec<Result<Decoded, Undecodable>>,
+        decoded: Vec<DecodeResult>,
     ) -> Result<usize, ProjectionError> {
         let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied();
@@ -1500,7 +1500,7 @@ impl Projection {
         let keys = self.keys.as_deref();
         let mut total = 0;
         let mut next = self.applied();
-        let mut ready: Option<(Vec<StoredEntry>, Vec<Result<Decoded, Undecodable>>)> = None;
+        let mut ready: Option<(Vec<StoredEntry>, Vec<DecodeResult>)> = None;
         loop {
             let entries = self.read_from(log, next).await?;
             if let Some(last) = entries.last() {
