@@ -208,6 +208,31 @@ impl fmt::Display for Timestamp {
             ms_of_day / 1000 % 60,
             ms_of_day % 1000,
         );
+        if (0..=9999).contains(&date.year) {
+            // The common case, written digit by digit: timelines format thousands a second.
+            let mut out = *b"0000-00-00T00:00:00.000Z";
+            let mut put = |at: usize, width: usize, mut n: i64| {
+                for i in (at..at + width).rev() {
+                    out[i] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                }
+            };
+            put(0, 4, i64::from(date.year));
+            put(5, 2, i64::from(date.month));
+            put(8, 2, i64::from(date.day));
+            put(11, 2, h);
+            put(14, 2, m);
+            put(17, 2, s);
+            let text = if ms != 0 {
+                put(20, 3, ms);
+                &out[..]
+            } else {
+                out[19] = b'Z';
+                &out[..20]
+            };
+            // Only ASCII digits and punctuation were written.
+            return f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?);
+        }
         write!(f, "{date}T{h:02}:{m:02}:{s:02}")?;
         if ms != 0 {
             write!(f, ".{ms:03}")?;
@@ -280,6 +305,23 @@ mod tests {
         fn timestamp_round_trips(ms in -2_000_000_000_000i64..5_000_000_000_000i64) {
             let t = Timestamp(ms);
             prop_assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
+        }
+
+        #[test]
+        fn timestamps_format_as_the_plain_format_does(ms in -2_000_000_000_000i64..5_000_000_000_000i64) {
+            let t = Timestamp(ms);
+            let (d, of_day) = (Date::of(t), ms.rem_euclid(MS_PER_DAY));
+            let mut plain = format!(
+                "{d}T{:02}:{:02}:{:02}",
+                of_day / 3_600_000,
+                of_day / 60_000 % 60,
+                of_day / 1000 % 60
+            );
+            if of_day % 1000 != 0 {
+                plain.push_str(&format!(".{:03}", of_day % 1000));
+            }
+            plain.push('Z');
+            prop_assert_eq!(t.to_string(), plain);
         }
 
         #[test]

@@ -189,7 +189,30 @@ struct State {
     access: AccessState,
     /// Set when a sled write failed after memory changed: the projection must be rebuilt.
     broken: Option<String>,
+    /// What reads of a family need, worked out at the first read and kept until the log
+    /// brings anything but access entries (then all are dropped).
+    memo: std::sync::Mutex<HashMap<u32, Arc<FamilyMemo>>>,
 }
+
+/// What every read of a family needs that only its events, links and consents change.
+struct FamilyMemo {
+    /// The family's events, newest first, each with the range of its people in `people`.
+    entries: Vec<(Indexed, u32, u32)>,
+    /// The person of each subject record of each event (in the order of its line's
+    /// records), one event after another.
+    people: Vec<u32>,
+    /// Standing facts folded from the events.
+    facts: FamilyFacts,
+    /// The ids of the consents naming any member.
+    consents: Vec<String>,
+    /// The family's public id.
+    family_id: String,
+    /// The members: index and public id.
+    persons: Vec<(u32, String)>,
+}
+
+/// Families whose memo is kept at most (beyond it, all are dropped and worked out again).
+const MEMO_FAMILIES: usize = 20_000;
 
 impl State {
     fn empty() -> Self {
@@ -204,7 +227,57 @@ impl State {
             meta_ids: HashMap::new(),
             access: AccessState::default(),
             broken: None,
+            memo: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The memo of family `fam`, worked out now if it is not kept.
+    fn family_memo(&self, fam: u32) -> Arc<FamilyMemo> {
+        let kept = |st: &Self| {
+            st.memo
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&fam)
+                .cloned()
+        };
+        if let Some(m) = kept(self) {
+            return m;
+        }
+        let l = &self.linker;
+        let index = self.entries_of(l.family_records(fam));
+        let facts = self.family_facts(&index);
+        let mut people = Vec::with_capacity(index.len() * 2);
+        let mut entries = Vec::with_capacity(index.len());
+        for ix in index {
+            let from = people.len() as u32;
+            if let Some(line) = self.lines.get(ix.offset as usize).and_then(Option::as_ref) {
+                people.extend(line.records.iter().map(|&r| l.person_of(r)));
+            }
+            entries.push((ix, from, people.len() as u32));
+        }
+        let consents = self
+            .consents_naming(l.family_records(fam))
+            .into_iter()
+            .map(|(c, _)| c.consent_id.clone())
+            .collect();
+        let memo = Arc::new(FamilyMemo {
+            entries,
+            people,
+            facts,
+            consents,
+            family_id: l.family_id(fam),
+            persons: l
+                .family_persons(fam)
+                .into_iter()
+                .map(|p| (p, l.person_id(p)))
+                .collect(),
+        });
+        let mut kept = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= MEMO_FAMILIES {
+            kept.clear();
+        }
+        kept.insert(fam, memo.clone());
+        memo
     }
 
     /// Adds a line to the in-memory index.
@@ -392,15 +465,13 @@ impl State {
     /// fills in `reading`. `None`: refused.
     fn gate<'a>(
         &'a self,
-        fam: u32,
-        family_entries: &[Indexed],
+        memo: &FamilyMemo,
         read: &ReadAs<'a>,
         reading: &mut Reading,
     ) -> Option<Gate<'a>> {
         let l = &self.linker;
-        let persons = l.family_persons(fam);
-        reading.family_id = l.family_id(fam);
-        reading.person_ids = persons.iter().map(|&p| l.person_id(p)).collect();
+        reading.family_id = memo.family_id.clone();
+        reading.person_ids = memo.persons.iter().map(|(_, id)| id.clone()).collect();
         let (viewer, now, grant) = match *read {
             ReadAs::Everything => {
                 return Some(Gate {
@@ -422,8 +493,7 @@ impl State {
             .map(|g| g.until)
             .chain(grant)
             .max();
-        let facts = self.family_facts(family_entries);
-        let Some(standing) = access::standing(viewer, &facts, held, now) else {
+        let Some(standing) = access::standing(viewer, &memo.facts, held, now) else {
             reading.refused = true;
             reading.standing = if viewer.reads_families() {
                 "no relationship to this family: not its lead practitioner, not in its team around the family, and your organisation has no open involvement; break glass with a reason if a child is at risk".into()
@@ -435,13 +505,22 @@ impl State {
         reading.break_glass = matches!(standing, Standing::BreakGlass(_));
         reading.standing = standing.describe();
         // Consent is decided once per member and category here, not once per event.
-        let consents = self.consents_naming(l.family_records(fam));
+        let consents: Vec<(&ConsentGiven, Option<Timestamp>)> = memo
+            .consents
+            .iter()
+            .filter_map(|id| {
+                self.access
+                    .consents
+                    .get(id)
+                    .map(|c| (c, self.access.withdrawn.get(id).copied()))
+            })
+            .collect();
         let seen = if consents.is_empty() {
             Vec::new()
         } else {
-            persons
+            memo.persons
                 .iter()
-                .map(|&p| {
+                .map(|&(p, _)| {
                     let keys: Vec<&str> = l
                         .person_records(p)
                         .iter()
@@ -464,7 +543,13 @@ impl State {
     }
 
     /// Whether the gate lets the event at `ix` through; counts what it withholds.
-    fn allowed(&self, gate: &Gate<'_>, ix: &Indexed, reading: &mut Reading) -> bool {
+    fn allowed(
+        &self,
+        gate: &Gate<'_>,
+        ix: &Indexed,
+        people: &[u32],
+        reading: &mut Reading,
+    ) -> bool {
         let Some((viewer, now)) = gate.viewer else {
             return true;
         };
@@ -482,12 +567,10 @@ impl State {
             if gate.seen.is_empty() {
                 return false;
             }
-            let records = match self.lines.get(ix.offset as usize).and_then(Option::as_ref) {
-                Some(line) if !line.records.is_empty() => &line.records,
-                _ => return false,
-            };
-            records.iter().all(|&r| {
-                let p = l.person_of(r);
+            if people.is_empty() {
+                return false;
+            }
+            people.iter().all(|&p| {
                 let bits = match gate.seen.iter().find(|(q, _)| *q == p) {
                     Some(&(_, bits)) => bits,
                     // Someone outside the family: their own consents decide.
@@ -1314,10 +1397,13 @@ impl Projection {
         // Erasures in this batch (their earlier, stored lines are rewritten below).
         let mut erasures: Vec<Erasure> = Vec::new();
         let mut n = 0;
+        // Whether the batch changes what family memos hold (all but access entries do).
+        let mut families_changed = false;
         for (e, record) in entries.iter().zip(decoded) {
             if e.offset < st.next_offset {
                 continue;
             }
+            families_changed |= !matches!(record, Ok(Decoded::Access(_)) | Ok(Decoded::Other));
             if e.offset != st.next_offset {
                 return Err(ProjectionError::Damaged(format!(
                     "expected log offset {}, got {}",
@@ -1354,6 +1440,9 @@ impl Projection {
             st.last_hash = e.hash;
             st.since_snapshot += 1;
             n += 1;
+        }
+        if families_changed {
+            st.memo.get_mut().unwrap_or_else(|p| p.into_inner()).clear();
         }
         if n == 0 {
             return Ok(0);
@@ -1928,23 +2017,19 @@ impl Projection {
                 (l.family_of(p), Some(p))
             }
         };
-        let viewer = matches!(read, ReadAs::Viewer { .. });
-        let family_entries = if viewer || person.is_none() {
-            st.entries_of(l.family_records(fam))
-        } else {
-            Vec::new()
-        };
+        let memo = st.family_memo(fam);
         let mut reading = Reading::default();
-        let Some(gate) = st.gate(fam, &family_entries, read, &mut reading) else {
+        let Some(gate) = st.gate(&memo, read, &mut reading) else {
             page.reading = reading;
             return Ok(page);
         };
-        let entries = match person {
-            Some(p) => st.entries_of(l.person_records(p)),
-            None => family_entries,
-        };
         let mut last = None;
-        for ix in entries {
+        for &(ix, from, to) in &memo.entries {
+            // A person's events are the family's events that name the person.
+            let people = &memo.people[from as usize..to as usize];
+            if person.is_some_and(|p| !people.contains(&p)) {
+                continue;
+            }
             let m = st.event_meta(&ix);
             if filter.from.is_some_and(|f| ix.at < f) || filter.to.is_some_and(|t| ix.at >= t) {
                 continue;
@@ -1955,7 +2040,7 @@ impl Projection {
             if !filter.kinds.is_empty() && !filter.kinds.iter().any(|k| k == m.kind) {
                 continue;
             }
-            if !st.allowed(&gate, &ix, &mut reading) {
+            if !st.allowed(&gate, &ix, people, &mut reading) {
                 page.withheld += 1;
                 continue;
             }
@@ -1984,10 +2069,12 @@ impl Projection {
                 event_id: line.event_id.to_string(),
                 kind: m.kind.to_string(),
                 summary: line.summary.to_string(),
-                person_ids: line
-                    .records
+                person_ids: people
                     .iter()
-                    .map(|&r| st.linker.person_id(st.linker.person_of(r)))
+                    .map(|&p| match memo.persons.iter().find(|(q, _)| *q == p) {
+                        Some((_, id)) => id.clone(),
+                        None => l.person_id(p),
+                    })
                     .collect(),
                 erased: line.erased.is_some(),
             });
@@ -2025,13 +2112,14 @@ impl Projection {
         let st = self.read_state();
         let l = &st.linker;
         let fam = Self::scope_family(l, scope)?;
-        let index = st.entries_of(l.family_records(fam));
-        let Some(gate) = st.gate(fam, &index, read, &mut reading) else {
+        let memo = st.family_memo(fam);
+        let Some(gate) = st.gate(&memo, read, &mut reading) else {
             return Ok((Vec::new(), reading));
         };
-        let mut offsets = Vec::with_capacity(index.len());
-        for ix in index.iter().rev() {
-            if st.allowed(&gate, ix, &mut reading) {
+        let mut offsets = Vec::with_capacity(memo.entries.len());
+        for (ix, from, to) in memo.entries.iter().rev() {
+            let people = &memo.people[*from as usize..*to as usize];
+            if st.allowed(&gate, ix, people, &mut reading) {
                 offsets.push(ix.offset);
             }
         }
@@ -2143,12 +2231,8 @@ impl Projection {
         let st = self.read_state();
         let l = &st.linker;
         let fam = Self::scope_family(l, scope)?;
-        let entries = match read {
-            ReadAs::Everything => Vec::new(),
-            ReadAs::Viewer { .. } => st.entries_of(l.family_records(fam)),
-        };
         let mut reading = Reading::default();
-        let _ = st.gate(fam, &entries, read, &mut reading);
+        let _ = st.gate(&st.family_memo(fam), read, &mut reading);
         Ok(reading)
     }
 

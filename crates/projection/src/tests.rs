@@ -667,3 +667,62 @@ async fn sealed_events_without_their_keys_stop_the_projection() {
     let err = p.catch_up(log.as_ref()).await.expect_err("refused");
     assert!(err.to_string().contains("no record of erasing"), "{err}");
 }
+
+#[tokio::test]
+async fn family_memos_follow_the_log() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 10, 600).await;
+    let p = Projection::open(&tmp.path().join("proj"), log.as_ref(), None)
+        .await
+        .expect("open");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    let fam = p.with_linker(|l| l.family_id(l.family_of(l.person_of(0))));
+    let scope = Scope::Family(fam);
+    let read = |p: &Projection| {
+        p.timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
+            .expect("timeline")
+    };
+    let kept = |p: &Projection| p.read_state().memo.lock().expect("memo").len();
+    let before = read(&p);
+    assert_eq!(kept(&p), 1, "the first read works the memo out");
+
+    // An entry that is not about families keeps the memo.
+    let checkpoint = Record::Checkpoint(tellonce_domain::record::Checkpoint {
+        tree_size: 1,
+        root_hash: "00".into(),
+        signed_at: END,
+        key_id: "00".into(),
+        signature: "00".into(),
+    });
+    log.append(vec![NewEntry::of(&checkpoint, END.0)])
+        .await
+        .expect("append");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(kept(&p), 1);
+
+    // A new event about a member drops it, and the next read shows the event.
+    let newest = &before.items[0];
+    let old = log.read(newest.offset, 1).await.expect("read");
+    let Ok(Record::PartnerEvent(mut event)) = Record::decode(&old[0].body) else {
+        panic!("an event");
+    };
+    event.event_id = format!("{}-again", event.event_id);
+    event.occurred_at = Timestamp(newest.occurred_at.0 + 1);
+    log.append(vec![NewEntry::of(&Record::PartnerEvent(event), END.0)])
+        .await
+        .expect("append");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(kept(&p), 0, "an event drops the memos");
+    let after = read(&p);
+    assert_eq!(after.total, before.total + 1);
+    assert!(after.items[0].event_id.ends_with("-again"));
+    assert_eq!(&after.items[1..], &before.items[..]);
+
+    // Reads through memos answer as a projection that never kept one.
+    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
+        .await
+        .expect("rebuild");
+    q.catch_up(log.as_ref()).await.expect("replay");
+    assert_eq!(read(&q).items, after.items);
+}
