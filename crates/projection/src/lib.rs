@@ -2065,10 +2065,12 @@ impl Projection {
             page.items.push(TimelineItem {
                 offset: ix.offset,
                 occurred_at: ix.at,
-                source: m.source.to_string(),
-                event_id: line.event_id.to_string(),
-                kind: m.kind.to_string(),
-                summary: line.summary.to_string(),
+                // `String::from` copies at once; `to_string` on a boxed str goes through
+                // the formatter and grows the string piece by piece.
+                source: String::from(m.source),
+                event_id: String::from(&*line.event_id),
+                kind: String::from(m.kind),
+                summary: String::from(&*line.summary),
                 person_ids: people
                     .iter()
                     .map(|&p| match memo.persons.iter().find(|(q, _)| *q == p) {
