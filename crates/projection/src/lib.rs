@@ -1579,8 +1579,8 @@ impl Projection {
 
     /// Applies the log from the applied offset to its current head, as long as `go_on` (told
     /// the applied offset after each batch) says so. Returns entries applied. The next batch
-    /// is read and decoded on a second thread while this one is applied, so a long catch-up
-    /// or a rebuild keeps both cores busy.
+    /// is read, then decoded on a second thread while this one is applied, so a long
+    /// catch-up or a rebuild keeps both cores busy.
     pub async fn catch_up_while(
         &self,
         log: &dyn Log,
