@@ -191,13 +191,32 @@ struct State {
     broken: Option<String>,
     /// What reads of a family need, worked out at the first read and kept until the log
     /// brings anything but access entries (then all are dropped).
-    memo: std::sync::Mutex<HashMap<u32, Arc<FamilyMemo>>>,
+    memo: std::sync::Mutex<Memos>,
+}
+
+/// The family memos kept, and roughly how many bytes they hold.
+#[derive(Default)]
+struct Memos {
+    by_family: HashMap<u32, Arc<FamilyMemo>>,
+    bytes: usize,
+}
+
+/// One event of a [`FamilyMemo`].
+struct MemoEntry {
+    ix: Indexed,
+    /// Where its people are in [`FamilyMemo::people`].
+    people: (u32, u32),
+    /// Where its event id and summary are in [`FamilyMemo::texts`] (start, end of the id, end
+    /// of the summary); `None` when it has no timeline line, which would be a bug.
+    text: Option<(u32, u32, u32)>,
+    /// Whether its content was erased.
+    erased: bool,
 }
 
 /// What every read of a family needs that only its events, links and consents change.
 struct FamilyMemo {
-    /// The family's events, newest first, each with the range of its people in `people`.
-    entries: Vec<(Indexed, u32, u32)>,
+    /// The family's events, newest first.
+    entries: Vec<MemoEntry>,
     /// The person of each subject record of each event (in the order of its line's
     /// records), one event after another.
     people: Vec<u32>,
@@ -209,10 +228,15 @@ struct FamilyMemo {
     family_id: String,
     /// The members: index and public id.
     persons: Vec<(u32, String)>,
+    /// The events' ids and summaries, one after another: a page of the timeline is copied
+    /// from here rather than from lines all over memory (those reads were most of its cost).
+    texts: String,
 }
 
 /// Families whose memo is kept at most (beyond it, all are dropped and worked out again).
 const MEMO_FAMILIES: usize = 20_000;
+/// Bytes of memos kept at most, roughly (beyond it, all are dropped).
+const MEMO_BYTES: usize = 256 << 20;
 
 impl State {
     fn empty() -> Self {
@@ -227,7 +251,7 @@ impl State {
             meta_ids: HashMap::new(),
             access: AccessState::default(),
             broken: None,
-            memo: std::sync::Mutex::new(HashMap::new()),
+            memo: std::sync::Mutex::new(Memos::default()),
         }
     }
 
@@ -237,6 +261,7 @@ impl State {
             st.memo
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .by_family
                 .get(&fam)
                 .cloned()
         };
@@ -248,13 +273,27 @@ impl State {
         let facts = self.family_facts(&index);
         let mut people = Vec::with_capacity(index.len() * 2);
         let mut entries = Vec::with_capacity(index.len());
+        let mut texts = String::new();
         for ix in index {
             let from = people.len() as u32;
-            if let Some(line) = self.lines.get(ix.offset as usize).and_then(Option::as_ref) {
+            let line = self.lines.get(ix.offset as usize).and_then(Option::as_ref);
+            let text = line.map(|line| {
                 people.extend(line.records.iter().map(|&r| l.person_of(r)));
-            }
-            entries.push((ix, from, people.len() as u32));
+                let start = texts.len() as u32;
+                texts.push_str(&line.event_id);
+                let id_end = texts.len() as u32;
+                texts.push_str(&line.summary);
+                (start, id_end, texts.len() as u32)
+            });
+            entries.push(MemoEntry {
+                ix,
+                people: (from, people.len() as u32),
+                text,
+                erased: line.is_some_and(|line| line.erased.is_some()),
+            });
         }
+        let bytes =
+            texts.len() + entries.len() * std::mem::size_of::<MemoEntry>() + people.len() * 4;
         let consents = self
             .consents_naming(l.family_records(fam))
             .into_iter()
@@ -271,12 +310,14 @@ impl State {
                 .into_iter()
                 .map(|p| (p, l.person_id(p)))
                 .collect(),
+            texts,
         });
         let mut kept = self.memo.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.len() >= MEMO_FAMILIES {
-            kept.clear();
+        if kept.by_family.len() >= MEMO_FAMILIES || kept.bytes + bytes > MEMO_BYTES {
+            *kept = Memos::default();
         }
-        kept.insert(fam, memo.clone());
+        kept.bytes += bytes;
+        kept.by_family.insert(fam, memo.clone());
         memo
     }
 
@@ -1442,7 +1483,7 @@ impl Projection {
             n += 1;
         }
         if families_changed {
-            st.memo.get_mut().unwrap_or_else(|p| p.into_inner()).clear();
+            *st.memo.get_mut().unwrap_or_else(|p| p.into_inner()) = Memos::default();
         }
         if n == 0 {
             return Ok(0);
@@ -2024,9 +2065,10 @@ impl Projection {
             return Ok(page);
         };
         let mut last = None;
-        for &(ix, from, to) in &memo.entries {
+        for e in &memo.entries {
+            let ix = e.ix;
             // A person's events are the family's events that name the person.
-            let people = &memo.people[from as usize..to as usize];
+            let people = &memo.people[e.people.0 as usize..e.people.1 as usize];
             if person.is_some_and(|p| !people.contains(&p)) {
                 continue;
             }
@@ -2055,22 +2097,17 @@ impl Projection {
                 last = None;
                 continue;
             }
-            let line = st
-                .lines
-                .get(ix.offset as usize)
-                .and_then(Option::as_ref)
-                .ok_or_else(|| {
-                    ProjectionError::Damaged(format!("no timeline line at {}", ix.offset))
-                })?;
+            let (start, id_end, end) = e.text.ok_or_else(|| {
+                ProjectionError::Damaged(format!("no timeline line at {}", ix.offset))
+            })?;
+            let text = |from: u32, to: u32| String::from(&memo.texts[from as usize..to as usize]);
             page.items.push(TimelineItem {
                 offset: ix.offset,
                 occurred_at: ix.at,
-                // `String::from` copies at once; `to_string` on a boxed str goes through
-                // the formatter and grows the string piece by piece.
                 source: String::from(m.source),
-                event_id: String::from(&*line.event_id),
+                event_id: text(start, id_end),
                 kind: String::from(m.kind),
-                summary: String::from(&*line.summary),
+                summary: text(id_end, end),
                 person_ids: people
                     .iter()
                     .map(|&p| match memo.persons.iter().find(|(q, _)| *q == p) {
@@ -2078,7 +2115,7 @@ impl Projection {
                         None => l.person_id(p),
                     })
                     .collect(),
-                erased: line.erased.is_some(),
+                erased: e.erased,
             });
             last = Some((ix.at, ix.offset));
         }
@@ -2119,10 +2156,10 @@ impl Projection {
             return Ok((Vec::new(), reading));
         };
         let mut offsets = Vec::with_capacity(memo.entries.len());
-        for (ix, from, to) in memo.entries.iter().rev() {
-            let people = &memo.people[*from as usize..*to as usize];
-            if st.allowed(&gate, ix, people, &mut reading) {
-                offsets.push(ix.offset);
+        for e in memo.entries.iter().rev() {
+            let people = &memo.people[e.people.0 as usize..e.people.1 as usize];
+            if st.allowed(&gate, &e.ix, people, &mut reading) {
+                offsets.push(e.ix.offset);
             }
         }
         Ok((offsets, reading))

@@ -683,7 +683,7 @@ async fn family_memos_follow_the_log() {
         p.timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
             .expect("timeline")
     };
-    let kept = |p: &Projection| p.read_state().memo.lock().expect("memo").len();
+    let kept = |p: &Projection| p.read_state().memo.lock().expect("memo").by_family.len();
     let before = read(&p);
     assert_eq!(kept(&p), 1, "the first read works the memo out");
 
