@@ -36,6 +36,36 @@ pub fn binary() -> Result<PathBuf, String> {
     ))
 }
 
+/// Waits (at most 30 s) until the server monitored on `port` says `/healthz` is ok, which in
+/// a cluster means its JetStream has found the meta leader.
+fn wait_healthy(port: u16, dir: &Path) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut answer = String::new();
+            if conn
+                .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .is_ok()
+                && conn.read_to_string(&mut answer).is_ok()
+            {
+                if answer.lines().next().is_some_and(|l| l.contains(" 200 ")) {
+                    return Ok(());
+                }
+                last = answer;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(dir.join("nats.log")).unwrap_or_default();
+    Err(format!(
+        "nats-server in {} was not healthy within 30 s; last /healthz answer:\n{last}\nlog:\n{log}",
+        dir.display()
+    ))
+}
+
 /// A running nats-server, stopped (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -119,16 +149,19 @@ impl NatsCluster {
     /// Like [`NatsCluster::start`], choosing `sync_interval` as [`NatsServer::start_with`].
     pub fn start_with(dir: &Path, n: usize, fsync_always: bool) -> Result<NatsCluster, String> {
         let bin = binary()?;
-        let ports: Vec<(u16, u16)> = (0..n)
-            .map(|_| Ok((free_port()?, free_port()?)))
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
             .collect::<std::io::Result<_>>()
             .map_err(|e| format!("no free port: {e}"))?;
+        // Names of its own (tests start clusters side by side): a route that reaches another
+        // test's cluster is refused instead of joining it.
+        let name = format!("tellonce-test-{}", ports[0].0);
         let mut cluster = NatsCluster {
             nodes: Vec::new(),
             confs: Vec::new(),
             dirs: Vec::new(),
         };
-        for (i, (client, route)) in ports.iter().enumerate() {
+        for (i, (client, route, monitor)) in ports.iter().enumerate() {
             let node_dir = dir.join(format!("node-{i}"));
             let store_dir = node_dir.join("jetstream");
             std::fs::create_dir_all(&store_dir).map_err(|e| e.to_string())?;
@@ -136,13 +169,13 @@ impl NatsCluster {
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
-                .map(|(_, (_, r))| format!("    nats-route://127.0.0.1:{r}"))
+                .map(|(_, (_, r, _))| format!("    nats-route://127.0.0.1:{r}"))
                 .collect();
             let conf = node_dir.join("nats.conf");
             std::fs::write(
                 &conf,
                 format!(
-                    "listen: 127.0.0.1:{client}\nserver_name: n{i}\njetstream {{\n  store_dir: {:?}\n{}}}\ncluster {{\n  name: tellonce-test\n  listen: 127.0.0.1:{route}\n  routes: [\n{}\n  ]\n}}\n",
+                    "listen: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\nserver_name: {name}-n{i}\njetstream {{\n  store_dir: {:?}\n{}}}\ncluster {{\n  name: {name}\n  listen: 127.0.0.1:{route}\n  routes: [\n{}\n  ]\n}}\n",
                     store_dir.display().to_string(),
                     sync_line(fsync_always),
                     routes.join("\n")
@@ -157,6 +190,11 @@ impl NatsCluster {
         }
         for (node, node_dir) in cluster.nodes.iter_mut().zip(&cluster.dirs) {
             node.wait_ready(node_dir)?;
+        }
+        // Accepting connections is not enough for a stream of three replicas: wait until every
+        // node's JetStream is in contact with the meta leader.
+        for ((_, _, monitor), node_dir) in ports.iter().zip(&cluster.dirs) {
+            wait_healthy(*monitor, node_dir)?;
         }
         Ok(cluster)
     }
