@@ -30,6 +30,9 @@ use tellonce_log::frame::key_of;
 use tellonce_log::{frame, AppendOutcome, BoxFuture, Head, Log, LogError, NewEntry, StoredEntry};
 use tracing::{info, warn};
 
+/// How long a read of an entry known to exist keeps retrying a failing request.
+const FETCH_PATIENCE: Duration = Duration::from_secs(15);
+
 pub mod server;
 
 /// Publishes sent before their acknowledgements are awaited.
@@ -212,7 +215,28 @@ impl NatsLog {
     /// Reads the entry at `offset` (known to exist: below the stream's last sequence). Direct
     /// gets may be answered by any replica, and one that is still catching up (a server back
     /// from a pause) may not hold the message yet: then the stream leader is asked.
+    ///
+    /// Because the entry exists, a request that fails (a timeout while the cluster elects a
+    /// new leader after a fault) is retried, with a growing pause, for up to
+    /// [`FETCH_PATIENCE`] before the read fails.
     async fn fetch(&self, offset: u64) -> Result<StoredEntry, LogError> {
+        let deadline = std::time::Instant::now() + FETCH_PATIENCE;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.fetch_payload(offset).await {
+                Ok(payload) => return frame::decode(&payload, offset),
+                Err(e) if std::time::Instant::now() + pause < deadline => {
+                    warn!(offset, error = %e, "reading an entry failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt at the stored bytes of the entry at `offset`.
+    async fn fetch_payload(&self, offset: u64) -> Result<Bytes, LogError> {
         let msg = match self.stream.direct_get(offset + 1).await {
             Ok(msg) => msg,
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => self
@@ -222,7 +246,7 @@ impl NatsLog {
                 .map_err(|e| unavailable(&format!("cannot read offset {offset}"), e))?,
             Err(e) => return Err(unavailable(&format!("cannot read offset {offset}"), e)),
         };
-        frame::decode(&msg.payload, offset)
+        Ok(msg.payload)
     }
 
     /// Reads offsets `from..end` in order, with up to [`READ_AHEAD`] direct gets in flight

@@ -1677,13 +1677,6 @@ impl Projection {
         Ok(log.read(from, APPLY_BATCH).await?)
     }
 
-    /// Applies the next batch (at most [`APPLY_BATCH`] entries) of `log`, if there is one.
-    /// Returns how many entries were applied (0 at the head).
-    pub async fn step(&self, log: &dyn Log) -> Result<usize, ProjectionError> {
-        let entries = self.read_from(log, self.applied()).await?;
-        self.apply(&entries)
-    }
-
     /// A digest of everything the projection answers from (linker decisions, the timeline
     /// index and every line), equal for an incremental and a rebuilt projection of the same log.
     pub fn digest(&self) -> [u8; 32] {
