@@ -213,6 +213,13 @@ struct MemoEntry {
     erased: bool,
 }
 
+impl FamilyMemo {
+    /// The people of event `e` (one of `entries`).
+    fn people_of(&self, e: &MemoEntry) -> &[u32] {
+        &self.people[e.people.0 as usize..e.people.1 as usize]
+    }
+}
+
 /// What every read of a family needs that only its events, links and consents change.
 struct FamilyMemo {
     /// The family's events, newest first.
@@ -257,15 +264,14 @@ impl State {
 
     /// The memo of family `fam`, worked out now if it is not kept.
     fn family_memo(&self, fam: u32) -> Arc<FamilyMemo> {
-        let kept = |st: &Self| {
-            st.memo
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .by_family
-                .get(&fam)
-                .cloned()
-        };
-        if let Some(m) = kept(self) {
+        let kept = self
+            .memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_family
+            .get(&fam)
+            .cloned();
+        if let Some(m) = kept {
             return m;
         }
         let l = &self.linker;
@@ -463,6 +469,14 @@ impl State {
         }
         ids.sort_unstable();
         ids.dedup();
+        self.consents_by_id(ids)
+    }
+
+    /// The consents with these ids, each with the time it was withdrawn from.
+    fn consents_by_id<'a>(
+        &'a self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(&'a ConsentGiven, Option<Timestamp>)> {
         ids.into_iter()
             .filter_map(|id| {
                 self.access
@@ -546,16 +560,7 @@ impl State {
         reading.break_glass = matches!(standing, Standing::BreakGlass(_));
         reading.standing = standing.describe();
         // Consent is decided once per member and category here, not once per event.
-        let consents: Vec<(&ConsentGiven, Option<Timestamp>)> = memo
-            .consents
-            .iter()
-            .filter_map(|id| {
-                self.access
-                    .consents
-                    .get(id)
-                    .map(|c| (c, self.access.withdrawn.get(id).copied()))
-            })
-            .collect();
+        let consents = self.consents_by_id(memo.consents.iter().map(String::as_str));
         let seen = if consents.is_empty() {
             Vec::new()
         } else {
@@ -2061,7 +2066,7 @@ impl Projection {
         for e in &memo.entries {
             let ix = e.ix;
             // A person's events are the family's events that name the person.
-            let people = &memo.people[e.people.0 as usize..e.people.1 as usize];
+            let people = memo.people_of(e);
             if person.is_some_and(|p| !people.contains(&p)) {
                 continue;
             }
@@ -2150,8 +2155,7 @@ impl Projection {
         };
         let mut offsets = Vec::with_capacity(memo.entries.len());
         for e in memo.entries.iter().rev() {
-            let people = &memo.people[e.people.0 as usize..e.people.1 as usize];
-            if st.allowed(&gate, &e.ix, people, &mut reading) {
+            if st.allowed(&gate, &e.ix, memo.people_of(e), &mut reading) {
                 offsets.push(e.ix.offset);
             }
         }
