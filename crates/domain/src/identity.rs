@@ -22,7 +22,11 @@
 //! yields the same ids. [`Linker`] is the whole state; it is a plain value that serializes, so
 //! the projection can snapshot it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+// A fast hash (seeded per process, like std's): the linker looks up keys several times per
+// event, and SipHash was a visible part of a replay's profile.
+use foldhash::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -408,30 +412,40 @@ fn postcode_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f6
     ("different", -1.5)
 }
 
-/// Scores record `r` against the records of one person: for each field, the best agreement
-/// with any of them.
-pub fn score_against(r: &SubjectRecord, person: &[&SubjectRecord]) -> Score {
-    type Cmp = fn(&SubjectRecord, &SubjectRecord) -> (&'static str, f64);
-    let comparisons: [(&str, Cmp); 5] = [
-        ("given_name", given_agreement),
-        ("family_name", family_agreement),
-        ("date_of_birth", dob_agreement),
-        ("sex", sex_agreement),
-        ("postcode", postcode_agreement),
-    ];
-    let mut fields = Vec::with_capacity(5);
+type Cmp = fn(&SubjectRecord, &SubjectRecord) -> (&'static str, f64);
+
+/// The fields a score compares, in the order its explanation lists them.
+const FIELDS: [(&str, Cmp); 5] = [
+    ("given_name", given_agreement),
+    ("family_name", family_agreement),
+    ("date_of_birth", dob_agreement),
+    ("sex", sex_agreement),
+    ("postcode", postcode_agreement),
+];
+
+/// The best agreement of one field between `r` and any record of a person.
+fn best_of<'a>(
+    r: &SubjectRecord,
+    person: impl Iterator<Item = &'a SubjectRecord>,
+    cmp: Cmp,
+) -> (&'static str, f64) {
+    let mut best: Option<(&'static str, f64)> = None;
+    for m in person {
+        let v = cmp(r, m);
+        if best.is_none_or(|b| v.1 > b.1) {
+            best = Some(v);
+        }
+    }
+    best.unwrap_or(("missing", 0.0))
+}
+
+/// Builds a score from each field's best agreement, in [`FIELDS`] order.
+fn score_of(best: [(&'static str, f64); 5]) -> Score {
     let mut total = 0.0;
     let mut eligible = true;
-    for (field, cmp) in comparisons {
-        let mut best: Option<(&'static str, f64)> = None;
-        for m in person {
-            let v = cmp(r, m);
-            if best.is_none_or(|b| v.1 > b.1) {
-                best = Some(v);
-            }
-        }
-        let (agreement, weight) = best.unwrap_or(("missing", 0.0));
-        if (field == "date_of_birth" || field == "given_name") && weight <= 0.0 {
+    let mut fields = Vec::with_capacity(5);
+    for ((field, _), (agreement, weight)) in FIELDS.iter().zip(best) {
+        if (*field == "date_of_birth" || *field == "given_name") && weight <= 0.0 {
             eligible = false;
         }
         total += weight;
@@ -446,6 +460,38 @@ pub fn score_against(r: &SubjectRecord, person: &[&SubjectRecord]) -> Score {
         fields,
         eligible,
     }
+}
+
+/// Scores record `r` against the records of one person: for each field, the best agreement
+/// with any of them.
+pub fn score_against(r: &SubjectRecord, person: &[&SubjectRecord]) -> Score {
+    score_of(FIELDS.map(|(_, cmp)| best_of(r, person.iter().copied(), cmp)))
+}
+
+/// [`score_against`] for a person who could be linked, else `None` (without comparing the
+/// other fields) once the date of birth or the given name does not agree; and `None` for a
+/// total below `at_least`, before any explanation is built.
+fn eligible_score<'a>(
+    r: &SubjectRecord,
+    person: impl Iterator<Item = &'a SubjectRecord> + Clone,
+    at_least: f64,
+) -> Option<Score> {
+    let dob = best_of(r, person.clone(), dob_agreement);
+    if dob.1 <= 0.0 {
+        return None;
+    }
+    let given = best_of(r, person.clone(), given_agreement);
+    if given.1 <= 0.0 {
+        return None;
+    }
+    let family = best_of(r, person.clone(), family_agreement);
+    let sex = best_of(r, person.clone(), sex_agreement);
+    let postcode = best_of(r, person, postcode_agreement);
+    let best = [given, family, dob, sex, postcode];
+    if best.iter().map(|b| b.1).sum::<f64>() < at_least {
+        return None;
+    }
+    Some(score_of(best))
 }
 
 /// Whether two records that share an identifier disagree on both date of birth and given name.
@@ -624,9 +670,8 @@ impl Linker {
             postcodes: Vec::new(),
         };
         // Without sex and postcode a perfect match scores 12.
-        self.score_persons(&probe, None)
+        self.score_persons(&probe, None, REVIEW_THRESHOLD - 1.0)
             .into_iter()
-            .filter(|(_, s)| s.total >= REVIEW_THRESHOLD - 1.0)
             .map(|(person, score)| Found {
                 person,
                 score: Some(score),
@@ -897,30 +942,36 @@ impl Linker {
         keys
     }
 
-    /// Scores `r` against every person sharing a block with it (other than `skip`), best first.
-    fn score_persons(&self, r: &SubjectRecord, skip: Option<u32>) -> Vec<(u32, Score)> {
-        let mut persons: BTreeSet<u32> = BTreeSet::new();
+    /// Scores `r` against every person sharing a block with it (other than `skip`) who could
+    /// be linked to it and scores at least `at_least`, best first.
+    fn score_persons(
+        &self,
+        r: &SubjectRecord,
+        skip: Option<u32>,
+        at_least: f64,
+    ) -> Vec<(u32, Score)> {
+        let mut persons: Vec<u32> = Vec::new();
         for k in Self::block_keys(r, true) {
             if let Some(list) = self.blocks.get(&k) {
                 for &x in list.iter().rev().take(MAX_BLOCK_SCAN) {
                     // A link needs an agreeing date of birth: skip the rest before scoring.
                     if dob_agreement(r, &self.records[x as usize]).1 > 0.0 {
-                        persons.insert(self.person[x as usize]);
+                        persons.push(self.person[x as usize]);
                     }
                 }
             }
         }
+        persons.sort_unstable();
+        persons.dedup();
         let mut scored: Vec<(u32, Score)> = persons
             .into_iter()
             .filter(|&p| Some(p) != skip)
             .filter_map(|p| {
-                let recs: Vec<&SubjectRecord> = self
+                let recs = self
                     .person_records(p)
                     .iter()
-                    .map(|&x| &self.records[x as usize])
-                    .collect();
-                let s = score_against(r, &recs);
-                s.eligible.then_some((p, s))
+                    .map(|&x| &self.records[x as usize]);
+                eligible_score(r, recs, at_least).map(|s| (p, s))
             })
             .collect();
         scored.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(&b.0)));
@@ -929,7 +980,7 @@ impl Linker {
 
     fn link_by_score(&mut self, r: u32, offset: u64) {
         let own = self.person[r as usize];
-        let scored = self.score_persons(&self.records[r as usize], Some(own));
+        let scored = self.score_persons(&self.records[r as usize], Some(own), REVIEW_THRESHOLD);
         let above: Vec<&(u32, Score)> = scored
             .iter()
             .filter(|(_, s)| s.total >= LINK_THRESHOLD)

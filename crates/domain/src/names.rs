@@ -95,41 +95,94 @@ const NICKNAMES: &[&[&str]] = &[
 
 /// Whether `a` and `b` are forms of the same given name (e.g. `william` and `bill`).
 pub fn are_nicknames(a: &str, b: &str) -> bool {
-    a != b && NICKNAMES.iter().any(|g| g.contains(&a) && g.contains(&b))
+    if a == b {
+        return false;
+    }
+    let groups = nickname_groups();
+    match (groups.get(a), groups.get(b)) {
+        (Some(x), Some(y)) => x.iter().any(|g| y.contains(g)),
+        _ => false,
+    }
+}
+
+/// For each name in [`NICKNAMES`], the groups it belongs to (built once: a name compared
+/// against thousands of others should not scan every group each time).
+fn nickname_groups() -> &'static std::collections::HashMap<&'static str, Vec<usize>> {
+    static GROUPS: std::sync::OnceLock<std::collections::HashMap<&'static str, Vec<usize>>> =
+        std::sync::OnceLock::new();
+    GROUPS.get_or_init(|| {
+        let mut m: std::collections::HashMap<&'static str, Vec<usize>> = Default::default();
+        for (i, g) in NICKNAMES.iter().enumerate() {
+            for n in g.iter() {
+                m.entry(n).or_default().push(i);
+            }
+        }
+        m
+    })
 }
 
 /// Damerau-Levenshtein (optimal string alignment) distance, stopping early above `limit`:
 /// returns `limit + 1` when the distance is larger.
 pub fn edit_distance(a: &str, b: &str, limit: usize) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
+    /// Names up to this many characters are compared without allocating.
+    const SHORT: usize = 32;
+    let (mut sa, mut sb) = (['\0'; SHORT], ['\0'; SHORT]);
+    match (chars_into(a, &mut sa), chars_into(b, &mut sb)) {
+        (Some(la), Some(lb)) => {
+            let mut rows = [0usize; 3 * (SHORT + 1)];
+            osa_distance(&sa[..la], &sb[..lb], limit, &mut rows[..3 * (lb + 1)])
+        }
+        _ => {
+            let a: Vec<char> = a.chars().collect();
+            let b: Vec<char> = b.chars().collect();
+            let mut rows = vec![0usize; 3 * (b.len() + 1)];
+            osa_distance(&a, &b, limit, &mut rows)
+        }
+    }
+}
+
+/// Copies the characters of `s` into `buf`, returning how many, or `None` if they do not fit.
+fn chars_into(s: &str, buf: &mut [char]) -> Option<usize> {
+    let mut n = 0;
+    for c in s.chars() {
+        *buf.get_mut(n)? = c;
+        n += 1;
+    }
+    Some(n)
+}
+
+/// The optimal string alignment distance, capped at `limit + 1`, keeping three rows of the
+/// table in `rows` (`3 * (b.len() + 1)` cells).
+fn osa_distance(a: &[char], b: &[char], limit: usize, rows: &mut [usize]) -> usize {
     if a.len().abs_diff(b.len()) > limit {
         return limit + 1;
     }
     let w = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * w];
-    for (j, cell) in d.iter_mut().enumerate().take(w) {
+    let (mut older, rest) = rows.split_at_mut(w);
+    let (mut prev, mut cur) = rest.split_at_mut(w);
+    for (j, cell) in prev.iter_mut().enumerate() {
         *cell = j;
     }
     for i in 1..=a.len() {
-        d[i * w] = i;
+        cur[0] = i;
         let mut row_min = i;
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[(i - 1) * w + j] + 1)
-                .min(d[i * w + j - 1] + 1)
-                .min(d[(i - 1) * w + j - 1] + cost);
+            let mut v = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[(i - 2) * w + j - 2] + 1);
+                v = v.min(older[j - 2] + 1);
             }
-            d[i * w + j] = v;
+            cur[j] = v;
             row_min = row_min.min(v);
         }
         if row_min > limit {
             return limit + 1;
         }
+        // The rows move up: the current one becomes the previous, the previous the older.
+        std::mem::swap(&mut older, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
     }
-    d[a.len() * w + b.len()].min(limit + 1)
+    prev[b.len()].min(limit + 1)
 }
 
 /// Whether two different spellings are close enough to be a typo of each other: one edit for
@@ -297,5 +350,55 @@ mod tests {
         assert_eq!(swapped(d), Some(Date::parse("2015-04-03")?));
         assert_eq!(swapped(Date::parse("2015-03-25")?), None);
         Ok(())
+    }
+
+    /// The full-table optimal string alignment distance the three-row version must equal.
+    fn full_table_distance(a: &str, b: &str) -> usize {
+        let a: Vec<char> = a.chars().collect();
+        let b: Vec<char> = b.chars().collect();
+        let w = b.len() + 1;
+        let mut d = vec![0usize; (a.len() + 1) * w];
+        for (j, cell) in d.iter_mut().enumerate().take(w) {
+            *cell = j;
+        }
+        for i in 1..=a.len() {
+            d[i * w] = i;
+            for j in 1..=b.len() {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut v = (d[(i - 1) * w + j] + 1)
+                    .min(d[i * w + j - 1] + 1)
+                    .min(d[(i - 1) * w + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    v = v.min(d[(i - 2) * w + j - 2] + 1);
+                }
+                d[i * w + j] = v;
+            }
+        }
+        d[a.len() * w + b.len()]
+    }
+
+    proptest::proptest! {
+        /// Short names (on the stack) and long ones (on the heap), ASCII or not, get the
+        /// distance of the full table, capped at the limit plus one.
+        #[test]
+        fn edit_distance_equals_the_full_table(
+            a in "[abé -]{0,40}",
+            b in "[abé -]{0,40}",
+            limit in 0usize..4,
+        ) {
+            proptest::prop_assert_eq!(
+                edit_distance(&a, &b, limit),
+                full_table_distance(&a, &b).min(limit + 1)
+            );
+        }
+
+        /// A nickname pair is one that some group holds both of, whichever way round.
+        #[test]
+        fn nicknames_are_pairs_within_a_group(g in 0..NICKNAMES.len(), i in 0usize..8, j in 0usize..8) {
+            let group = NICKNAMES[g];
+            let (a, b) = (group[i % group.len()], group[j % group.len()]);
+            proptest::prop_assert_eq!(are_nicknames(a, b), a != b);
+            proptest::prop_assert_eq!(are_nicknames(b, a), a != b);
+        }
     }
 }

@@ -553,3 +553,26 @@ fn crossed_first_and_middle_names_link() {
     let b = one(&mut l, 1, "school-001", b);
     assert_eq!(l.person_of(a), l.person_of(b));
 }
+
+proptest! {
+    /// The scorer's short cut (stop at a disagreeing birth date or given name, skip a low
+    /// total) keeps exactly the persons the full score calls eligible and high enough, with
+    /// the same score and explanation.
+    #[test]
+    fn the_short_cut_score_equals_the_full_one(
+        r in arb_subject(),
+        person in prop::collection::vec(arb_subject(), 1..4),
+        at_least in prop::sample::select(vec![f64::NEG_INFINITY, REVIEW_THRESHOLD - 1.0, REVIEW_THRESHOLD, LINK_THRESHOLD]),
+    ) {
+        let r = record_from("police", "police/x".into(), 0, &r);
+        let person: Vec<SubjectRecord> = person
+            .iter()
+            .enumerate()
+            .map(|(i, s)| record_from("school-001", format!("school-001/{i}"), 1, s))
+            .collect();
+        let refs: Vec<&SubjectRecord> = person.iter().collect();
+        let full = score_against(&r, &refs);
+        let expected = (full.eligible && full.total >= at_least).then_some(full);
+        prop_assert_eq!(eligible_score(&r, person.iter(), at_least), expected);
+    }
+}
