@@ -17,7 +17,9 @@
 //! viewer sees, and the projection counts what it withheld. Timelines are answered from memory
 //! alone; the family view folds full events, read from the log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -184,7 +186,8 @@ struct State {
     lines: Vec<Option<Box<LineText>>>,
     /// Interned `(source, kind, category, safeguarding)`, referred to by [`Indexed::meta`].
     metas: Vec<MetaKey>,
-    meta_ids: HashMap<MetaKey, u32>,
+    /// Per kind, the ids of its metas (a few each): looked up by `&str`, without building a key.
+    meta_ids: HashMap<String, Vec<u32>>,
     /// Consents, decisions, grants and the access log index.
     access: AccessState,
     /// Set when a sled write failed after memory changed: the projection must be rebuilt.
@@ -255,7 +258,7 @@ impl State {
             by_record: Vec::new(),
             lines: Vec::new(),
             metas: Vec::new(),
-            meta_ids: HashMap::new(),
+            meta_ids: HashMap::default(),
             access: AccessState::default(),
             broken: None,
             memo: std::sync::Mutex::new(Memos::default()),
@@ -340,18 +343,26 @@ impl State {
             fact: line.fact.clone().map(Box::new),
             erased: line.erased.clone().map(Box::new),
         }));
-        let key = (
-            line.source.clone(),
-            line.kind.clone(),
-            line.category,
-            line.safeguarding,
-        );
-        let meta = match self.meta_ids.get(&key) {
-            Some(&m) => m,
+        let metas = &self.metas;
+        let found = self.meta_ids.get(line.kind.as_str()).and_then(|ids| {
+            ids.iter().copied().find(|&m| {
+                let (source, _, category, safeguarding) = &metas[m as usize];
+                *source == line.source
+                    && *category == line.category
+                    && *safeguarding == line.safeguarding
+            })
+        });
+        let meta = match found {
+            Some(m) => m,
             None => {
                 let m = self.metas.len() as u32;
-                self.metas.push(key.clone());
-                self.meta_ids.insert(key, m);
+                self.metas.push((
+                    line.source.clone(),
+                    line.kind.clone(),
+                    line.category,
+                    line.safeguarding,
+                ));
+                self.meta_ids.entry(line.kind.clone()).or_default().push(m);
                 m
             }
         };
