@@ -251,6 +251,20 @@ pub struct Linker {
     candidate_pairs: HashMap<u64, u32>,
     conflicts: Vec<Conflict>,
     conflict_pairs: HashSet<u64>,
+    /// Families whose persons or members changed since [`Linker::take_changed_families`]
+    /// last drained them (not state: a replay or a snapshot does not need it).
+    #[serde(skip)]
+    changed: ChangedFamilies,
+}
+
+/// Which families changed since they were last asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ChangedFamilies {
+    /// These families (by index; a merged-away family is listed with the one it joined).
+    Some(Vec<u32>),
+    /// Any family may have changed (persons and families were recomputed).
+    #[default]
+    All,
 }
 
 fn pair(a: u32, b: u32) -> u64 {
@@ -1085,8 +1099,24 @@ impl Linker {
         Ok(())
     }
 
+    /// Notes that family `f` changed.
+    fn family_changed(&mut self, f: u32) {
+        if let ChangedFamilies::Some(v) = &mut self.changed {
+            v.push(f);
+        }
+    }
+
+    /// The families whose persons or members changed since the last call (or since the
+    /// linker was made or loaded: then all), and forgets them. Whoever keeps anything worked
+    /// out from a family drops it for these.
+    pub fn take_changed_families(&mut self) -> ChangedFamilies {
+        std::mem::replace(&mut self.changed, ChangedFamilies::Some(Vec::new()))
+    }
+
     fn merge_persons(&mut self, pa: u32, pb: u32) {
         let (keep, gone) = if pa < pb { (pa, pb) } else { (pb, pa) };
+        self.family_changed(self.family[keep as usize]);
+        self.family_changed(self.family[gone as usize]);
         let moved = self.members.remove(&gone).unwrap_or_default();
         for &m in &moved {
             self.person[m as usize] = keep;
@@ -1102,6 +1132,8 @@ impl Linker {
             return;
         }
         let (keep, gone) = if fa < fb { (fa, fb) } else { (fb, fa) };
+        self.family_changed(keep);
+        self.family_changed(gone);
         let moved = self.family_members.remove(&gone).unwrap_or_default();
         for &m in &moved {
             self.family[m as usize] = keep;
@@ -1114,6 +1146,7 @@ impl Linker {
     /// Recomputes persons and families from the links still active and the stated
     /// relationships, in their original order, dropping any link a rejection now forbids.
     fn recluster(&mut self) {
+        self.changed = ChangedFamilies::All;
         let n = self.records.len() as u32;
         self.person = (0..n).collect();
         self.family = (0..n).collect();

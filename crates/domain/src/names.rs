@@ -107,11 +107,11 @@ pub fn are_nicknames(a: &str, b: &str) -> bool {
 
 /// For each name in [`NICKNAMES`], the groups it belongs to (built once: a name compared
 /// against thousands of others should not scan every group each time).
-fn nickname_groups() -> &'static std::collections::HashMap<&'static str, Vec<usize>> {
-    static GROUPS: std::sync::OnceLock<std::collections::HashMap<&'static str, Vec<usize>>> =
+fn nickname_groups() -> &'static foldhash::HashMap<&'static str, Vec<usize>> {
+    static GROUPS: std::sync::OnceLock<foldhash::HashMap<&'static str, Vec<usize>>> =
         std::sync::OnceLock::new();
     GROUPS.get_or_init(|| {
-        let mut m: std::collections::HashMap<&'static str, Vec<usize>> = Default::default();
+        let mut m: foldhash::HashMap<&'static str, Vec<usize>> = Default::default();
         for (i, g) in NICKNAMES.iter().enumerate() {
             for n in g.iter() {
                 m.entry(n).or_default().push(i);

@@ -29,7 +29,7 @@ use tellonce_domain::access::{
     self, AccessEntry, BreakGlass, Category, ConsentGiven, ConsentWithdrawn, EventFacts, Fact,
     FamilyFacts, SharingDecision, Standing, Viewer, Withheld,
 };
-use tellonce_domain::identity::{Candidate, LinkWhy, Linker, SubjectRecord};
+use tellonce_domain::identity::{Candidate, ChangedFamilies, LinkWhy, Linker, SubjectRecord};
 use tellonce_domain::record::DecodeError;
 use tellonce_domain::seal::{self, DataKey, Erasure, Sealed};
 use tellonce_domain::view::{self, FamilyEvent, FamilyView, Member};
@@ -193,7 +193,8 @@ struct State {
     /// Set when a sled write failed after memory changed: the projection must be rebuilt.
     broken: Option<String>,
     /// What reads of a family need, worked out at the first read and kept until the log
-    /// brings anything but access entries (then all are dropped).
+    /// brings an event about the family or a change of its members (then its memo is
+    /// dropped), or anything but events and access entries (then all are).
     memo: std::sync::Mutex<Memos>,
 }
 
@@ -241,6 +242,8 @@ struct FamilyMemo {
     /// The events' ids and summaries, one after another: a page of the timeline is copied
     /// from here rather than from lines all over memory (those reads were most of its cost).
     texts: String,
+    /// Roughly the bytes it holds (counted in [`Memos::bytes`]).
+    bytes: usize,
 }
 
 /// Families whose memo is kept at most (beyond it, all are dropped and worked out again).
@@ -320,6 +323,7 @@ impl State {
                 .map(|p| (p, l.person_id(p)))
                 .collect(),
             texts,
+            bytes,
         });
         let mut kept = self.memo.lock().unwrap_or_else(|p| p.into_inner());
         if kept.by_family.len() >= MEMO_FAMILIES || kept.bytes + bytes > MEMO_BYTES {
@@ -394,6 +398,21 @@ impl State {
         line.records.dedup();
         self.index(offset, &line);
         lines.push((offset, line));
+    }
+
+    /// Links event `ev` (at `offset`), then indexes its line and queues it for sled; notes
+    /// the families it is about in `stale`.
+    fn add_event<P>(
+        &mut self,
+        offset: u64,
+        ev: &Event<P>,
+        mut line: Line,
+        lines: &mut Vec<(u64, Line)>,
+        stale: &mut Vec<u32>,
+    ) {
+        line.records = self.linker.apply_event(offset, ev);
+        stale.extend(line.records.iter().map(|&r| self.linker.family_of(r)));
+        self.add_line(offset, line, lines);
     }
 
     /// Applies erasure `x` (at log offset `at`) to the lines in memory and to those of this
@@ -1454,13 +1473,18 @@ impl Projection {
         // Erasures in this batch (their earlier, stored lines are rewritten below).
         let mut erasures: Vec<Erasure> = Vec::new();
         let mut n = 0;
-        // Whether the batch changes what family memos hold (all but access entries do).
-        let mut families_changed = false;
+        // Families whose memos the batch makes stale (the families of its events' records),
+        // or all of them (for anything but events and access entries).
+        let mut stale: Vec<u32> = Vec::new();
+        let mut all_stale = false;
         for (e, record) in entries.iter().zip(decoded) {
             if e.offset < st.next_offset {
                 continue;
             }
-            families_changed |= !matches!(record, Ok(Decoded::Access(_)) | Ok(Decoded::Other));
+            all_stale |= !matches!(
+                record,
+                Ok(Decoded::Event(..) | Decoded::Erased(..) | Decoded::Access(_) | Decoded::Other)
+            );
             if e.offset != st.next_offset {
                 return Err(ProjectionError::Damaged(format!(
                     "expected log offset {}, got {}",
@@ -1468,13 +1492,11 @@ impl Projection {
                 )));
             }
             match record {
-                Ok(Decoded::Event(ev, mut line)) => {
-                    line.records = st.linker.apply_event(e.offset, &ev);
-                    st.add_line(e.offset, line, &mut lines);
+                Ok(Decoded::Event(ev, line)) => {
+                    st.add_event(e.offset, &ev, line, &mut lines, &mut stale);
                 }
-                Ok(Decoded::Erased(ev, mut line)) => {
-                    line.records = st.linker.apply_event(e.offset, &ev);
-                    st.add_line(e.offset, line, &mut lines);
+                Ok(Decoded::Erased(ev, line)) => {
+                    st.add_event(e.offset, &ev, line, &mut lines, &mut stale);
                 }
                 Ok(Decoded::Erasure(x)) => {
                     st.erase_lines(e.offset, &x, &mut lines);
@@ -1498,8 +1520,19 @@ impl Projection {
             st.since_snapshot += 1;
             n += 1;
         }
-        if families_changed {
-            *st.memo.get_mut().unwrap_or_else(|p| p.into_inner()) = Memos::default();
+        match st.linker.take_changed_families() {
+            ChangedFamilies::All => all_stale = true,
+            ChangedFamilies::Some(merged) => stale.extend(merged),
+        }
+        let memos = st.memo.get_mut().unwrap_or_else(|p| p.into_inner());
+        if all_stale {
+            *memos = Memos::default();
+        } else {
+            for f in stale {
+                if let Some(m) = memos.by_family.remove(&f) {
+                    memos.bytes -= m.bytes;
+                }
+            }
         }
         if n == 0 {
             return Ok(0);

@@ -678,7 +678,7 @@ async fn family_memos_follow_the_log() {
         .expect("open");
     p.catch_up(log.as_ref()).await.expect("catch up");
     let fam = p.with_linker(|l| l.family_id(l.family_of(l.person_of(0))));
-    let scope = Scope::Family(fam);
+    let scope = Scope::Family(fam.clone());
     let read = |p: &Projection| {
         p.timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
             .expect("timeline")
@@ -701,7 +701,55 @@ async fn family_memos_follow_the_log() {
     p.catch_up(log.as_ref()).await.expect("catch up");
     assert_eq!(kept(&p), 1);
 
-    // A new event about a member drops it, and the next read shows the event.
+    // Events of the log by source and family, to make new ones from.
+    let mut events: Vec<(String, Event<Payload>)> = Vec::new();
+    for e in log.read(0, 1_000).await.expect("read") {
+        if let Ok(Record::PartnerEvent(ev)) = Record::decode(&e.body) {
+            let fam = p.with_linker(|l| {
+                l.family_id(
+                    l.family_of(
+                        l.record_by_key(&format!(
+                            "{}/{}",
+                            ev.source,
+                            ev.subjects[0].local_id.as_deref().unwrap_or_default()
+                        ))
+                        .expect("record"),
+                    ),
+                )
+            });
+            events.push((fam, ev));
+        }
+    }
+    let memo_of = |p: &Projection, fam: &str| {
+        p.read_state()
+            .memo
+            .lock()
+            .expect("memo")
+            .by_family
+            .values()
+            .find(|m| m.family_id == fam)
+            .cloned()
+    };
+    // Three other families, read, so their memos are kept.
+    let mut others: Vec<String> = events.iter().map(|(f, _)| f.clone()).collect();
+    others.sort();
+    others.dedup();
+    others.retain(|f| *f != fam);
+    assert!(others.len() >= 3, "{others:?}");
+    for f in &others[..3] {
+        p.timeline(
+            &Scope::Family(f.clone()),
+            &TimelineFilter::default(),
+            MAX_PAGE,
+            "",
+            &ALL,
+        )
+        .expect("timeline");
+    }
+    assert_eq!(kept(&p), 4);
+    let untouched = memo_of(&p, &others[2]).expect("kept");
+
+    // A new event about a member drops that family's memo only, and the next read shows it.
     let newest = &before.items[0];
     let old = log.read(newest.offset, 1).await.expect("read");
     let Ok(Record::PartnerEvent(mut event)) = Record::decode(&old[0].body) else {
@@ -713,18 +761,61 @@ async fn family_memos_follow_the_log() {
         .await
         .expect("append");
     p.catch_up(log.as_ref()).await.expect("catch up");
-    assert_eq!(kept(&p), 0, "an event drops the memos");
+    assert_eq!(kept(&p), 3, "an event drops its family's memo");
+    assert!(memo_of(&p, &fam).is_none());
     let after = read(&p);
     assert_eq!(after.total, before.total + 1);
     assert!(after.items[0].event_id.ends_with("-again"));
     assert_eq!(&after.items[1..], &before.items[..]);
+
+    // An event that joins two families (a partner states two of their children share a
+    // household) drops both memos; a third family's stays as it was.
+    let (a, b) = (&others[0], &others[1]);
+    let (ea, eb) = events
+        .iter()
+        .filter(|(f, _)| f == a)
+        .find_map(|(_, ea)| {
+            events
+                .iter()
+                .find(|(f, eb)| f == b && eb.source == ea.source)
+                .map(|(_, eb)| (ea.clone(), eb.clone()))
+        })
+        .expect("events of both families from one partner");
+    let mut joined = ea.clone();
+    joined.event_id = "joined-1".into();
+    joined.subjects = vec![ea.subjects[0].clone(), eb.subjects[0].clone()];
+    joined.relationships = vec![tellonce_domain::event::Relationship {
+        from: 0,
+        to: 1,
+        kind: tellonce_domain::event::RelationshipKind::HouseholdMember,
+    }];
+    log.append(vec![NewEntry::of(&Record::PartnerEvent(joined), END.0)])
+        .await
+        .expect("append");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    assert!(memo_of(&p, a).is_none() && memo_of(&p, b).is_none());
+    let still = memo_of(&p, &others[2]).expect("a third family's memo is kept");
+    assert!(Arc::ptr_eq(&still, &untouched));
+    assert_eq!(
+        kept(&p),
+        2,
+        "the first family's (read again above) and the third's"
+    );
 
     // Reads through memos answer as a projection that never kept one.
     let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
         .await
         .expect("rebuild");
     q.catch_up(log.as_ref()).await.expect("replay");
-    assert_eq!(read(&q).items, after.items);
+    assert_eq!(read(&q).items, read(&p).items);
+    for f in &others {
+        let scope = Scope::Family(f.clone());
+        let page = |p: &Projection| {
+            p.timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
+                .expect("timeline")
+        };
+        assert_eq!(page(&q), page(&p), "family {f}");
+    }
 }
 
 /// A catch-up over several batches (each decoded while the one before is applied): when it

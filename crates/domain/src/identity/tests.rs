@@ -576,3 +576,66 @@ proptest! {
         prop_assert_eq!(eligible_score(&r, person.iter(), at_least), expected);
     }
 }
+
+/// The families the linker names as changed, once each.
+fn changed_set(l: &mut Linker) -> BTreeSet<u32> {
+    match l.take_changed_families() {
+        ChangedFamilies::Some(v) => v.into_iter().collect(),
+        ChangedFamilies::All => panic!("some families, not all"),
+    }
+}
+
+#[test]
+fn the_linker_says_which_families_changed() {
+    let mut l = Linker::new();
+    assert_eq!(
+        l.take_changed_families(),
+        ChangedFamilies::All,
+        "a new linker: all"
+    );
+    let a = one(
+        &mut l,
+        0,
+        "police",
+        subject("P1", "Mia", "Smith", "2015-06-01", "NN1 1AA"),
+    );
+    let b = one(
+        &mut l,
+        1,
+        "police",
+        subject("P2", "Jack", "Carter", "2012-02-02", "MK9 3XY"),
+    );
+    let c = one(
+        &mut l,
+        2,
+        "police",
+        subject("P3", "Ollie", "Carter", "2010-03-03", "MK9 3XY"),
+    );
+    let _ = l.take_changed_families();
+    // An event about one known record changes no family.
+    one(
+        &mut l,
+        3,
+        "police",
+        subject("P1", "Mia", "Smith", "2015-06-01", "NN1 1AA"),
+    );
+    assert_eq!(l.take_changed_families(), ChangedFamilies::Some(vec![]));
+    // A stated relationship joins two families: both are named.
+    let (fb, fc) = (l.family_of(b), l.family_of(c));
+    let p2 = subject("P2", "Jack", "Carter", "2012-02-02", "MK9 3XY");
+    let p3 = subject("P3", "Ollie", "Carter", "2010-03-03", "MK9 3XY");
+    l.apply_event(4, &event("police", vec![p2, p3], vec![(0, 1)]));
+    assert_eq!(changed_set(&mut l), BTreeSet::from([fb, fc]));
+    assert_ne!(l.family_of(a), l.family_of(b));
+    // A confirmed link joins two persons (and their families): both families are named.
+    let (ka, kb) = (l.record(a).key.clone(), l.record(b).key.clone());
+    let (fa, fb) = (l.family_of(a), l.family_of(b));
+    l.apply_decision(5, &decision(&ka, &kb, Decision::Confirm, None))
+        .expect("confirm");
+    assert_eq!(changed_set(&mut l), BTreeSet::from([fa, fb]));
+    // Rejecting it splits them again, recomputing persons and families: all may have changed.
+    l.apply_decision(6, &decision(&ka, &kb, Decision::Reject, None))
+        .expect("reject");
+    assert_eq!(l.take_changed_families(), ChangedFamilies::All);
+    assert_ne!(l.person_of(a), l.person_of(b));
+}
