@@ -175,35 +175,92 @@ async fn fill_log(
         log.append(chunk.to_vec()).await?;
     }
     let progress = bar(size.events, size.json, "events written");
-    let mut chunk = Vec::with_capacity(1000);
     let mut events = c.events();
     loop {
-        chunk.clear();
         let batch: Vec<_> = events.by_ref().take(1000).collect();
-        match &keys {
-            None => chunk.extend(
-                batch
-                    .into_iter()
-                    .map(|e| NewEntry::of(&Record::PartnerEvent(e), 0)),
-            ),
-            Some(ks) => {
-                let names: Vec<Vec<String>> = batch.iter().map(seal::key_names).collect();
-                let k = ks.keys_for_many(&names)?;
-                chunk.extend(batch.into_iter().zip(k).map(|(e, k)| {
-                    let sealed = seal::seal(e, &k, rand::Rng::random(&mut rng));
-                    NewEntry::of(&Record::SealedEvent(sealed), 0)
-                }));
-            }
-        }
-        if chunk.is_empty() {
+        if batch.is_empty() {
             break;
         }
+        let chunk = entries_of(batch, keys.as_ref(), &mut rng)?;
         progress.inc(chunk.len() as u64);
-        log.append(chunk.clone()).await?;
+        log.append(chunk).await?;
     }
     drop(events);
     progress.finish_and_clear();
     Ok(c)
+}
+
+/// Log entries for demo events: sealed under their subjects' data keys from `keys`, or plain.
+fn entries_of(
+    batch: Vec<tellonce_domain::Event>,
+    keys: Option<&tellonce_projection::KeyStore>,
+    rng: &mut impl rand::Rng,
+) -> Result<Vec<NewEntry>, tellonce_projection::KeyError> {
+    Ok(match keys {
+        None => batch
+            .into_iter()
+            .map(|e| NewEntry::of(&Record::PartnerEvent(e), 0))
+            .collect(),
+        Some(ks) => {
+            let names: Vec<Vec<String>> = batch.iter().map(seal::key_names).collect();
+            let k = ks.keys_for_many(&names)?;
+            batch
+                .into_iter()
+                .zip(k)
+                .map(|(e, k)| {
+                    let sealed = seal::seal(e, &k, rng.random());
+                    NewEntry::of(&Record::SealedEvent(sealed), 0)
+                })
+                .collect()
+        }
+    })
+}
+
+/// Writes the county's events again, under new ids (`live-N-...`, so they are not
+/// duplicates), into `log` at about `rate` per second until `stop` turns true, as a live hub
+/// keeps receiving events while it is read. Returns how many it wrote.
+async fn live_ingest(
+    log: Arc<dyn Log>,
+    size: DemoSize,
+    keys: PathBuf,
+    rate: u32,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<u64, String> {
+    let keys = match size.plain {
+        true => None,
+        false => Some(tellonce_projection::KeyStore::open(&keys).map_err(|e| e.to_string())?),
+    };
+    // Not the thread's generator: this future moves between threads.
+    let mut rng: rand::rngs::StdRng = rand::SeedableRng::from_rng(&mut rand::rng());
+    let mut c = county(&size);
+    let mut events = c.events();
+    // Batches of about 10 ms' worth, at least one event.
+    let per_batch = rate.div_ceil(100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(
+        f64::from(per_batch) / f64::from(rate.max(1)),
+    ));
+    let mut written = 0u64;
+    while !*stop.borrow_and_update() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let batch: Vec<_> = events
+            .by_ref()
+            .take(per_batch as usize)
+            .map(|mut e| {
+                e.event_id = format!("live-{written}-{}", e.event_id);
+                e
+            })
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        let entries = entries_of(batch, keys.as_ref(), &mut rng).map_err(|e| e.to_string())?;
+        written += entries.len() as u64;
+        log.append(entries).await.map_err(|e| e.to_string())?;
+    }
+    Ok(written)
 }
 
 /// What a rebuild did.
@@ -417,6 +474,10 @@ pub struct QueryArgs {
     /// Without the access rule and the access log (the baseline to compare with).
     #[arg(long)]
     no_policy: bool,
+    /// Events per second written into the log while the queries run (a live hub keeps
+    /// receiving events while it is read); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    ingest_rate: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -586,12 +647,29 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         let families = Arc::new(families);
         let log_before = log_head.head().next_offset;
+        let (stop_ingest, ingest_stopped) = tokio::sync::watch::channel(false);
+        let ingest = (args.ingest_rate > 0).then(|| {
+            tokio::spawn(live_ingest(
+                log_head.clone(),
+                args.size.clone(),
+                config.key_store_dir(),
+                args.ingest_rate,
+                ingest_stopped,
+            ))
+        });
         let (tl, tl_qps) = load(&clients, families.clone(), Kind::Timeline, &args).await?;
         let (fam, fam_qps) = load(&clients, families.clone(), Kind::Family, &args).await?;
+        let _ = stop_ingest.send(true);
+        let ingested = match ingest {
+            Some(task) => task.await??,
+            None => 0,
+        };
         let log_after = log_head.head().next_offset;
         let out = serde_json::json!({
             "policy": !args.no_policy,
-            "access_entries_written": log_after.saturating_sub(log_before),
+            "access_entries_written": log_after.saturating_sub(log_before + ingested),
+            "events_ingested_meanwhile": ingested,
+            "ingest_rate": args.ingest_rate,
             "timeline_p50_ms": percentile(&tl, 0.50),
             "timeline_p99_ms": percentile(&tl, 0.99),
             "queries_per_sec": tl_qps,
@@ -611,7 +689,10 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             println!("{} events, {} families sampled; {} callers on {} connections, {} s per kind (hub and callers share this machine); access rule and access log {}",
                 head, families.len(), args.concurrency, args.connections, args.seconds,
                 if args.no_policy { "OFF (baseline)" } else { "on" });
-            println!("access entries written: {}", log_after.saturating_sub(log_before));
+            println!("access entries written: {}", log_after.saturating_sub(log_before + ingested));
+            if args.ingest_rate > 0 {
+                println!("events written into the log meanwhile: {ingested} (--ingest-rate {})", args.ingest_rate);
+            }
             println!("GetTimeline (page {}): p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", args.page_size, percentile(&tl, 0.5), percentile(&tl, 0.99), tl_qps);
             println!("GetFamily:          p50 {:.2} ms  p99 {:.2} ms  {:.0} queries/s", percentile(&fam, 0.5), percentile(&fam, 0.99), fam_qps);
             println!("initial projection of the log took {apply_secs:.1} s; peak RSS {:.0} MiB", peak_rss_mb());
