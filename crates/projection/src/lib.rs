@@ -726,7 +726,7 @@ fn line_of<P>(ev: &Event<P>, kind: &str, summary: String, fact: Option<LineFact>
         fact,
         erased: None,
         sealed: None,
-        keys: None,
+        to_seal: None,
     }
 }
 
@@ -821,7 +821,7 @@ fn decode_one(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undec
             Record::SealedEvent(se) => match open_sealed(se, keys).map_err(Undecodable::Keys)? {
                 Opened::Event(ev, ids, raw) => match plain_event(ev) {
                     Decoded::Event(ev, mut line) => {
-                        line.keys = Some((ids, raw));
+                        line.seal_summary(e.offset, ids, &raw);
                         Decoded::Event(ev, line)
                     }
                     other => other,
@@ -943,9 +943,10 @@ struct Line {
     /// `summary` empty), so the store holds nothing readable once a key is destroyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sealed: Option<SealedLine>,
-    /// In memory, for a sealed event on its way to sled: its key ids and keys.
+    /// In memory, for a sealed event on its way to sled: its summary already sealed (when
+    /// the entry was decoded, off the thread that applies), for `sealed` once it is stored.
     #[serde(skip)]
-    keys: Option<(Vec<String>, Vec<DataKey>)>,
+    to_seal: Option<SealedLine>,
 }
 
 /// A summary sealed with [`seal::seal_text`].
@@ -966,18 +967,24 @@ impl Line {
         self.fact = None;
         self.erased = Some(mark.clone());
         self.sealed = None;
-        self.keys = None;
+        self.to_seal = None;
         true
     }
 
-    /// Seals the summary of a sealed event for sled (see [`Line::sealed`]).
-    fn seal_for_store(&mut self, offset: u64) {
-        if let Some((ids, keys)) = self.keys.take() {
+    /// Seals the summary of a sealed event at `offset` under its data keys (`ids`, `keys`),
+    /// ready for sled.
+    fn seal_summary(&mut self, offset: u64, ids: Vec<String>, keys: &[DataKey]) {
+        self.to_seal = Some(SealedLine {
+            keys: ids,
+            text: seal::seal_text(&self.summary, keys, offset),
+        });
+    }
+
+    /// Puts the sealed summary of a sealed event in place for sled (see [`Line::sealed`]).
+    fn seal_for_store(&mut self) {
+        if let Some(sealed) = self.to_seal.take() {
             if self.erased.is_none() {
-                self.sealed = Some(SealedLine {
-                    keys: ids,
-                    text: seal::seal_text(&self.summary, &keys, offset),
-                });
+                self.sealed = Some(sealed);
                 self.summary.clear();
             }
         }
@@ -1549,8 +1556,8 @@ impl Projection {
                 }
             }
             let first_new = lines.first().map_or(u64::MAX, |(o, _)| *o);
-            for (o, line) in lines.iter_mut() {
-                line.seal_for_store(*o);
+            for (_, line) in lines.iter_mut() {
+                line.seal_for_store();
             }
             self.erase_stored(&erasures, first_new, &mut batch)?;
             for chunk in lines.chunks(LINES_PER_CHUNK) {
