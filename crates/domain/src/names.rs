@@ -95,12 +95,34 @@ const NICKNAMES: &[&[&str]] = &[
 
 /// Whether `a` and `b` are forms of the same given name (e.g. `william` and `bill`).
 pub fn are_nicknames(a: &str, b: &str) -> bool {
-    if a == b {
+    if a == b || !could_be_nickname(a) || !could_be_nickname(b) {
         return false;
     }
     let groups = nickname_groups();
     match (groups.get(a), groups.get(b)) {
         (Some(x), Some(y)) => x.iter().any(|g| y.contains(g)),
+        _ => false,
+    }
+}
+
+/// Whether `name` has the first byte and length of some name in [`NICKNAMES`]: most names
+/// do not, and are ruled out without hashing them.
+fn could_be_nickname(name: &str) -> bool {
+    static SHAPES: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let shapes = SHAPES.get_or_init(|| {
+        let mut shapes = [0u32; 256];
+        for n in NICKNAMES.iter().flat_map(|g| g.iter()) {
+            if let Some(&first) = n.as_bytes().first() {
+                if n.len() < 32 {
+                    shapes[first as usize] |= 1 << n.len();
+                }
+            }
+        }
+        shapes
+    });
+    match name.as_bytes().first() {
+        Some(&first) if name.len() < 32 => shapes[first as usize] & (1 << name.len()) != 0,
+        // No nickname is that long (the table's names are all shorter than 32 bytes).
         _ => false,
     }
 }
@@ -308,6 +330,14 @@ mod tests {
     }
 
     #[test]
+    fn nickname_table_names_are_short_and_normalised() {
+        for n in NICKNAMES.iter().flat_map(|g| g.iter()) {
+            assert!(n.len() < 32, "{n}");
+            assert_eq!(normalise(n), *n);
+        }
+    }
+
+    #[test]
     fn nicknames_and_typos() {
         assert!(are_nicknames("william", "bill"));
         assert!(are_nicknames("bill", "liam"));
@@ -390,6 +420,14 @@ mod tests {
                 edit_distance(&a, &b, limit),
                 full_table_distance(&a, &b).min(limit + 1)
             );
+        }
+
+        /// Any two names: nicknames exactly when some group holds both (the quick filter
+        /// by first letter and length rules out no pair that the groups hold).
+        #[test]
+        fn nicknames_equal_the_table(a in "[a-z]{1,9}|william|bill|liz|beth|alex|sandra", b in "[a-z]{1,9}|will|liam|lily|alexa|alexander") {
+            let expected = a != b && NICKNAMES.iter().any(|g| g.contains(&a.as_str()) && g.contains(&b.as_str()));
+            proptest::prop_assert_eq!(are_nicknames(&a, &b), expected);
         }
 
         /// A nickname pair is one that some group holds both of, whichever way round.
