@@ -216,23 +216,25 @@ fn entries_of(
     })
 }
 
-/// Writes the county's events again, under new ids (`live-N-...`, so they are not
-/// duplicates), into `log` at about `rate` per second until `stop` turns true, as a live hub
-/// keeps receiving events while it is read. Returns how many it wrote.
+/// Writes the events of the county made with `settings` (the one in the log) again, under
+/// new ids (`live-N-...`, so they are not duplicates), into `log` at about `rate` per second
+/// until `stop` turns true, as a live hub keeps receiving events while it is read. Their
+/// subject records are the log's, so every data key already exists. Returns how many it wrote.
 async fn live_ingest(
     log: Arc<dyn Log>,
-    size: DemoSize,
+    settings: tellonce_demo::Settings,
+    plain: bool,
     keys: PathBuf,
     rate: u32,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<u64, String> {
-    let keys = match size.plain {
+    let keys = match plain {
         true => None,
         false => Some(tellonce_projection::KeyStore::open(&keys).map_err(|e| e.to_string())?),
     };
     // Not the thread's generator: this future moves between threads.
     let mut rng: rand::rngs::StdRng = rand::SeedableRng::from_rng(&mut rand::rng());
-    let mut c = county(&size);
+    let mut c = County::new(settings);
     let mut events = c.events();
     // Batches of about 10 ms' worth, at least one event.
     let per_batch = rate.div_ceil(100).max(1);
@@ -651,7 +653,8 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let ingest = (args.ingest_rate > 0).then(|| {
             tokio::spawn(live_ingest(
                 log_head.clone(),
-                args.size.clone(),
+                c.settings.clone(),
+                args.size.plain,
                 config.key_store_dir(),
                 args.ingest_rate,
                 ingest_stopped,
