@@ -18,10 +18,10 @@
 //! alone; the family view folds full events, read from the log.
 
 use std::collections::BTreeMap;
-
-use foldhash::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use foldhash::HashMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -392,16 +392,8 @@ impl State {
         }
     }
 
-    /// Indexes a new event line (its records as the linker gave them) and queues it for sled.
-    fn add_line(&mut self, offset: u64, mut line: Line, lines: &mut Vec<(u64, Line)>) {
-        line.records.sort_unstable();
-        line.records.dedup();
-        self.index(offset, &line);
-        lines.push((offset, line));
-    }
-
-    /// Links event `ev` (at `offset`), then indexes its line and queues it for sled; notes
-    /// the families it is about in `stale`.
+    /// Links event `ev` (at `offset`), then indexes its line (with the records the linker
+    /// gave) and queues it for sled; notes the families it is about in `stale`.
     fn add_event<P>(
         &mut self,
         offset: u64,
@@ -411,8 +403,11 @@ impl State {
         stale: &mut Vec<u32>,
     ) {
         line.records = self.linker.apply_event(offset, ev);
+        line.records.sort_unstable();
+        line.records.dedup();
         stale.extend(line.records.iter().map(|&r| self.linker.family_of(r)));
-        self.add_line(offset, line, lines);
+        self.index(offset, &line);
+        lines.push((offset, line));
     }
 
     /// Applies erasure `x` (at log offset `at`) to the lines in memory and to those of this

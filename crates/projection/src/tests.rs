@@ -21,6 +21,13 @@ fn open_log(dir: &Path) -> Arc<EmbeddedLog<FsDir>> {
     Arc::new(log)
 }
 
+/// The projection in `dir` opened over `log` and caught up with it.
+async fn open_caught_up(dir: &Path, log: &dyn Log, keys: Option<Arc<KeyStore>>) -> Projection {
+    let p = Projection::open(dir, log, keys).await.expect("open");
+    p.catch_up(log).await.expect("catch up");
+    p
+}
+
 async fn fill(log: &dyn Log, families: usize, events: u64) {
     let mut county = County::new(Settings {
         seed: 11,
@@ -111,10 +118,7 @@ async fn timeline_pages_filters_and_withholding() {
     let tmp = tempfile::tempdir().expect("tmp");
     let log = open_log(tmp.path());
     fill(log.as_ref(), 20, 2_000).await;
-    let p = Projection::open(&tmp.path().join("proj"), log.as_ref(), None)
-        .await
-        .expect("open");
-    p.catch_up(log.as_ref()).await.expect("catch up");
+    let p = open_caught_up(&tmp.path().join("proj"), log.as_ref(), None).await;
     // The family with the most events.
     let fam = p.with_linker(|l| {
         let mut best = (0, 0);
@@ -219,10 +223,7 @@ async fn a_projection_of_another_log_is_rebuilt() {
     let log = open_log(tmp.path());
     fill(log.as_ref(), 5, 100).await;
     let dir = tmp.path().join("proj");
-    let p = Projection::open(&dir, log.as_ref(), None)
-        .await
-        .expect("open");
-    p.catch_up(log.as_ref()).await.expect("catch up");
+    let p = open_caught_up(&dir, log.as_ref(), None).await;
     p.close().expect("close");
     drop(p);
     log.close();
@@ -302,10 +303,7 @@ async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
     let log = open_log(tmp.path());
     fill(log.as_ref(), 20, 2_000).await;
     let dir = tmp.path().join("proj");
-    let p = Projection::open(&dir, log.as_ref(), None)
-        .await
-        .expect("open");
-    p.catch_up(log.as_ref()).await.expect("catch up");
+    let p = open_caught_up(&dir, log.as_ref(), None).await;
     // A family the police know and the early intervention team do not.
     let (fam, police_events) = p.with_linker(|l| {
         let mut best = (0, 0);
@@ -450,10 +448,7 @@ async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
     let digest = p.digest();
     p.close().expect("close");
     drop(p);
-    let reopened = Projection::open(&dir, log.as_ref(), None)
-        .await
-        .expect("reopen");
-    reopened.catch_up(log.as_ref()).await.expect("catch up");
+    let reopened = open_caught_up(&dir, log.as_ref(), None).await;
     assert_eq!(reopened.digest(), digest);
     let rebuilt = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
         .await
@@ -509,10 +504,7 @@ async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
     let keys = Arc::new(KeyStore::open(&tmp.path().join("keys")).expect("keys"));
     fill_sealed(log.as_ref(), &keys, 30, 1_500).await;
     let dir = tmp.path().join("proj");
-    let p = Projection::open(&dir, log.as_ref(), Some(keys.clone()))
-        .await
-        .expect("open");
-    p.catch_up(log.as_ref()).await.expect("catch up");
+    let p = open_caught_up(&dir, log.as_ref(), Some(keys.clone())).await;
     let counts = p.counts();
 
     // The person with the most events, and their family.
@@ -609,10 +601,7 @@ async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
     let incremental = p.digest();
     p.close().expect("close");
     drop(p);
-    let p = Projection::open(&dir, log.as_ref(), Some(keys.clone()))
-        .await
-        .expect("reopen");
-    p.catch_up(log.as_ref()).await.expect("catch up");
+    let p = open_caught_up(&dir, log.as_ref(), Some(keys.clone())).await;
     assert_eq!(p.digest(), incremental);
     let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), Some(keys.clone()))
         .await
@@ -673,10 +662,7 @@ async fn family_memos_follow_the_log() {
     let tmp = tempfile::tempdir().expect("tmp");
     let log = open_log(tmp.path());
     fill(log.as_ref(), 10, 600).await;
-    let p = Projection::open(&tmp.path().join("proj"), log.as_ref(), None)
-        .await
-        .expect("open");
-    p.catch_up(log.as_ref()).await.expect("catch up");
+    let p = open_caught_up(&tmp.path().join("proj"), log.as_ref(), None).await;
     let fam = p.with_linker(|l| l.family_id(l.family_of(l.person_of(0))));
     let scope = Scope::Family(fam.clone());
     let read = |p: &Projection| {
@@ -861,9 +847,6 @@ async fn a_catch_up_over_several_batches_leaves_sled_complete() {
     let digest = p.digest();
     drop(p);
     // Reopened without a snapshot, the projection is built from the log again, the same.
-    let q = Projection::open(&dir, log.as_ref(), None)
-        .await
-        .expect("reopen");
-    q.catch_up(log.as_ref()).await.expect("catch up");
+    let q = open_caught_up(&dir, log.as_ref(), None).await;
     assert_eq!(q.digest(), digest);
 }
