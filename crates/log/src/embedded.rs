@@ -385,6 +385,10 @@ impl<D: Dir> Log for EmbeddedLog<D> {
         Box::pin(async move { self.read_sync(from, max) })
     }
 
+    fn read_blocking(&self, from: u64, max: usize) -> Option<Result<Vec<StoredEntry>, LogError>> {
+        Some(self.read_sync(from, max))
+    }
+
     fn head(&self) -> Head {
         self.shared
             .index

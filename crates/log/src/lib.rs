@@ -144,6 +144,13 @@ pub trait Log: Send + Sync + 'static {
     fn refresh(&self) -> BoxFuture<'_, Result<(), LogError>> {
         Box::pin(async { Ok(()) })
     }
+    /// Reads like [`Log::read`], but on the calling thread and without the async runtime,
+    /// where the engine can (the embedded engine reads files); `None` where it cannot (its
+    /// reads need the runtime). Asked with `max` 0, it tells at no cost whether it can. A
+    /// catch-up uses it to read the next batch on a helper thread.
+    fn read_blocking(&self, _from: u64, _max: usize) -> Option<Result<Vec<StoredEntry>, LogError>> {
+        None
+    }
 }
 
 /// Checks that `entries` continue a chain ending at `prev`: dense offsets and linked hashes.

@@ -146,6 +146,14 @@ pub async fn reads(log: &dyn Log) {
     assert!(log.read(500, 10).await.expect("read").is_empty());
     let all = read_all(log).await;
     assert_eq!(all[49].hash, log.head().last_hash);
+    // An engine that reads without the runtime reads the same there.
+    if log.read_blocking(0, 0).is_some() {
+        for (from, max) in [(0, 50), (20, 10), (45, 100), (50, 10), (500, 10)] {
+            let blocking = log.read_blocking(from, max).expect("can").expect("read");
+            let read = log.read(from, max).await.expect("read");
+            assert_eq!(blocking, read, "read_blocking({from}, {max})");
+        }
+    }
 }
 
 /// Many concurrent appenders with overlapping keys: each key lands once, offsets stay dense.

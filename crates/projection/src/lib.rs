@@ -697,6 +697,14 @@ enum Decoded {
     Other,
 }
 
+/// What applying batches leaves behind: freed by the caller, off the thread that applies.
+#[derive(Default)]
+struct Spent {
+    entries: Vec<Vec<StoredEntry>>,
+    events: Vec<Event>,
+    lines: Vec<Vec<(u64, Line)>>,
+}
+
 /// What decoding one entry gave.
 type DecodeResult = Result<Decoded, Undecodable>;
 
@@ -722,6 +730,7 @@ fn line_of<P>(ev: &Event<P>, kind: &str, summary: String, fact: Option<LineFact>
         erased: None,
         sealed: None,
         to_seal: None,
+        head: None,
     }
 }
 
@@ -810,6 +819,14 @@ fn open_sealed(se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened, Str
 }
 
 fn decode_one(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undecodable> {
+    let mut decoded = decode_record(e, keys)?;
+    if let Decoded::Event(_, line) | Decoded::Erased(_, line) = &mut decoded {
+        line.write_head();
+    }
+    Ok(decoded)
+}
+
+fn decode_record(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undecodable> {
     Ok(
         match Record::decode(&e.body).map_err(Undecodable::Record)? {
             Record::PartnerEvent(ev) => plain_event(ev),
@@ -913,7 +930,8 @@ fn early_help() -> Category {
 }
 
 /// What the projection keeps of a partner event for timelines (the sled value by offset).
-#[derive(Debug, Serialize, Deserialize)]
+/// It is stored as its [`StoredLine`] form.
+#[derive(Debug, Deserialize)]
 struct Line {
     at: i64,
     source: String,
@@ -942,6 +960,70 @@ struct Line {
     /// the entry was decoded, off the thread that applies), for `sealed` once it is stored.
     #[serde(skip)]
     to_seal: Option<SealedLine>,
+    /// The stored JSON of the line without its records and closing brace, written when the
+    /// entry is decoded (off the thread that applies); `None` once the content changes.
+    #[serde(skip)]
+    head: Option<Vec<u8>>,
+}
+
+/// A line as sled keeps it: a sealed event's summary is sealed (and `summary` empty).
+#[derive(Serialize)]
+struct StoredLine<'a> {
+    at: i64,
+    source: &'a str,
+    kind: &'a str,
+    event_id: &'a str,
+    summary: &'a str,
+    /// Left out only in a line's head ([`Line::head`]), which the records are appended to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records: Option<&'a [u32]>,
+    category: Category,
+    safeguarding: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fact: Option<&'a LineFact>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    erased: Option<&'a ErasedMark>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sealed: Option<&'a SealedLine>,
+}
+
+impl Serialize for Line {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.stored(Some(&self.records)).serialize(s)
+    }
+}
+
+/// The JSON of a chunk of lines as sled keeps it (`[[offset, line], ..]`): each line's head
+/// with its records appended, or the whole line serialized where it has no head.
+fn chunk_json(chunk: &[(u64, Line)]) -> Result<Vec<u8>, serde_json::Error> {
+    use std::io::Write as _;
+    let size = chunk
+        .iter()
+        .map(|(_, l)| l.head.as_ref().map_or(512, |h| h.len() + 64))
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size + 2);
+    out.push(b'[');
+    for (i, (offset, line)) in chunk.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "[{offset},");
+        match &line.head {
+            Some(head) => {
+                out.extend_from_slice(head);
+                out.extend_from_slice(b",\"records\":[");
+                for (j, r) in line.records.iter().enumerate() {
+                    let _ = write!(out, "{}{r}", if j > 0 { "," } else { "" });
+                }
+                out.extend_from_slice(b"]}");
+            }
+            None => serde_json::to_writer(&mut out, line)?,
+        }
+        out.push(b']');
+    }
+    out.push(b']');
+    Ok(out)
 }
 
 /// A summary sealed with [`seal::seal_text`].
@@ -963,7 +1045,37 @@ impl Line {
         self.erased = Some(mark.clone());
         self.sealed = None;
         self.to_seal = None;
+        self.head = None;
         true
+    }
+
+    /// The stored form of the line (with `records`, or without them for its head).
+    fn stored<'a>(&'a self, records: Option<&'a [u32]>) -> StoredLine<'a> {
+        let sealed = self
+            .sealed
+            .as_ref()
+            .or(self.to_seal.as_ref().filter(|_| self.erased.is_none()));
+        StoredLine {
+            at: self.at,
+            source: &self.source,
+            kind: &self.kind,
+            event_id: &self.event_id,
+            summary: if sealed.is_some() { "" } else { &self.summary },
+            records,
+            category: self.category,
+            safeguarding: self.safeguarding,
+            fact: self.fact.as_ref(),
+            erased: self.erased.as_ref(),
+            sealed,
+        }
+    }
+
+    /// Writes the line's head (see [`Line::head`]).
+    fn write_head(&mut self) {
+        self.head = serde_json::to_vec(&self.stored(None)).ok().map(|mut json| {
+            json.pop(); // the closing brace
+            json
+        });
     }
 
     /// Seals the summary of a sealed event at `offset` under its data keys (`ids`, `keys`),
@@ -973,16 +1085,6 @@ impl Line {
             keys: ids,
             text: seal::seal_text(&self.summary, keys, offset),
         });
-    }
-
-    /// Puts the sealed summary of a sealed event in place for sled (see [`Line::sealed`]).
-    fn seal_for_store(&mut self) {
-        if let Some(sealed) = self.to_seal.take() {
-            if self.erased.is_none() {
-                self.sealed = Some(sealed);
-                self.summary.clear();
-            }
-        }
     }
 
     /// Opens a summary sealed for sled, or marks the line erased if a key was destroyed.
@@ -1440,15 +1542,17 @@ impl Projection {
         let applied = self.applied();
         let todo = &entries[entries.partition_point(|e| e.offset < applied)..];
         let decoded = decode_all(todo, self.keys.as_deref());
-        self.apply_decoded(todo, decoded)
+        self.apply_decoded(todo, decoded, &mut Spent::default())
     }
 
     /// Applies `entries`, already decoded (`decoded` holds one result for each), under the
-    /// state's lock. Entries already applied are skipped; a gap is refused.
+    /// state's lock. Entries already applied are skipped; a gap is refused. What is left
+    /// over (decoded events, stored lines) goes to `spent`, for the caller to free.
     fn apply_decoded(
         &self,
         entries: &[StoredEntry],
         decoded: Vec<DecodeResult>,
+        spent: &mut Spent,
     ) -> Result<usize, ProjectionError> {
         let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied();
@@ -1496,6 +1600,7 @@ impl Projection {
             match record {
                 Ok(Decoded::Event(ev, line)) => {
                     st.add_event(e.offset, &ev, line, &mut lines, &mut stale);
+                    spent.events.push(ev);
                 }
                 Ok(Decoded::Erased(ev, line)) => {
                     st.add_event(e.offset, &ev, line, &mut lines, &mut stale);
@@ -1551,18 +1656,16 @@ impl Projection {
                 }
             }
             let first_new = lines.first().map_or(u64::MAX, |(o, _)| *o);
-            for (_, line) in lines.iter_mut() {
-                line.seal_for_store();
-            }
             self.erase_stored(&erasures, first_new, &mut batch)?;
             for chunk in lines.chunks(LINES_PER_CHUNK) {
-                let bytes = serde_json::to_vec(chunk)
-                    .map_err(|err| ProjectionError::Damaged(err.to_string()))?;
+                let bytes =
+                    chunk_json(chunk).map_err(|err| ProjectionError::Damaged(err.to_string()))?;
                 batch.insert(&chunk_key(chunk[0].0), bytes);
             }
             batch.insert(K_APPLIED, &next.to_be_bytes());
             Ok(self.db.apply_batch(batch)?)
         })();
+        spent.lines.push(lines);
         if let Err(err) = stored {
             // Memory is now ahead of the store: refuse to go on; a restart rebuilds.
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -1670,41 +1773,62 @@ impl Projection {
     }
 
     /// Applies the log from the applied offset to its current head, as long as `go_on` (told
-    /// the applied offset after each batch) says so. Returns entries applied. The next batch
-    /// is read, then decoded on a second thread while this one is applied, so a long
-    /// catch-up or a rebuild keeps both cores busy.
+    /// the applied offset after each batch) says so. Returns entries applied. While one batch
+    /// is applied, a helper thread frees what the batch before left behind, reads the next
+    /// batch (where the log can read without the runtime; otherwise this thread reads it
+    /// first) and decodes it, so a long catch-up or a rebuild keeps both cores busy.
     pub async fn catch_up_while(
         &self,
         log: &dyn Log,
         mut go_on: impl FnMut(u64) -> bool,
     ) -> Result<u64, ProjectionError> {
         let keys = self.keys.as_deref();
+        let helper_reads = log.read_blocking(0, 0).is_some();
         let mut total = 0;
         let mut next = self.applied();
         let mut ready: Option<(Vec<StoredEntry>, Vec<DecodeResult>)> = None;
+        let mut spent = Spent::default();
         loop {
-            let entries = self.read_from(log, next).await?;
-            if let Some(last) = entries.last() {
-                next = last.offset + 1;
-            }
-            let Some((previous, decoded)) = ready.take() else {
-                if entries.is_empty() {
+            let Some((batch, decoded)) = ready.take() else {
+                let entries = self.read_from(log, next).await?;
+                let Some(last) = entries.last() else {
                     return Ok(total);
-                }
+                };
+                next = last.offset + 1;
                 let decoded = decode_all(&entries, keys);
                 ready = Some((entries, decoded));
                 continue;
             };
+            let read_here = match helper_reads {
+                true => None,
+                false => Some(self.read_from(log, next).await?),
+            };
+            let garbage = std::mem::take(&mut spent);
             let (applied, ahead) = std::thread::scope(|scope| {
-                let ahead =
-                    (!entries.is_empty()).then(|| scope.spawn(|| decode_all(&entries, keys)));
-                let applied = self.apply_decoded(&previous, decoded);
-                let ahead = ahead.map(|h| h.join().unwrap_or_else(|_| decode_all(&entries, keys)));
-                (applied, ahead)
+                let helper = scope.spawn(move || -> Result<_, LogError> {
+                    drop(garbage);
+                    let entries = match read_here {
+                        Some(entries) => entries,
+                        None => match log.read_blocking(next, APPLY_BATCH) {
+                            Some(read) => read?,
+                            None => Vec::new(),
+                        },
+                    };
+                    let decoded = decode_all(&entries, keys);
+                    Ok((entries, decoded))
+                });
+                let applied = self.apply_decoded(&batch, decoded, &mut spent);
+                (applied, helper.join())
             });
+            spent.entries.push(batch);
             total += applied? as u64;
-            if let Some(decoded) = ahead {
-                ready = Some((entries, decoded));
+            // A panic in the helper is a bug: the next batch is read and decoded here instead.
+            if let Ok(ahead) = ahead {
+                let (entries, decoded) = ahead?;
+                if let Some(last) = entries.last() {
+                    next = last.offset + 1;
+                    ready = Some((entries, decoded));
+                }
             }
             if !go_on(self.applied()) {
                 return Ok(total);
