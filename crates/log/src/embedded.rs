@@ -337,7 +337,7 @@ impl<D: Dir> EmbeddedLog<D> {
                 offset = seg.base + last as u64;
             }
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(plan.iter().map(|(_, _, rel, _)| rel.len()).sum());
         for (file, first_offset, rel, stop) in plan {
             let start = u64::from(rel[0]);
             let mut data = vec![0u8; (stop - start) as usize];

@@ -14,13 +14,13 @@
 //!
 //! The store holds no names in the clear: records are found by a hash of their name.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use foldhash::HashMap;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -172,7 +172,7 @@ impl KeyStore {
             .create(true)
             .open(&tp)
             .map_err(io(&tp))?;
-        let mut erased = HashMap::new();
+        let mut erased = HashMap::default();
         for line in std::io::BufReader::new(&tombs).lines() {
             let line = line.map_err(io(&tp))?;
             // A torn last line was never fsynced, so its slot was never overwritten.
@@ -187,8 +187,8 @@ impl KeyStore {
             keys,
             tombs,
             slots: 0,
-            by_id: HashMap::new(),
-            by_name: HashMap::new(),
+            by_id: HashMap::default(),
+            by_name: HashMap::default(),
             erased,
             failed: None,
         };
@@ -551,7 +551,7 @@ mod tests {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let mut by_name: HashMap<String, (String, DataKey)> = HashMap::new();
+        let mut by_name: HashMap<String, (String, DataKey)> = HashMap::default();
         for (b, keys) in batches.iter().zip(&got) {
             for (names, ks) in b.iter().zip(keys) {
                 for (n, k) in names.iter().zip(ks) {

@@ -768,11 +768,12 @@ enum Opened {
 fn gather_keys(
     keys: Option<&KeyStore>,
     ids: &[String],
-    what: &str,
+    what: impl Fn() -> String,
 ) -> Result<Result<Vec<DataKey>, (ErasedMark, String)>, String> {
     let Some(ks) = keys else {
         return Err(format!(
-            "{what} is sealed but this hub has no key store; give it the key store the log was written with"
+            "{} is sealed but this hub has no key store; give it the key store the log was written with",
+            what()
         ));
     };
     let mut raw = Vec::with_capacity(ids.len());
@@ -791,7 +792,8 @@ fn gather_keys(
             }
             KeyState::Missing => {
                 return Err(format!(
-                    "the key store has no key {id} for {what} and no record of erasing it; restore the key store from backup"
+                    "the key store has no key {id} for {} and no record of erasing it; restore the key store from backup",
+                    what()
                 ))
             }
         }
@@ -804,8 +806,8 @@ fn gather_keys(
 
 /// Opens a sealed event with the keys in `keys`.
 fn open_sealed(se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened, String> {
-    let what = format!("event {}/{}", se.source, se.event_id);
-    let raw = match gather_keys(keys, &se.payload.keys, &what)? {
+    let what = || format!("event {}/{}", se.source, se.event_id);
+    let raw = match gather_keys(keys, &se.payload.keys, what)? {
         Ok(raw) => raw,
         Err((mark, label)) => return Ok(Opened::Erased(se, mark, label)),
     };
@@ -1092,14 +1094,14 @@ impl Line {
         let Some(sealed) = self.sealed.take() else {
             return Ok(());
         };
-        let what = format!("the timeline line at offset {offset}");
-        match gather_keys(keys, &sealed.keys, &what)? {
+        let what = || format!("the timeline line at offset {offset}");
+        match gather_keys(keys, &sealed.keys, what)? {
             Err((mark, label)) => {
                 self.erase(&mark, &label);
             }
             Ok(raw) => {
                 self.summary = seal::open_text(&sealed.text, &raw, offset)
-                    .map_err(|e| format!("{what}: {e}"))?;
+                    .map_err(|e| format!("{}: {e}", what()))?;
             }
         }
         Ok(())
@@ -1575,7 +1577,8 @@ impl Projection {
         if let Some(why) = &st.broken {
             return Err(ProjectionError::Damaged(why.clone()));
         }
-        let mut lines: Vec<(u64, Line)> = Vec::new();
+        let mut lines: Vec<(u64, Line)> = Vec::with_capacity(decoded.len());
+        spent.events.reserve(decoded.len());
         // Erasures in this batch (their earlier, stored lines are rewritten below).
         let mut erasures: Vec<Erasure> = Vec::new();
         let mut n = 0;
