@@ -1776,10 +1776,12 @@ impl Projection {
     }
 
     /// Applies the log from the applied offset to its current head, as long as `go_on` (told
-    /// the applied offset after each batch) says so. Returns entries applied. While one batch
-    /// is applied, a helper thread frees what the batch before left behind, reads the next
-    /// batch (where the log can read without the runtime; otherwise this thread reads it
-    /// first) and decodes it, so a long catch-up or a rebuild keeps both cores busy.
+    /// the applied offset after each batch) says so. Returns entries applied. While a full
+    /// batch is applied (the log likely holds more), a helper thread frees what the batch
+    /// before left behind, reads the next batch (where the log can read without the runtime;
+    /// otherwise this thread reads it first) and decodes it, so a long catch-up or a rebuild
+    /// keeps both cores busy. A short batch (a follower at the head) is applied on this
+    /// thread alone.
     pub async fn catch_up_while(
         &self,
         log: &dyn Log,
@@ -1802,6 +1804,15 @@ impl Projection {
                 ready = Some((entries, decoded));
                 continue;
             };
+            if batch.len() < APPLY_BATCH {
+                // A short batch reached the head: nothing to overlap with, no helper.
+                total += self.apply_decoded(&batch, decoded, &mut spent)? as u64;
+                spent = Spent::default();
+                if !go_on(self.applied()) {
+                    return Ok(total);
+                }
+                continue;
+            }
             let read_here = match helper_reads {
                 true => None,
                 false => Some(self.read_from(log, next).await?),
