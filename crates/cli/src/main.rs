@@ -82,8 +82,8 @@ enum BenchCommand {
     Ingest(bench::IngestArgs),
     /// Identity linking on the demo county, scored against its ground truth.
     Link(projbench::DemoSize),
-    /// A full rebuild of the projections from a demo log.
-    Replay(projbench::DemoSize),
+    /// Full rebuilds of the projections from a demo log (the median of several).
+    Replay(projbench::ReplayArgs),
     /// GetTimeline and GetFamily over gRPC on the demo county.
     Query(projbench::QueryArgs),
     /// A full verification of the demo log (checksums, chain, Merkle tree) and proof latency.
