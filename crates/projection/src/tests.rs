@@ -851,6 +851,50 @@ async fn a_catch_up_over_several_batches_leaves_sled_complete() {
     assert_eq!(q.digest(), digest);
 }
 
+/// A log whose reads need the runtime (as NATS reads do): the embedded log without
+/// `read_blocking`.
+struct AsyncReadsOnly(Arc<EmbeddedLog<FsDir>>);
+
+impl Log for AsyncReadsOnly {
+    fn append(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> tellonce_log::BoxFuture<'_, Result<Vec<tellonce_log::AppendOutcome>, LogError>> {
+        self.0.append(entries)
+    }
+    fn read(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> tellonce_log::BoxFuture<'_, Result<Vec<StoredEntry>, LogError>> {
+        self.0.read(from, max)
+    }
+    fn head(&self) -> tellonce_log::Head {
+        self.0.head()
+    }
+}
+
+#[tokio::test]
+async fn a_catch_up_reads_the_same_whether_or_not_the_log_reads_without_the_runtime() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 40, 5_000).await;
+    let head = log.head().next_offset;
+    assert!(
+        head > 2 * APPLY_BATCH as u64,
+        "several full batches: {head}"
+    );
+    let async_only = AsyncReadsOnly(log.clone());
+    assert!(async_only.read_blocking(0, 0).is_none());
+    assert!(log.read_blocking(0, 0).is_some());
+    let helper_reads = open_caught_up(&tmp.path().join("a"), log.as_ref(), None).await;
+    let reads_here = open_caught_up(&tmp.path().join("b"), &async_only, None).await;
+    assert_eq!(helper_reads.applied(), head);
+    assert_eq!(reads_here.applied(), head);
+    assert_eq!(helper_reads.digest(), reads_here.digest());
+    assert_eq!(helper_reads.first_difference(&reads_here), None);
+}
+
 mod stored_lines {
     use proptest::prelude::*;
 
