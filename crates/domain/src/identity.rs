@@ -227,16 +227,24 @@ pub enum DecisionError {
     SameRecord,
 }
 
-/// The linking state: records, persons, families, candidates and conflicts.
+/// The linking state: records, persons, families, candidates and conflicts. Serialized
+/// without the indexes worked out from the records alone (by key, by short hash, the blocks),
+/// which deserializing rebuilds in record order, as the records made them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Linker {
     records: Vec<SubjectRecord>,
+    #[serde(skip)]
     by_key: HashMap<String, u32>,
+    #[serde(skip)]
     by_hash: HashMap<String, u32>,
     /// The short hash of each record's key (ids are asked for on every query).
+    #[serde(skip)]
     hashes: Vec<String>,
     by_nhs: HashMap<String, u32>,
     by_upn: HashMap<String, u32>,
+    /// Records by block key, each list in record order.
+    #[serde(skip)]
     blocks: HashMap<u64, Vec<u32>>,
     person: Vec<u32>,
     members: HashMap<u32, Vec<u32>>,
@@ -255,6 +263,20 @@ pub struct Linker {
     /// last drained them (not state: a replay or a snapshot does not need it).
     #[serde(skip)]
     changed: ChangedFamilies,
+}
+
+impl Serialize for Linker {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Linker::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Linker {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut l = Linker::deserialize(d)?;
+        l.index_records();
+        Ok(l)
+    }
 }
 
 /// Which families changed since they were last asked for.
@@ -816,15 +838,34 @@ impl Linker {
         Ok(())
     }
 
-    fn new_record(&mut self, rec: SubjectRecord, offset: u64) -> u32 {
-        let r = self.records.len() as u32;
+    /// Adds record `r` (the next, `rec`) to the indexes worked out from records alone.
+    fn index_record(&mut self, r: u32, rec: &SubjectRecord) {
         self.by_key.insert(rec.key.clone(), r);
         let hash = short_hash(&rec.key);
         self.by_hash.insert(hash.clone(), r);
         self.hashes.push(hash);
-        for k in Self::block_keys(&rec, false) {
+        for k in Self::block_keys(rec, false) {
             self.blocks.entry(k).or_default().push(r);
         }
+    }
+
+    /// Rebuilds the indexes worked out from records alone (after deserializing), in record
+    /// order, so they are what adding the records one by one made.
+    fn index_records(&mut self) {
+        let records = std::mem::take(&mut self.records);
+        self.by_key = HashMap::default();
+        self.by_hash = HashMap::default();
+        self.hashes = Vec::with_capacity(records.len());
+        self.blocks = HashMap::default();
+        for (r, rec) in records.iter().enumerate() {
+            self.index_record(r as u32, rec);
+        }
+        self.records = records;
+    }
+
+    fn new_record(&mut self, rec: SubjectRecord, offset: u64) -> u32 {
+        let r = self.records.len() as u32;
+        self.index_record(r, &rec);
         let ids = [
             (Identifier::Nhs, rec.nhs_number.clone()),
             (Identifier::Upn, rec.upn.clone()),
