@@ -729,7 +729,6 @@ fn line_of<P>(ev: &Event<P>, kind: &str, summary: String, fact: Option<LineFact>
         fact,
         erased: None,
         sealed: None,
-        to_seal: None,
         head: None,
     }
 }
@@ -949,19 +948,17 @@ struct Line {
     #[serde(default)]
     safeguarding: bool,
     /// Lead practitioner and TAF facts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     fact: Option<LineFact>,
     /// Set when the content was erased (the summary is then the erased marker).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     erased: Option<ErasedMark>,
-    /// In sled, for a sealed event: the summary sealed under the event's data keys (and
-    /// `summary` empty), so the store holds nothing readable once a key is destroyed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For a sealed event: the summary sealed under the event's data keys, sealed when the
+    /// entry is decoded (off the thread that applies), or read from sled (with `summary`
+    /// empty until opened). sled is given only this, so it holds nothing readable once a key
+    /// is destroyed.
+    #[serde(default)]
     sealed: Option<SealedLine>,
-    /// In memory, for a sealed event on its way to sled: its summary already sealed (when
-    /// the entry was decoded, off the thread that applies), for `sealed` once it is stored.
-    #[serde(skip)]
-    to_seal: Option<SealedLine>,
     /// The stored JSON of the line without its records and closing brace, written when the
     /// entry is decoded (off the thread that applies); `None` once the content changes.
     #[serde(skip)]
@@ -1046,17 +1043,13 @@ impl Line {
         self.fact = None;
         self.erased = Some(mark.clone());
         self.sealed = None;
-        self.to_seal = None;
         self.head = None;
         true
     }
 
     /// The stored form of the line (with `records`, or without them for its head).
     fn stored<'a>(&'a self, records: Option<&'a [u32]>) -> StoredLine<'a> {
-        let sealed = self
-            .sealed
-            .as_ref()
-            .or(self.to_seal.as_ref().filter(|_| self.erased.is_none()));
+        let sealed = self.sealed.as_ref();
         StoredLine {
             at: self.at,
             source: &self.source,
@@ -1083,7 +1076,7 @@ impl Line {
     /// Seals the summary of a sealed event at `offset` under its data keys (`ids`, `keys`),
     /// ready for sled.
     fn seal_summary(&mut self, offset: u64, ids: Vec<String>, keys: &[DataKey]) {
-        self.to_seal = Some(SealedLine {
+        self.sealed = Some(SealedLine {
             keys: ids,
             text: seal::seal_text(&self.summary, keys, offset),
         });

@@ -908,7 +908,7 @@ mod stored_lines {
             cat in any::<u8>(),
             safeguarding in any::<bool>(),
             fact in 0u8..3,
-            to_seal in proptest::option::of((proptest::collection::vec("[0-9a-f]{16}", 1..3), any::<String>())),
+            sealed in proptest::option::of((proptest::collection::vec("[0-9a-f]{16}", 1..3), any::<String>())),
             erase in 0u8..3,
         ) -> Line {
             let mut line = Line {
@@ -926,8 +926,7 @@ mod stored_lines {
                     _ => Some(LineFact::Team { attendees: texts.clone() }),
                 },
                 erased: None,
-                sealed: None,
-                to_seal: to_seal.map(|(keys, text)| SealedLine { keys, text }),
+                sealed: sealed.map(|(keys, text)| SealedLine { keys, text }),
                 head: None,
             };
             let mark = ErasedMark { at: Timestamp(at / 2), erasure_id: texts[2].clone() };
