@@ -147,7 +147,21 @@ impl NatsCluster {
     }
 
     /// Like [`NatsCluster::start`], choosing `sync_interval` as [`NatsServer::start_with`].
+    /// Ports are found free and then bound by the servers, so another test may take one in
+    /// between: a start that fails on a port in use is tried again on new ports, in a new
+    /// folder (three tries in all).
     pub fn start_with(dir: &Path, n: usize, fsync_always: bool) -> Result<NatsCluster, String> {
+        let mut attempt = 1;
+        loop {
+            let tried = Self::start_once(&dir.join(format!("try-{attempt}")), n, fsync_always);
+            match tried {
+                Err(e) if attempt < 3 && e.contains("address already in use") => attempt += 1,
+                done => return done,
+            }
+        }
+    }
+
+    fn start_once(dir: &Path, n: usize, fsync_always: bool) -> Result<NatsCluster, String> {
         let bin = binary()?;
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
