@@ -1,0 +1,84 @@
+//! The read-side benchmarks run end to end on a small county: `bench query` reports the
+//! median of its rounds and how long reads waited for their access entries, and `bench replay`
+//! rebuilds the same log more than once and finds the same projections each time.
+
+mod common;
+
+use std::process::Command;
+
+/// Runs `tellonce bench <args> --json` on a small county and returns its JSON object.
+fn bench(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(common::bin())
+        .arg("bench")
+        .args(args)
+        .args(["--families", "20", "--events", "2000", "--json"])
+        .output()
+        .expect("tellonce runs");
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().expect("one JSON line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+fn number(v: &serde_json::Value, field: &str) -> f64 {
+    v[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} missing in {v}"))
+}
+
+#[test]
+fn bench_query_reports_the_median_round_and_the_wait_for_access_entries() {
+    let v = bench(&[
+        "query",
+        "--seconds",
+        "1",
+        "--runs",
+        "3",
+        "--concurrency",
+        "4",
+    ]);
+    assert_eq!(v["policy"], true);
+    assert_eq!(v["runs"], 3);
+    let each: Vec<f64> = v["runs_queries_per_sec"]
+        .as_array()
+        .expect("runs_queries_per_sec")
+        .iter()
+        .filter_map(|q| q.as_f64())
+        .collect();
+    assert_eq!(each.len(), 3);
+    assert!(each.iter().all(|&q| q > 0.0), "{each:?}");
+    // The reported rate is the middle one of the three rounds.
+    let mut sorted = each.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(number(&v, "queries_per_sec"), sorted[1]);
+    // Every read wrote an access entry, and the reads waited for them.
+    assert!(number(&v, "access_entries_written") > 0.0, "{v}");
+    assert!(number(&v, "access_append_p50_ms") > 0.0, "{v}");
+    assert!(number(&v, "access_append_p99_ms") >= number(&v, "access_append_p50_ms"));
+    assert!(number(&v, "timeline_p99_ms") >= number(&v, "timeline_p50_ms"));
+    assert!(number(&v, "family_queries_per_sec") > 0.0, "{v}");
+}
+
+#[test]
+fn bench_query_without_the_policy_writes_and_waits_for_nothing() {
+    let v = bench(&["query", "--seconds", "1", "--runs", "1", "--no-policy"]);
+    assert_eq!(v["policy"], false);
+    assert_eq!(number(&v, "access_entries_written"), 0.0);
+    assert_eq!(number(&v, "access_append_p50_ms"), 0.0);
+    assert!(number(&v, "queries_per_sec") > 0.0, "{v}");
+}
+
+#[test]
+fn bench_replay_rebuilds_the_same_projections_each_run() {
+    let v = bench(&["replay", "--runs", "2"]);
+    assert_eq!(v["runs"], 2);
+    assert_eq!(v["same_projections"], true);
+    assert_eq!(v["runs_events_per_sec"].as_array().map(Vec::len), Some(2));
+    assert!(number(&v, "entries") >= 2000.0, "{v}");
+    assert!(number(&v, "events_per_sec") > 0.0, "{v}");
+    assert!(number(&v, "persons") > 0.0, "{v}");
+}
