@@ -589,9 +589,25 @@ pub fn consented_categories<'a>(
     organisation: &str,
     now: Timestamp,
 ) -> u8 {
+    granted_categories(
+        consents
+            .into_iter()
+            .filter(|(c, _)| c.records.iter().any(|r| records.contains(&r.as_str()))),
+        organisation,
+        now,
+    )
+}
+
+/// The categories (as bits) that `consents`, already known to name the person, grant
+/// `organisation` at `now`: [`consented_categories`] without the check of the records named.
+pub fn granted_categories<'a>(
+    consents: impl IntoIterator<Item = (&'a ConsentGiven, Option<Timestamp>)>,
+    organisation: &str,
+    now: Timestamp,
+) -> u8 {
     let mut bits = 0;
     for (c, withdrawn) in consents {
-        if c.active_at(now, withdrawn) && c.records.iter().any(|r| records.contains(&r.as_str())) {
+        if c.active_at(now, withdrawn) {
             for g in c.grants.iter().filter(|g| g.names(organisation)) {
                 for cat in &g.categories {
                     bits |= cat.bit();

@@ -235,6 +235,9 @@ struct FamilyMemo {
     facts: FamilyFacts,
     /// The ids of the consents naming any member.
     consents: Vec<String>,
+    /// For each member (as in `persons`), the positions in `consents` of those naming one of
+    /// the member's records. Whether they are in force, and for whom, is decided per read.
+    naming: Vec<Vec<u32>>,
     /// The family's public id.
     family_id: String,
     /// The members: index and public id.
@@ -306,22 +309,35 @@ impl State {
         }
         let bytes =
             texts.len() + entries.len() * std::mem::size_of::<MemoEntry>() + people.len() * 4;
-        let consents = self
-            .consents_naming(l.family_records(fam))
+        let named = self.consents_naming(l.family_records(fam));
+        let persons: Vec<(u32, String)> = l
+            .family_persons(fam)
             .into_iter()
-            .map(|(c, _)| c.consent_id.clone())
+            .map(|p| (p, l.person_id(p)))
+            .collect();
+        let naming = persons
+            .iter()
+            .map(|&(p, _)| {
+                let keys: Vec<&str> = l
+                    .person_records(p)
+                    .iter()
+                    .map(|&r| l.record(r).key.as_str())
+                    .collect();
+                (0u32..)
+                    .zip(&named)
+                    .filter(|(_, (c, _))| c.records.iter().any(|r| keys.contains(&r.as_str())))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
             .collect();
         let memo = Arc::new(FamilyMemo {
             entries,
             people,
             facts,
-            consents,
+            consents: named.iter().map(|(c, _)| c.consent_id.clone()).collect(),
+            naming,
             family_id: l.family_id(fam),
-            persons: l
-                .family_persons(fam)
-                .into_iter()
-                .map(|p| (p, l.person_id(p)))
-                .collect(),
+            persons,
             texts,
             bytes,
         });
@@ -503,13 +519,16 @@ impl State {
         ids: impl IntoIterator<Item = &'a str>,
     ) -> Vec<(&'a ConsentGiven, Option<Timestamp>)> {
         ids.into_iter()
-            .filter_map(|id| {
-                self.access
-                    .consents
-                    .get(id)
-                    .map(|c| (c, self.access.withdrawn.get(id).copied()))
-            })
+            .filter_map(|id| self.consent_by_id(id))
             .collect()
+    }
+
+    /// The consent with this id, with the time it was withdrawn from.
+    fn consent_by_id(&self, id: &str) -> Option<(&ConsentGiven, Option<Timestamp>)> {
+        self.access
+            .consents
+            .get(id)
+            .map(|c| (c, self.access.withdrawn.get(id).copied()))
     }
 
     /// Folds standing facts from the family's events (`newest_first`, as [`State::entries_of`]
@@ -549,7 +568,6 @@ impl State {
         read: &ReadAs<'a>,
         reading: &mut Reading,
     ) -> Option<Gate<'a>> {
-        let l = &self.linker;
         reading.family_id = memo.family_id.clone();
         reading.person_ids = memo.persons.iter().map(|(_, id)| id.clone()).collect();
         let (viewer, now, grant) = match *read {
@@ -584,22 +602,22 @@ impl State {
         };
         reading.break_glass = matches!(standing, Standing::BreakGlass(_));
         reading.standing = standing.describe();
-        // Consent is decided once per member and category here, not once per event.
-        let consents = self.consents_by_id(memo.consents.iter().map(String::as_str));
-        let seen = if consents.is_empty() {
+        // Consent is decided once per member and category here, not once per event, from
+        // the consents the memo found naming each member.
+        let consents: Vec<_> = memo
+            .consents
+            .iter()
+            .map(|id| self.consent_by_id(id))
+            .collect();
+        let seen = if consents.iter().all(Option::is_none) {
             Vec::new()
         } else {
             memo.persons
                 .iter()
-                .map(|&(p, _)| {
-                    let keys: Vec<&str> = l
-                        .person_records(p)
-                        .iter()
-                        .map(|&r| l.record(r).key.as_str())
-                        .collect();
-                    let bits = access::consented_categories(
-                        consents.iter().copied(),
-                        &keys,
+                .zip(&memo.naming)
+                .map(|(&(p, _), naming)| {
+                    let bits = access::granted_categories(
+                        naming.iter().filter_map(|&i| consents[i as usize]),
                         &viewer.organisation,
                         now,
                     );

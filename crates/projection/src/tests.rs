@@ -290,6 +290,34 @@ async fn a_crash_after_the_snapshot_resumes_from_it() {
     assert_eq!(p.digest(), q.digest());
 }
 
+/// A consent given 30 days before `END` for these partner records, granting `partners` the
+/// `categories`.
+fn consent_for(
+    id: &str,
+    records: Vec<String>,
+    partners: &[&str],
+    categories: &[Category],
+) -> ConsentGiven {
+    ConsentGiven {
+        consent_id: id.into(),
+        given_by: "A parent".into(),
+        giver: ConsentGiver::ParentalResponsibility,
+        persons: vec![],
+        records,
+        grants: vec![Grant {
+            partners: partners.iter().map(|s| s.to_string()).collect(),
+            categories: categories.to_vec(),
+        }],
+        purpose: "early help".into(),
+        given_on: Date::of(Timestamp(END.0 - 86_400_000 * 30)),
+        review_on: None,
+        expires_on: None,
+        recorded_by: "w".into(),
+        organisation: "early-intervention".into(),
+        recorded_at: Timestamp(END.0 - 86_400_000 * 30),
+    }
+}
+
 /// Appends hub records and applies them.
 async fn record(p: &Projection, log: &dyn Log, recs: Vec<Record>) {
     let entries = recs.iter().map(|rec| NewEntry::of(rec, END.0)).collect();
@@ -347,24 +375,7 @@ async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
             .map(|&r| l.record(r).key.clone())
             .collect::<Vec<_>>()
     });
-    let consent = ConsentGiven {
-        consent_id: "C-test".into(),
-        given_by: "A parent".into(),
-        giver: ConsentGiver::ParentalResponsibility,
-        persons: vec![],
-        records: keys,
-        grants: vec![Grant {
-            partners: vec!["*".into()],
-            categories: Category::ALL.to_vec(),
-        }],
-        purpose: "early help".into(),
-        given_on: Date::of(Timestamp(END.0 - 86_400_000 * 30)),
-        review_on: None,
-        expires_on: None,
-        recorded_by: "w".into(),
-        organisation: "early-intervention".into(),
-        recorded_at: Timestamp(END.0 - 86_400_000 * 30),
-    };
+    let consent = consent_for("C-test", keys, &["*"], &Category::ALL);
     record(&p, log.as_ref(), vec![Record::ConsentGiven(consent)]).await;
     let consented = read(&officer);
     // Events about people outside the family (no consent of theirs) may still be withheld.
@@ -963,4 +974,96 @@ mod stored_lines {
             prop_assert_eq!(serde_json::to_vec(&back).expect("again"), serde_json::to_vec(&chunk).expect("serde"));
         }
     }
+}
+
+#[tokio::test]
+async fn the_gate_decides_each_members_consent_as_the_rule_does() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 20, 2_000).await;
+    let p = open_caught_up(&tmp.path().join("proj"), log.as_ref(), None).await;
+    // The family with the most members.
+    let (fam, members) = p.with_linker(|l| {
+        let f = l
+            .persons()
+            .into_iter()
+            .map(|person| l.family_of(person))
+            .max_by_key(|&f| l.family_persons(f).len())
+            .expect("a family");
+        let keys: Vec<Vec<String>> = l
+            .family_persons(f)
+            .into_iter()
+            .map(|m| {
+                l.person_records(m)
+                    .iter()
+                    .map(|&r| l.record(r).key.clone())
+                    .collect()
+            })
+            .collect();
+        (f, keys)
+    });
+    assert!(members.len() >= 3, "{} members", members.len());
+    // Consents naming some members and not others, one record of a member only, for some
+    // partners and categories; one of them withdrawn a day before the last read.
+    let recs = vec![
+        Record::ConsentGiven(consent_for(
+            "C-first",
+            members[0].clone(),
+            &["police"],
+            &Category::ALL,
+        )),
+        Record::ConsentGiven(consent_for(
+            "C-second-one-record",
+            members[1][..1].to_vec(),
+            &["*"],
+            &[Category::Health, Category::Education],
+        )),
+        Record::ConsentGiven(consent_for(
+            "C-first-and-third",
+            members[0].iter().chain(&members[2]).cloned().collect(),
+            &["school"],
+            &[Category::EarlyHelp],
+        )),
+        Record::ConsentWithdrawn(ConsentWithdrawn {
+            withdrawal_id: "W-1".into(),
+            consent_id: "C-first".into(),
+            effective_from: Timestamp(END.0 - 86_400_000),
+            reason: "changed their mind".into(),
+            recorded_by: "w".into(),
+            organisation: "early-intervention".into(),
+            recorded_at: Timestamp(END.0 - 86_400_000),
+        }),
+    ];
+    record(&p, log.as_ref(), recs).await;
+    let st = p.read_state();
+    let l = &st.linker;
+    let memo = st.family_memo(fam);
+    let mut some_granted = false;
+    for org in ["police", "school", "health", "early-intervention"] {
+        let viewer = Viewer {
+            user_id: "u".into(),
+            organisation: org.into(),
+            roles: vec![Role::SafeguardingLead],
+        };
+        for now in [Timestamp(END.0 - 2 * 86_400_000), END] {
+            let read = ReadAs::Viewer {
+                viewer: &viewer,
+                now,
+                grant: Some(Timestamp(now.0 + 60_000)),
+            };
+            let gate = st
+                .gate(&memo, &read, &mut Reading::default())
+                .expect("standing by the grant");
+            assert_eq!(gate.seen.len(), l.family_persons(fam).len());
+            for &(person, bits) in &gate.seen {
+                let recs = l.person_records(person);
+                let keys: Vec<&str> = recs.iter().map(|&r| l.record(r).key.as_str()).collect();
+                let expected =
+                    access::consented_categories(st.consents_naming(recs), &keys, org, now);
+                assert_eq!(bits, expected, "{org} at {now:?}, person {person}");
+                some_granted |= bits != 0;
+            }
+        }
+    }
+    assert!(some_granted, "the consents grant something to someone");
 }
