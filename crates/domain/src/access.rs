@@ -246,6 +246,11 @@ impl ConsentGiven {
         self.grants.iter().any(|g| g.covers(organisation, category))
     }
 
+    /// Whether it names any of these partner records.
+    pub fn names_any(&self, records: &[&str]) -> bool {
+        self.records.iter().any(|r| records.contains(&r.as_str()))
+    }
+
     /// Whether it holds at `now`, given the time it was withdrawn from (if it was).
     pub fn active_at(&self, now: Timestamp, withdrawn_from: Option<Timestamp>) -> bool {
         let today = Date::of(now);
@@ -590,9 +595,7 @@ pub fn consented_categories<'a>(
     now: Timestamp,
 ) -> u8 {
     granted_categories(
-        consents
-            .into_iter()
-            .filter(|(c, _)| c.records.iter().any(|r| records.contains(&r.as_str()))),
+        consents.into_iter().filter(|(c, _)| c.names_any(records)),
         organisation,
         now,
     )

@@ -254,6 +254,11 @@ const MEMO_FAMILIES: usize = 20_000;
 /// Bytes of memos kept at most, roughly (beyond it, all are dropped).
 const MEMO_BYTES: usize = 256 << 20;
 
+/// The partner keys of these subject records.
+fn keys_of<'a>(l: &'a Linker, recs: &[u32]) -> Vec<&'a str> {
+    recs.iter().map(|&r| l.record(r).key.as_str()).collect()
+}
+
 impl State {
     fn empty() -> Self {
         State {
@@ -318,14 +323,10 @@ impl State {
         let naming = persons
             .iter()
             .map(|&(p, _)| {
-                let keys: Vec<&str> = l
-                    .person_records(p)
-                    .iter()
-                    .map(|&r| l.record(r).key.as_str())
-                    .collect();
+                let keys = keys_of(l, l.person_records(p));
                 (0u32..)
                     .zip(&named)
-                    .filter(|(_, (c, _))| c.records.iter().any(|r| keys.contains(&r.as_str())))
+                    .filter(|(_, (c, _))| c.names_any(&keys))
                     .map(|(i, _)| i)
                     .collect()
             })
@@ -665,11 +666,9 @@ impl State {
                     // Someone outside the family: their own consents decide.
                     None => {
                         let recs = l.person_records(p);
-                        let keys: Vec<&str> =
-                            recs.iter().map(|&x| l.record(x).key.as_str()).collect();
                         access::consented_categories(
                             self.consents_naming(recs),
-                            &keys,
+                            &keys_of(l, recs),
                             &viewer.organisation,
                             now,
                         )
