@@ -884,7 +884,9 @@ fn decode_all(entries: &[StoredEntry], keys: Option<&KeyStore>) -> Vec<DecodeRes
     let (a, b) = entries.split_at(entries.len() / 2);
     std::thread::scope(|scope| {
         let second = scope.spawn(|| one(b));
-        let mut out = one(a);
+        // Room for both halves at once: growing it would copy the first half's results.
+        let mut out = Vec::with_capacity(entries.len());
+        out.extend(a.iter().map(|e| decode_one(e, keys)));
         match second.join() {
             Ok(rest) => out.extend(rest),
             // A panic in decoding is a bug; decode the rest here so nothing is skipped.
@@ -1787,11 +1789,12 @@ impl Projection {
 
     /// Applies the log from the applied offset to its current head, as long as `go_on` (told
     /// the applied offset after each batch) says so. Returns entries applied. While a full
-    /// batch is applied (the log likely holds more), a helper thread frees what the batch
-    /// before left behind, reads the next batch (where the log can read without the runtime;
-    /// otherwise this thread reads it first) and decodes it, so a long catch-up or a rebuild
-    /// keeps both cores busy. A short batch (a follower at the head) is applied on this
-    /// thread alone.
+    /// batch is applied (the log likely holds more), the batches after it are read and
+    /// decoded ahead, so a long catch-up or a rebuild keeps both cores busy: by two helper
+    /// threads taking alternate batches where the log can read without the runtime
+    /// ([`Log::read_blocking`], the embedded engine), otherwise by one helper decoding the
+    /// batch this thread read first. A short batch (a follower at the head) is applied on
+    /// this thread alone.
     pub async fn catch_up_while(
         &self,
         log: &dyn Log,
@@ -1814,6 +1817,15 @@ impl Projection {
                 ready = Some((entries, decoded));
                 continue;
             };
+            if helper_reads && batch.len() == APPLY_BATCH {
+                let (applied, stop) = self.apply_alternating(log, (batch, decoded), &mut go_on)?;
+                total += applied;
+                if stop {
+                    return Ok(total);
+                }
+                next = self.applied();
+                continue;
+            }
             if batch.len() < APPLY_BATCH {
                 // A short batch reached the head: nothing to overlap with, no helper.
                 total += self.apply_decoded(&batch, decoded, &mut spent)? as u64;
@@ -1823,32 +1835,23 @@ impl Projection {
                 }
                 continue;
             }
-            let read_here = match helper_reads {
-                true => None,
-                false => Some(self.read_from(log, next).await?),
-            };
+            // The log's reads need the runtime (NATS): the next batch is read here, then
+            // decoded by a helper while this one is applied.
+            let entries = self.read_from(log, next).await?;
             let garbage = std::mem::take(&mut spent);
             let (applied, ahead) = std::thread::scope(|scope| {
-                let helper = scope.spawn(move || -> Result<_, LogError> {
+                let helper = scope.spawn(move || {
                     drop(garbage);
-                    let entries = match read_here {
-                        Some(entries) => entries,
-                        None => match log.read_blocking(next, APPLY_BATCH) {
-                            Some(read) => read?,
-                            None => Vec::new(),
-                        },
-                    };
                     let decoded = decode_all(&entries, keys);
-                    Ok((entries, decoded))
+                    (entries, decoded)
                 });
                 let applied = self.apply_decoded(&batch, decoded, &mut spent);
                 (applied, helper.join())
             });
             spent.entries.push(batch);
             total += applied? as u64;
-            // A panic in the helper is a bug: the next batch is read and decoded here instead.
-            if let Ok(ahead) = ahead {
-                let (entries, decoded) = ahead?;
+            // A panic in the helper is a bug: the next batch is read and decoded again here.
+            if let Ok((entries, decoded)) = ahead {
                 if let Some(last) = entries.last() {
                     next = last.offset + 1;
                     ready = Some((entries, decoded));
@@ -1858,6 +1861,89 @@ impl Projection {
                 return Ok(total);
             }
         }
+    }
+
+    /// Applies `first` (a full batch) and the full batches after it, read and decoded ahead by
+    /// two helper threads that take alternate batches (a log that reads without the runtime
+    /// has dense offsets, so batch k starts `k * APPLY_BATCH` after `first`). What applying a
+    /// batch leaves goes back to the helper that decoded it, to be freed where it was
+    /// allocated. Ends after a short batch (the head, as it was when read), at `go_on`'s word
+    /// (then `true`: stop), or if a helper is gone; the caller goes on from
+    /// [`Projection::applied`]. Returns the entries applied.
+    fn apply_alternating(
+        &self,
+        log: &dyn Log,
+        first: (Vec<StoredEntry>, Vec<DecodeResult>),
+        go_on: &mut impl FnMut(u64) -> bool,
+    ) -> Result<(u64, bool), ProjectionError> {
+        type Batch = Result<(Vec<StoredEntry>, Vec<DecodeResult>), LogError>;
+        let keys = self.keys.as_deref();
+        let start = first.0.first().map_or(0, |e| e.offset);
+        std::thread::scope(|scope| {
+            let mut ahead = Vec::with_capacity(2);
+            let mut garbage = Vec::with_capacity(2);
+            for h in 0..2u64 {
+                // A rendezvous: a helper has at most one batch decoded and waiting.
+                let (give, take) = std::sync::mpsc::sync_channel::<Batch>(0);
+                let (spend, spent) = std::sync::mpsc::channel::<Spent>();
+                ahead.push(take);
+                garbage.push(spend);
+                scope.spawn(move || {
+                    let mut k = h + 1;
+                    loop {
+                        while let Ok(g) = spent.try_recv() {
+                            drop(g);
+                        }
+                        let from = start + k * APPLY_BATCH as u64;
+                        let read = log
+                            .read_blocking(from, APPLY_BATCH)
+                            .unwrap_or(Ok(Vec::new()));
+                        let batch = read.map(|entries| {
+                            let decoded: Vec<_> =
+                                entries.iter().map(|e| decode_one(e, keys)).collect();
+                            (entries, decoded)
+                        });
+                        let full = matches!(&batch, Ok((e, _)) if e.len() == APPLY_BATCH);
+                        if give.send(batch).is_err() || !full {
+                            break;
+                        }
+                        k += 2;
+                    }
+                    // What is still to be freed arrives until the applying thread is done.
+                    for g in spent {
+                        drop(g);
+                    }
+                });
+            }
+            let mut total = 0;
+            let mut current = first;
+            let mut k = 0usize;
+            loop {
+                let (batch, decoded) = current;
+                let full = batch.len() == APPLY_BATCH;
+                let mut left = Spent::default();
+                let applied = self.apply_decoded(&batch, decoded, &mut left);
+                left.entries.push(batch);
+                // Batch k (k >= 1) came from helper (k - 1) % 2; the first from the caller.
+                let _ = garbage[k.saturating_sub(1) % 2].send(left);
+                total += applied? as u64;
+                if !go_on(self.applied()) {
+                    return Ok((total, true));
+                }
+                if !full {
+                    return Ok((total, false));
+                }
+                k += 1;
+                let got = ahead[(k - 1) % 2].recv();
+                match got {
+                    Ok(Ok(b)) if !b.0.is_empty() => current = b,
+                    Ok(Ok(_)) => return Ok((total, false)),
+                    Ok(Err(e)) => return Err(e.into()),
+                    // A helper that panicked (a bug): the caller reads on from here.
+                    Err(_) => return Ok((total, false)),
+                }
+            }
+        })
     }
 
     /// Up to [`APPLY_BATCH`] entries of `log` from `from`; none at the head (after asking a

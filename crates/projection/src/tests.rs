@@ -822,9 +822,10 @@ async fn family_memos_follow_the_log() {
 async fn a_catch_up_over_several_batches_leaves_sled_complete() {
     let tmp = tempfile::tempdir().expect("tmp");
     let log = open_log(tmp.path());
-    fill(log.as_ref(), 60, 7_000).await;
+    fill(log.as_ref(), 60, 11_000).await;
     let head = log.head().next_offset;
-    assert!(head > 3 * APPLY_BATCH as u64, "several batches: {head}");
+    // Each of the two helpers decodes at least two full batches.
+    assert!(head > 5 * APPLY_BATCH as u64, "several batches: {head}");
     let dir = tmp.path().join("proj");
     let p = Projection::rebuild(&dir, log.as_ref(), None)
         .await
@@ -860,6 +861,24 @@ async fn a_catch_up_over_several_batches_leaves_sled_complete() {
     // Reopened without a snapshot, the projection is built from the log again, the same.
     let q = open_caught_up(&dir, log.as_ref(), None).await;
     assert_eq!(q.digest(), digest);
+
+    // Told to stop after two batches (while helpers are reading ahead), a catch-up stops
+    // there, with nothing read ahead applied; the next catch-up goes on from there to the
+    // same projection.
+    let r = Projection::rebuild(&tmp.path().join("stopped"), log.as_ref(), None)
+        .await
+        .expect("rebuild");
+    let stop_at = 2 * APPLY_BATCH as u64;
+    let applied = r
+        .catch_up_while(log.as_ref(), |at| at < stop_at)
+        .await
+        .expect("catch up");
+    assert_eq!((applied, r.applied()), (stop_at, stop_at));
+    assert_eq!(
+        r.catch_up(log.as_ref()).await.expect("go on"),
+        head - stop_at
+    );
+    assert_eq!(r.digest(), digest);
 }
 
 /// A log whose reads need the runtime (as NATS reads do): the embedded log without
