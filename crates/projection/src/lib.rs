@@ -1882,13 +1882,14 @@ impl Projection {
         std::thread::scope(|scope| {
             let mut ahead = Vec::with_capacity(2);
             let mut garbage = Vec::with_capacity(2);
+            let mut helpers = Vec::with_capacity(2);
             for h in 0..2u64 {
                 // A rendezvous: a helper has at most one batch decoded and waiting.
                 let (give, take) = std::sync::mpsc::sync_channel::<Batch>(0);
                 let (spend, spent) = std::sync::mpsc::channel::<Spent>();
                 ahead.push(take);
                 garbage.push(spend);
-                scope.spawn(move || {
+                helpers.push(scope.spawn(move || {
                     let mut k = h + 1;
                     loop {
                         while let Ok(g) = spent.try_recv() {
@@ -1913,12 +1914,12 @@ impl Projection {
                     for g in spent {
                         drop(g);
                     }
-                });
+                }));
             }
             let mut total = 0;
             let mut current = first;
             let mut k = 0usize;
-            loop {
+            let apply = || loop {
                 let (batch, decoded) = current;
                 let full = batch.len() == APPLY_BATCH;
                 let mut left = Spent::default();
@@ -1942,7 +1943,16 @@ impl Projection {
                     // A helper that panicked (a bug): the caller reads on from here.
                     Err(_) => return Ok((total, false)),
                 }
+            };
+            let outcome = apply();
+            // Helpers waiting to hand over a batch, or for what to free, are told to stop.
+            drop((ahead, garbage));
+            for helper in helpers {
+                // Joined here, so a helper's panic (a bug) does not unwind the caller, which
+                // reads on from what was applied.
+                let _ = helper.join();
             }
+            outcome
         })
     }
 
