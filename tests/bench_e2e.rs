@@ -78,6 +78,12 @@ fn bench_replay_rebuilds_the_same_projections_each_run() {
     assert_eq!(v["runs"], 2);
     assert_eq!(v["same_projections"], true);
     assert_eq!(v["runs_events_per_sec"].as_array().map(Vec::len), Some(2));
+    // CPU time is counted in ticks of 10 ms: a rebuild this small may take none.
+    assert_eq!(
+        v["runs_cpu_seconds_per_million"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(number(&v, "cpu_seconds_per_million") >= 0.0, "{v}");
     assert!(number(&v, "entries") >= 2000.0, "{v}");
     assert!(number(&v, "events_per_sec") > 0.0, "{v}");
     assert!(number(&v, "persons") > 0.0, "{v}");
