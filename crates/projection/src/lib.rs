@@ -873,24 +873,30 @@ fn decode_record(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Un
     )
 }
 
+/// Decodes entries one after another on this thread: one result per entry, in order.
+fn decode_each<'a>(
+    entries: &'a [StoredEntry],
+    keys: Option<&'a KeyStore>,
+) -> impl Iterator<Item = DecodeResult> + 'a {
+    entries.iter().map(move |e| decode_one(e, keys))
+}
+
 /// Decodes entries, on two threads when there are many (decoding JSON is most of the cost of
 /// applying the log, and needs no lock). One result per entry, in order.
 fn decode_all(entries: &[StoredEntry], keys: Option<&KeyStore>) -> Vec<DecodeResult> {
-    let one =
-        |part: &[StoredEntry]| -> Vec<_> { part.iter().map(|e| decode_one(e, keys)).collect() };
     if entries.len() < 512 {
-        return one(entries);
+        return decode_each(entries, keys).collect();
     }
     let (a, b) = entries.split_at(entries.len() / 2);
     std::thread::scope(|scope| {
-        let second = scope.spawn(|| one(b));
+        let second = scope.spawn(|| decode_each(b, keys).collect::<Vec<_>>());
         // Room for both halves at once: growing it would copy the first half's results.
         let mut out = Vec::with_capacity(entries.len());
-        out.extend(a.iter().map(|e| decode_one(e, keys)));
+        out.extend(decode_each(a, keys));
         match second.join() {
             Ok(rest) => out.extend(rest),
             // A panic in decoding is a bug; decode the rest here so nothing is skipped.
-            Err(_) => out.extend(one(b)),
+            Err(_) => out.extend(decode_each(b, keys)),
         }
         out
     })
@@ -1900,8 +1906,7 @@ impl Projection {
                             .read_blocking(from, APPLY_BATCH)
                             .unwrap_or(Ok(Vec::new()));
                         let batch = read.map(|entries| {
-                            let decoded: Vec<_> =
-                                entries.iter().map(|e| decode_one(e, keys)).collect();
+                            let decoded = decode_each(&entries, keys).collect();
                             (entries, decoded)
                         });
                         let full = matches!(&batch, Ok((e, _)) if e.len() == APPLY_BATCH);

@@ -1076,9 +1076,12 @@ async fn the_gate_decides_each_members_consent_as_the_rule_does() {
             assert_eq!(gate.seen.len(), l.family_persons(fam).len());
             for &(person, bits) in &gate.seen {
                 let recs = l.person_records(person);
-                let keys: Vec<&str> = recs.iter().map(|&r| l.record(r).key.as_str()).collect();
-                let expected =
-                    access::consented_categories(st.consents_naming(recs), &keys, org, now);
+                let expected = access::consented_categories(
+                    st.consents_naming(recs),
+                    &keys_of(l, recs),
+                    org,
+                    now,
+                );
                 assert_eq!(bits, expected, "{org} at {now:?}, person {person}");
                 some_granted |= bits != 0;
             }
