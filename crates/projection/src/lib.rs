@@ -1668,7 +1668,14 @@ impl Projection {
         let next = st.next_offset;
         // Readers wait only for the in-memory part; the durable copy is written after.
         drop(st);
+        // A batch that stores nothing (access entries, consents, decisions: kept in memory
+        // and in the snapshot) leaves sled alone: its applied offset may lag behind memory,
+        // as a restart re-applies from the snapshot anyway, and the snapshot stores it first.
+        let stores = !lines.is_empty() || !erasures.is_empty();
         let stored = (|| -> Result<(), ProjectionError> {
+            if !stores {
+                return Ok(());
+            }
             let mut batch = sled::Batch::default();
             // Keys first: once the applied offset passes an erasure, its keys must be gone.
             for x in &erasures {
@@ -1761,6 +1768,10 @@ impl Projection {
             linker: &'a Linker,
             access: &'a AccessState,
         }
+        // Batches that stored no lines did not move sled's applied offset; a restart takes
+        // the snapshot only if sled is not behind it. Called after every line below
+        // `next_offset` is stored (under `applying`).
+        self.db.insert(K_APPLIED, &st.next_offset.to_be_bytes())?;
         self.db.flush()?;
         let io = |e: std::io::Error| ProjectionError::Store(e.into());
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
@@ -1784,6 +1795,8 @@ impl Projection {
 
     /// Writes a snapshot and flushes sled (on shutdown).
     pub fn close(&self) -> Result<(), ProjectionError> {
+        // Not while a batch is half stored (memory is updated before sled).
+        let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let st = self.read_state();
         self.write_snapshot(&st)
     }

@@ -1089,3 +1089,71 @@ async fn the_gate_decides_each_members_consent_as_the_rule_does() {
     }
     assert!(some_granted, "the consents grant something to someone");
 }
+
+/// sled's applied offset, as stored.
+fn stored_applied(p: &Projection) -> u64 {
+    let v = p.db.get(K_APPLIED).expect("sled").expect("applied offset");
+    u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes"))
+}
+
+#[tokio::test]
+async fn access_entries_leave_sled_alone_and_a_restart_still_resumes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 20, 600).await;
+    let events = log.head().next_offset;
+    let dir = tmp.path().join("proj");
+    let p = open_caught_up(&dir, log.as_ref(), None).await;
+    assert_eq!(stored_applied(&p), events);
+    let fam = p.with_linker(|l| l.family_id(l.family_of(l.person_of(0))));
+    let entry = |i: u64| {
+        Record::Access(AccessEntry {
+            access_id: format!("a-{i}"),
+            at: Timestamp(END.0 + i as i64),
+            user_id: "sw-1".into(),
+            organisation: "childrens-trust".into(),
+            roles: vec![Role::Practitioner],
+            method: "GetTimeline".into(),
+            asked: "timeline".into(),
+            family_id: fam.clone(),
+            person_ids: vec![],
+            shown: 3,
+            withheld: 0,
+            outcome: access::AccessOutcome::Allowed,
+            standing: "lead".into(),
+            reason: String::new(),
+            break_glass: false,
+            break_glass_until: None,
+        })
+    };
+    for i in 0..3 {
+        record(&p, log.as_ref(), vec![entry(2 * i), entry(2 * i + 1)]).await;
+    }
+    let head = log.head().next_offset;
+    assert_eq!(p.applied(), head);
+    assert_eq!(
+        stored_applied(&p),
+        events,
+        "batches of access entries store nothing in sled"
+    );
+    let key = format!("f/{fam}");
+    assert_eq!(
+        p.access_offsets(std::slice::from_ref(&key), None, 10).len(),
+        6
+    );
+    let digest = p.digest();
+    p.close().expect("close");
+    assert_eq!(
+        stored_applied(&p),
+        head,
+        "the snapshot stores the offset first"
+    );
+    drop(p);
+
+    let reopened = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
+    assert_eq!(reopened.applied(), head, "resumes from the snapshot");
+    assert_eq!(reopened.digest(), digest);
+    assert_eq!(reopened.access_offsets(&[key], None, 10).len(), 6);
+}
