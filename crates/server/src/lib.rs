@@ -155,19 +155,12 @@ pub async fn run_guarded(
     );
     let wake = Arc::new(tokio::sync::Notify::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // The follower applies on a thread of its own, not on one of the runtime's workers: a
-    // batch it applies (under the projection's lock, then into sled) would otherwise hold up
-    // every request queued on that worker, which shows as the reads' tail latency.
-    let follower = {
-        let follow = tellonce_projection::follow(
-            projection.clone(),
-            log.clone(),
-            wake.clone(),
-            stop_rx.clone(),
-        );
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || runtime.block_on(follow))
-    };
+    let follower = tokio::spawn(tellonce_projection::follow(
+        projection.clone(),
+        log.clone(),
+        wake.clone(),
+        stop_rx.clone(),
+    ));
     let clock = ingest::system_clock();
     let lookup = projection.clone();
     let ingest = ingest::Ingest::new(log.clone(), clock.clone(), config.server.max_batch)
