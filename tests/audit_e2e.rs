@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::ffi::OsStr;
 
 use common::{Hub, AUDITOR_TOKEN, POLICE_TOKEN, TEACHER_TOKEN};
 use tellonce_domain::merkle::{reference, verify_consistency, verify_inclusion};
@@ -85,18 +85,9 @@ async fn checkpoints_prove_the_log_only_grew() {
     // The CLI saves the checkpoint.
     let saved = tmp.path().join("checkpoint.json");
     let run = |args: &[&str]| {
-        let out = Command::new(common::bin())
-            .args(args)
-            .args(["--addr", &hub.addr, "--token", AUDITOR_TOKEN])
-            .output()
-            .expect("run tellonce audit");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{text}");
-        text
+        let mut all = args.to_vec();
+        all.extend(["--addr", &hub.addr, "--token", AUDITOR_TOKEN]);
+        common::run_ok(all).text()
     };
     run(&[
         "audit",
@@ -208,21 +199,15 @@ async fn checkpoints_prove_the_log_only_grew() {
 
 /// Runs `tellonce audit verify` on a data folder; returns (success, output).
 fn audit_verify(data: &std::path::Path, saved: &std::path::Path) -> (bool, String) {
-    let out = Command::new(common::bin())
-        .args(["audit", "verify", "--data-dir"])
-        .arg(data)
-        .arg("--checkpoint")
-        .arg(saved)
-        .output()
-        .expect("run tellonce audit verify");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let ran = common::run([
+        OsStr::new("audit"),
+        "verify".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--checkpoint".as_ref(),
+        saved.as_os_str(),
+    ]);
+    (ran.ok, ran.text())
 }
 
 /// The byte ranges of the frames in a segment file (magic, length u32, crc, rest).
@@ -267,17 +252,17 @@ async fn audit_verify_names_each_kind_of_tampering() {
     let hub = Hub::start(tmp.path());
     publish(&hub, 0, 8).await;
     let saved = tmp.path().join("checkpoint.json");
-    let out = Command::new(common::bin())
-        .args(["audit", "checkpoint", "--fresh", "--out"])
-        .arg(&saved)
-        .args(["--addr", &hub.addr, "--token", AUDITOR_TOKEN])
-        .output()
-        .expect("run tellonce audit checkpoint");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok([
+        OsStr::new("audit"),
+        "checkpoint".as_ref(),
+        "--fresh".as_ref(),
+        "--out".as_ref(),
+        saved.as_os_str(),
+        "--addr".as_ref(),
+        hub.addr.as_ref(),
+        "--token".as_ref(),
+        AUDITOR_TOKEN.as_ref(),
+    ]);
     publish(&hub, 8, 4).await;
     assert!(hub.stop(), "clean stop");
     let data = tmp.path().join("data");

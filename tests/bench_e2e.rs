@@ -4,23 +4,13 @@
 
 mod common;
 
-use std::process::Command;
-
 /// Runs `tellonce bench <args> --json` on a small county and returns its JSON object.
 fn bench(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(common::bin())
-        .arg("bench")
-        .args(args)
-        .args(["--families", "20", "--events", "2000", "--json"])
-        .output()
-        .expect("tellonce runs");
-    assert!(
-        out.status.success(),
-        "bench {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().expect("one JSON line");
+    let mut all = vec!["bench"];
+    all.extend(args);
+    all.extend(["--families", "20", "--events", "2000", "--json"]);
+    let ran = common::run_ok(all);
+    let line = ran.stdout.lines().last().expect("one JSON line");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use common::{access_log_client, query_client, Hub, DPO_TOKEN, OFFICER_TOKEN, POLICE_TOKEN};
@@ -247,14 +247,13 @@ async fn erasure_destroys_content_and_the_log_still_verifies() {
     // rebuild from the log.
     let leaks = holds(&data.join("projections"), "(family 1)");
     assert!(leaks.is_empty(), "erased content in {leaks:?}");
-    let out = Command::new(common::bin())
-        .args(["audit", "verify", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("run audit verify");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let text = common::run_ok([
+        OsStr::new("audit"),
+        "verify".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ])
+    .text();
     assert!(text.contains("audit ok"), "{text}");
     assert!(
         text.contains("projections: the stored ones equal a rebuild"),
@@ -300,12 +299,13 @@ async fn retention_erases_closed_families_and_keeps_open_ones() {
     // The erasure is in the log, decided by the retention rule.
     let data = hub.data_dir.clone();
     assert!(hub.stop(), "clean stop");
-    let dump = Command::new(common::bin())
-        .args(["log", "dump", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("run log dump");
-    let text = String::from_utf8_lossy(&dump.stdout);
+    let text = common::run_ok([
+        OsStr::new("log"),
+        "dump".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ])
+    .stdout;
     assert!(
         text.contains("by hub:retention (retention period ended)"),
         "{text}"

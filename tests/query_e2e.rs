@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::ffi::OsStr;
 
 use common::{query_client, Hub, DSL_TOKEN, POLICE_TOKEN, SCHOOL_TOKEN};
 use tellonce_domain::event::{
@@ -370,24 +370,16 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
     assert_eq!(denied.code(), tonic::Code::Unauthenticated);
 
     // The CLI prints the timeline.
-    let out = Command::new(common::bin())
-        .args([
-            "timeline",
-            "--addr",
-            &hub.addr,
-            "--token",
-            DSL_TOKEN,
-            "--upn",
-            &tellonce_domain::sample::upn(42),
-        ])
-        .output()
-        .expect("run tellonce timeline");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::run_ok([
+        "timeline",
+        "--addr",
+        &hub.addr,
+        "--token",
+        DSL_TOKEN,
+        "--upn",
+        &tellonce_domain::sample::upn(42),
+    ])
+    .stdout;
     assert!(
         text.contains("school-001") && text.contains("police") && text.contains("Attendance 81.5%"),
         "{text}"
@@ -397,22 +389,18 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
     let before = tl.items.clone();
     assert!(hub.stop(), "clean stop");
     let config = tmp.path().join("tellonce.toml");
-    let out = Command::new(common::bin())
-        .args(["rebuild", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run tellonce rebuild");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let rebuilt = common::run_ok([
+        OsStr::new("rebuild"),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
     // Six partner events and one match decision; every read since was access-logged.
     let entries = common::verify(&tmp.path().join("data"))["entries"]
         .as_u64()
         .expect("entries");
     assert!(entries > 7, "{entries}");
-    assert!(String::from_utf8_lossy(&out.stdout)
+    assert!(rebuilt
+        .stdout
         .contains(&format!("rebuilt the projections from {entries} entries")));
     let hub = Hub::start(tmp.path());
     let mut q = query_client(&hub.addr, DSL_TOKEN).await;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -214,20 +215,56 @@ impl Drop for Hub {
     }
 }
 
+/// What a run of the `tellonce` command did.
+pub struct Ran {
+    /// Whether it exited with success.
+    pub ok: bool,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Both outputs, stdout first (for messages and for checks that do not care which).
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `tellonce` with `args` to its end.
+pub fn run<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Ran {
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    let out = Command::new(bin())
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run tellonce {args:?}: {e}"));
+    Ran {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `tellonce` with `args`, which must succeed; returns both outputs (stdout first).
+pub fn run_ok<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Ran {
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    let ran = run(&args);
+    assert!(ran.ok, "tellonce {args:?} failed: {}", ran.text());
+    ran
+}
+
 /// Runs `tellonce log verify --json` on a data folder and returns its JSON answer.
 pub fn verify(data_dir: &Path) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args(["log", "verify", "--json", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .expect("run tellonce log verify");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let ran = run([
+        OsStr::new("log"),
+        "verify".as_ref(),
+        "--json".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+    ]);
+    serde_json::from_str(&ran.stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}", ran.text()))
 }
 
 /// The outcome of one event, as a short tag and the offset or rejection.
