@@ -74,6 +74,17 @@ fn bench_replay_rebuilds_the_same_projections_each_run() {
         Some(2)
     );
     assert!(number(&v, "cpu_seconds_per_million") >= 0.0, "{v}");
+    // Every rebuild stores its lines and a snapshot, so writes something (where the kernel
+    // counts a process's writes, as Linux does in /proc/self/io).
+    if std::fs::read_to_string("/proc/self/io").is_ok_and(|s| s.contains("write_bytes:")) {
+        assert_eq!(
+            v["runs_disk_written_mb_per_million"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        assert!(number(&v, "disk_written_mb_per_million") > 0.0, "{v}");
+    }
     assert!(number(&v, "entries") >= 2000.0, "{v}");
     assert!(number(&v, "events_per_sec") > 0.0, "{v}");
     assert!(number(&v, "persons") > 0.0, "{v}");

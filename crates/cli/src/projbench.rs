@@ -52,6 +52,16 @@ pub fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Bytes this process has had written to storage so far (`write_bytes` of /proc/self/io,
+/// counted when a write dirties the page cache); `None` where the kernel does not say.
+pub fn disk_written_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Options shared by the demo-based benchmarks.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoSize {
@@ -352,6 +362,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         let mut rates = Vec::with_capacity(runs);
         let mut seconds = Vec::with_capacity(runs);
         let mut cpu_per_million = Vec::with_capacity(runs);
+        let mut disk_per_million = Vec::with_capacity(runs);
         let mut first_digest = None;
         let mut last = None;
         for run in 0..runs {
@@ -359,9 +370,14 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             // The previous rebuild's projection is dropped first, so only one is in memory.
             drop(last.take());
             let cpu = cpu_seconds();
+            let written = disk_written_bytes();
             let r = rebuild_into(&base.path().join(format!("projections-{run}")), &log, keys.clone(), &progress).await?;
             progress.finish_and_clear();
             cpu_per_million.push((cpu_seconds() - cpu) * 1e6 / r.entries.max(1) as f64);
+            if let (Some(before), Some(after)) = (written, disk_written_bytes()) {
+                // MB written per million entries = bytes per entry.
+                disk_per_million.push(after.saturating_sub(before) as f64 / r.entries.max(1) as f64);
+            }
             rates.push(r.entries as f64 / r.elapsed.as_secs_f64());
             seconds.push(r.elapsed.as_secs_f64());
             let digest = r.projection.digest();
@@ -382,6 +398,8 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             "seconds": median(&seconds),
             "cpu_seconds_per_million": median(&cpu_per_million),
             "runs_cpu_seconds_per_million": cpu_per_million,
+            "disk_written_mb_per_million": (disk_per_million.len() == runs).then(|| median(&disk_per_million)),
+            "runs_disk_written_mb_per_million": disk_per_million,
             "peak_rss_mb": peak_rss_mb(),
             "peak_rss_mb_before_replay": rss_before,
             "sealed": !size.plain,
@@ -395,6 +413,9 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
                 "rebuilt the projections from {} entries {runs} times: median {eps:.0} events/s (each: {}), {:.1} CPU-seconds per million entries, the same projections every time; peak RSS {:.0} MiB ({:.0} MiB before the replays)",
                 r.entries, each.join(", "), median(&cpu_per_million), peak_rss_mb(), rss_before
             );
+            if disk_per_million.len() == runs {
+                println!("each rebuild wrote {:.0} MB to disk per million entries (projection store and snapshots)", median(&disk_per_million));
+            }
             println!("{records} partner records, {persons} persons, {families} families, {open} open match candidates");
         }
         log.close();
