@@ -51,6 +51,12 @@ fn bench_query_reports_the_median_round_and_the_wait_for_access_entries() {
     assert!(number(&v, "access_append_p99_ms") >= number(&v, "access_append_p50_ms"));
     assert!(number(&v, "timeline_p99_ms") >= number(&v, "timeline_p50_ms"));
     assert!(number(&v, "family_queries_per_sec") > 0.0, "{v}");
+    // A second of reads takes CPU time (counted in ticks of 10 ms) in every round.
+    assert_eq!(
+        v["runs_timeline_cpu_ms_per_query"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert!(number(&v, "timeline_cpu_ms_per_query") > 0.0, "{v}");
 }
 
 #[test]

@@ -653,6 +653,8 @@ struct Round {
     family_qps: f64,
     /// The access entries' appends during the timeline phase.
     appends: Vec<Duration>,
+    /// CPU time of the whole process (hub and callers) per timeline query, in ms.
+    timeline_cpu_ms: f64,
 }
 
 #[derive(Clone, Copy)]
@@ -842,10 +844,12 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let mut rounds = Vec::with_capacity(args.runs.max(1));
         for _ in 0..args.runs.max(1) {
             timed.start();
+            let cpu = cpu_seconds();
             let (timeline, timeline_qps) = load(&clients, families.clone(), Kind::Timeline, &args).await?;
+            let timeline_cpu_ms = (cpu_seconds() - cpu) * 1e3 / timeline.len().max(1) as f64;
             let appends = timed.stop();
             let (family, family_qps) = load(&clients, families.clone(), Kind::Family, &args).await?;
-            rounds.push(Round { timeline, timeline_qps, family, family_qps, appends });
+            rounds.push(Round { timeline, timeline_qps, family, family_qps, appends, timeline_cpu_ms });
         }
         let of = |f: &dyn Fn(&Round) -> f64| -> (f64, Vec<f64>) {
             let each: Vec<f64> = rounds.iter().map(f).collect();
@@ -857,6 +861,7 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let (fam_qps, _) = of(&|r| r.family_qps);
         let (fam_p50, _) = of(&|r| percentile(&r.family, 0.50));
         let (fam_p99, _) = of(&|r| percentile(&r.family, 0.99));
+        let (tl_cpu, tl_cpu_each) = of(&|r| r.timeline_cpu_ms);
         let (append_p50, _) = of(&|r| percentile(&r.appends, 0.50));
         let (append_p99, _) = of(&|r| percentile(&r.appends, 0.99));
         let _ = stop_ingest.send(true);
@@ -876,6 +881,8 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "runs": rounds.len(),
             "runs_queries_per_sec": tl_qps_each,
             "runs_timeline_p99_ms": tl_p99_each,
+            "timeline_cpu_ms_per_query": tl_cpu,
+            "runs_timeline_cpu_ms_per_query": tl_cpu_each,
             "access_append_p50_ms": append_p50,
             "access_append_p99_ms": append_p99,
             "family_p50_ms": fam_p50,
@@ -904,6 +911,7 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             if !args.no_policy {
                 println!("  of which waiting for the access entry to be durable: p50 {append_p50:.2} ms  p99 {append_p99:.2} ms");
             }
+            println!("  CPU time of this process (hub and callers) per query: {tl_cpu:.3} ms");
             println!("GetFamily:          p50 {fam_p50:.2} ms  p99 {fam_p99:.2} ms  {fam_qps:.0} queries/s");
             println!("initial projection of the log took {apply_secs:.1} s; peak RSS {:.0} MiB", peak_rss_mb());
         }
