@@ -356,15 +356,19 @@ impl<D: Dir> EmbeddedLog<D> {
         };
         for (file, first_offset, rel, stop) in plan {
             let start = u64::from(rel[0]);
-            data.clear();
-            data.resize((stop - start) as usize, 0);
-            file.read_exact_at(data, start)?;
+            let len = (stop - start) as usize;
+            // Zeroed only where the buffer grows: the read overwrites what it already holds.
+            if data.len() < len {
+                data.resize(len, 0);
+            }
+            let span = &mut data[..len];
+            file.read_exact_at(span, start)?;
             for (i, &p) in rel.iter().enumerate() {
                 let a = (u64::from(p) - start) as usize;
                 let b = rel
                     .get(i + 1)
-                    .map_or(data.len(), |&q| (u64::from(q) - start) as usize);
-                out.push(frame::decode(&data[a..b], first_offset + i as u64)?);
+                    .map_or(len, |&q| (u64::from(q) - start) as usize);
+                out.push(frame::decode(&span[a..b], first_offset + i as u64)?);
             }
         }
         if data.capacity() > SCRATCH_KEEP {
