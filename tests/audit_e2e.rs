@@ -314,15 +314,22 @@ async fn audit_verify_names_each_kind_of_tampering() {
     let (ok, text) = audit_verify(&swapped, &saved);
     assert!(!ok && text.contains("offset 4"), "{text}");
 
-    // Alter a stored projection: the summary of the event at offset 1, in sled.
+    // Alter a stored projection: the summary of the event at offset 1, in the line store,
+    // with the index's checksum made to match (what someone covering their tracks would do).
     let altered = tmp.path().join("altered");
     copy_dir(&data, &altered);
+    let lines_file = altered.join("projections").join("lines.dat");
     {
         let db = sled::open(altered.join("projections").join("db")).expect("sled");
+        let mut file = std::fs::read(&lines_file).expect("lines file");
         let mut changed = false;
         for kv in db.scan_prefix(b"c") {
             let (k, v) = kv.expect("chunk");
-            let mut lines: serde_json::Value = serde_json::from_slice(&v).expect("json");
+            // The index entry: position (u64), length (u32), CRC-32C (u32), big-endian.
+            let pos = u64::from_be_bytes(v[..8].try_into().expect("pos")) as usize;
+            let len = u32::from_be_bytes(v[8..12].try_into().expect("len")) as usize;
+            let mut lines: serde_json::Value =
+                serde_json::from_slice(&file[pos..pos + len]).expect("json");
             if let Some(line) = lines
                 .as_array_mut()
                 .and_then(|a| a.iter_mut().find(|l| l[0] == 1))
@@ -332,18 +339,37 @@ async fn audit_verify_names_each_kind_of_tampering() {
                     l.remove("sealed");
                 }
                 line[1]["summary"] = serde_json::Value::String("nothing happened".into());
-                db.insert(k, serde_json::to_vec(&lines).expect("json"))
-                    .expect("insert");
+                let body = serde_json::to_vec(&lines).expect("json");
+                let mut slot = (file.len() as u64).to_be_bytes().to_vec();
+                slot.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                slot.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+                file.extend_from_slice(&body);
+                db.insert(k, slot).expect("insert");
                 changed = true;
                 break;
             }
         }
         assert!(changed, "found the line at offset 1");
         db.flush().expect("flush");
+        std::fs::write(&lines_file, &file).expect("write");
     }
     let (ok, text) = audit_verify(&altered, &saved);
     assert!(
         !ok && text.contains("projections differ") && text.contains("offset 1"),
+        "{text}"
+    );
+
+    // Alter the line store's bytes alone: the hub would rebuild it, and the audit says so.
+    let damaged = tmp.path().join("damaged");
+    copy_dir(&data, &damaged);
+    let lines_file = damaged.join("projections").join("lines.dat");
+    let mut file = std::fs::read(&lines_file).expect("lines file");
+    let mid = file.len() / 2;
+    file[mid] ^= 0x55;
+    std::fs::write(&lines_file, &file).expect("write");
+    let (ok, text) = audit_verify(&damaged, &saved);
+    assert!(
+        !ok && text.contains("stored projections are damaged") && text.contains("checksum"),
         "{text}"
     );
 }

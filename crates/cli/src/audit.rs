@@ -362,7 +362,9 @@ async fn verify(
         let stored = tellonce_projection::Projection::open(&copy, &log, keys.clone())
             .await
             .map_err(|e| format!("cannot open the stored projections: {e}"))?;
-        if stored.applied() == 0 && head.next_offset > 0 {
+        if let Some(why) = stored.damage() {
+            problems.push(format!("stored projections are damaged: {why}"));
+        } else if stored.applied() == 0 && head.next_offset > 0 {
             println!(
                 "note: the stored projections have no snapshot matching this log (the hub was not stopped cleanly, or they were dropped); the hub rebuilds them at start"
             );

@@ -3,12 +3,13 @@
 //! [`Projection`] holds in memory the identity linker
 //! ([`tellonce_domain::identity::Linker`]) and a timeline index: for every subject record, its
 //! events as `(time, offset, source and kind)`, sorted by time, and each event's event id,
-//! summary line and subject records. sled is the durable copy: the timeline lines (time,
-//! partner, kind, event id, summary, subject records) in chunks of up to 256 keyed by the first
-//! one's offset, and the applied offset, each applied chunk of the log in one atomic sled
-//! batch. Every [`SNAPSHOT_EVERY`] entries and on close the linker is snapshotted to a file. A
-//! restart loads the snapshot, rebuilds the in-memory index and lines from sled's lines below
-//! it, and re-applies the log from there (idempotent: the same lines again). Everything here
+//! summary line and subject records. The durable copy is the line store (`store.rs`): the
+//! timeline lines (time, partner, kind, event id, summary, subject records) in chunks of up to
+//! 256, their bodies appended to a file and their index (first offset to place) and the
+//! applied offset in sled, each applied chunk of the log in one atomic sled batch. Every
+//! [`SNAPSHOT_EVERY`] entries and on close the linker is snapshotted to a file. A restart loads
+//! the snapshot, rebuilds the in-memory index and lines from the stored lines below it, and
+//! re-applies the log from there (idempotent: the same lines again). Everything here
 //! can be thrown away:
 //! [`Projection::rebuild`] drops it and replays the whole log, and [`Projection::digest`] lets
 //! a test or an auditor compare an incremental projection with a rebuilt one.
@@ -37,7 +38,10 @@ use tellonce_domain::{Date, Event, Payload, Record, Timestamp};
 use tellonce_log::{Hash, Log, LogError, StoredEntry};
 use tokio::sync::watch;
 
+use store::LineStore;
+
 pub mod keys;
+mod store;
 pub use keys::{KeyError, KeyState, KeyStore, Tombstone};
 use tracing::{info, warn};
 
@@ -48,7 +52,6 @@ pub const APPLY_BATCH: usize = 2_000;
 /// Largest timeline page.
 pub const MAX_PAGE: usize = 500;
 
-const K_APPLIED: &[u8] = b"m/applied";
 const SNAPSHOT_FILE: &str = "linker.snapshot.json";
 
 /// Errors of the projection.
@@ -190,7 +193,7 @@ struct State {
     meta_ids: HashMap<String, Vec<u32>>,
     /// Consents, decisions, grants and the access log index.
     access: AccessState,
-    /// Set when a sled write failed after memory changed: the projection must be rebuilt.
+    /// Set when a store write failed after memory changed: the projection must be rebuilt.
     broken: Option<String>,
     /// What reads of a family need, worked out at the first read and kept until the log
     /// brings an event about the family or a change of its members (then its memo is
@@ -410,7 +413,7 @@ impl State {
     }
 
     /// Links event `ev` (at `offset`), then indexes its line (with the records the linker
-    /// gave) and queues it for sled; notes the families it is about in `stale`.
+    /// gave) and queues it for the store; notes the families it is about in `stale`.
     fn add_event<P>(
         &mut self,
         offset: u64,
@@ -955,7 +958,7 @@ fn early_help() -> Category {
     Category::EarlyHelp
 }
 
-/// What the projection keeps of a partner event for timelines (the sled value by offset).
+/// What the projection keeps of a partner event for timelines (what the line store keeps of it).
 /// It is stored as its [`StoredLine`] form.
 #[derive(Debug, Deserialize)]
 struct Line {
@@ -979,9 +982,9 @@ struct Line {
     #[serde(default)]
     erased: Option<ErasedMark>,
     /// For a sealed event: the summary sealed under the event's data keys, sealed when the
-    /// entry is decoded (off the thread that applies), or read from sled (with `summary`
-    /// empty until opened). sled is given only this, so it holds nothing readable once a key
-    /// is destroyed.
+    /// entry is decoded (off the thread that applies), or read from the line store (with
+    /// `summary` empty until opened). The store is given only this, so it holds nothing readable
+    /// once a key is destroyed.
     #[serde(default)]
     sealed: Option<SealedLine>,
     /// The stored JSON of the line without its records and closing brace, written when the
@@ -990,7 +993,7 @@ struct Line {
     head: Option<Vec<u8>>,
 }
 
-/// A line as sled keeps it: a sealed event's summary is sealed (and `summary` empty).
+/// A line as the line store keeps it: a sealed event's summary is sealed (and `summary` empty).
 #[derive(Serialize)]
 struct StoredLine<'a> {
     at: i64,
@@ -1017,7 +1020,7 @@ impl Serialize for Line {
     }
 }
 
-/// The JSON of a chunk of lines as sled keeps it (`[[offset, line], ..]`): each line's head
+/// The JSON of a chunk of lines as the line store keeps it (`[[offset, line], ..]`): each line's head
 /// with its records appended, or the whole line serialized where it has no head.
 fn chunk_json(chunk: &[(u64, Line)]) -> Result<Vec<u8>, serde_json::Error> {
     use std::io::Write as _;
@@ -1099,7 +1102,7 @@ impl Line {
     }
 
     /// Seals the summary of a sealed event at `offset` under its data keys (`ids`, `keys`),
-    /// ready for sled.
+    /// ready for the line store.
     fn seal_summary(&mut self, offset: u64, ids: Vec<String>, keys: &[DataKey]) {
         self.sealed = Some(SealedLine {
             keys: ids,
@@ -1107,7 +1110,7 @@ impl Line {
         });
     }
 
-    /// Opens a summary sealed for sled, or marks the line erased if a key was destroyed.
+    /// Opens a summary sealed for the line store, or marks the line erased if a key was destroyed.
     fn open_from_store(&mut self, offset: u64, keys: Option<&KeyStore>) -> Result<(), String> {
         let Some(sealed) = self.sealed.take() else {
             return Ok(());
@@ -1128,7 +1131,10 @@ impl Line {
 
 /// The projections of one hub.
 pub struct Projection {
-    db: sled::Db,
+    /// The durable copy of the timeline lines and the applied offset.
+    store: LineStore,
+    /// Why the stored projections could not be used at open, where they were damaged.
+    damage: Option<String>,
     dir: std::path::PathBuf,
     state: RwLock<State>,
     applied: watch::Sender<u64>,
@@ -1391,17 +1397,10 @@ pub enum PersonQuery {
     Id(String),
 }
 
-/// Lines are stored in chunks of at most this many, keyed by the first one's offset: sled is
-/// only their durable copy (read in order at start-up), and few large writes cost far less
-/// than many small ones.
+/// Lines are stored in chunks of at most this many, keyed by the first one's offset: the
+/// store is only their durable copy (read in order at start-up), and few large writes cost far
+/// less than many small ones.
 const LINES_PER_CHUNK: usize = 256;
-
-fn chunk_key(offset: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = b'c';
-    k[1..].copy_from_slice(&offset.to_be_bytes());
-    k
-}
 
 fn encode_cursor(at: Timestamp, offset: u64) -> String {
     format!("{}.{}", at.0, offset)
@@ -1429,11 +1428,7 @@ impl Projection {
         log: &dyn Log,
         keys: Option<Arc<KeyStore>>,
     ) -> Result<Self, ProjectionError> {
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(Some(500))
-            .open()?;
+        let (store, current) = LineStore::open(dir)?;
         let mut state = State::empty();
         let mut resumed = false;
         if let Ok(file) = std::fs::File::open(dir.join(SNAPSHOT_FILE)) {
@@ -1447,11 +1442,8 @@ impl Projection {
                             .is_some_and(|e| e.hash == s.last_hash);
                     // sled applies each batch atomically and recovers a prefix of them, and
                     // its flush is not a durable fsync: if it lost writes the snapshot
-                    // depends on, start again.
-                    let stored = db
-                        .get(K_APPLIED)?
-                        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                        .unwrap_or(0);
+                    // depends on (or holds an older layout), start again.
+                    let stored = if current { store.applied()? } else { 0 };
                     if ours && stored < s.next_offset {
                         warn!(
                             stored,
@@ -1477,42 +1469,26 @@ impl Projection {
                 Err(e) => warn!(error = %e, "projection snapshot unreadable; rebuilding"),
             }
         }
+        let mut damage = None;
         if resumed {
-            // A chunk written before the snapshot may reach past it, and the re-applied part
-            // is written again in chunks of its own: take only lines below the snapshot
-            // (indexing the same line twice is a no-op).
-            // Such chunks are cut back to below the snapshot (and later ones dropped) so that
-            // every line is in exactly one chunk: the one with the greatest key at or below
-            // its offset, which is what an erasure rewrites.
-            let below = state.next_offset;
-            let mut tidy = sled::Batch::default();
-            for kv in db.range(chunk_key(0)..chunk_key(below)) {
-                let (k, v) = kv?;
-                let mut lines: Vec<(u64, Line)> = serde_json::from_slice(&v)
-                    .map_err(|e| ProjectionError::Damaged(format!("timeline chunk: {e}")))?;
-                if lines.iter().any(|(o, _)| *o >= below) {
-                    lines.retain(|(o, _)| *o < below);
-                    let bytes = serde_json::to_vec(&lines)
-                        .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
-                    tidy.insert(k, bytes);
+            match Self::load_lines(&store, &mut state, keys.as_deref()) {
+                Ok(()) => {}
+                Err(ProjectionError::Damaged(why)) => {
+                    warn!(%why, "projection store damaged; rebuilding");
+                    state = State::empty();
+                    resumed = false;
+                    damage = Some(why);
                 }
-                for (offset, line) in &mut lines {
-                    line.open_from_store(*offset, keys.as_deref())
-                        .map_err(ProjectionError::Keys)?;
-                    state.index(*offset, line);
-                }
+                Err(e) => return Err(e),
             }
-            for kv in db.range(chunk_key(below)..=chunk_key(u64::MAX)) {
-                let (k, _) = kv?;
-                tidy.remove(k);
-            }
-            db.apply_batch(tidy)?;
-        } else if !db.is_empty() {
-            db.clear()?;
+        }
+        if !resumed {
+            store.clear()?;
         }
         let (applied, _) = watch::channel(state.next_offset);
         Ok(Projection {
-            db,
+            store,
+            damage,
             dir: dir.to_path_buf(),
             state: RwLock::new(state),
             applied,
@@ -1520,6 +1496,43 @@ impl Projection {
             keys,
             on_apply: None,
         })
+    }
+
+    /// Loads the stored lines below the snapshot (`state.next_offset`) into `state`, and tidies
+    /// the store so that every line is in exactly one chunk (the one with the greatest first
+    /// offset at or below it, which is what an erasure rewrites): a chunk written before the
+    /// snapshot may reach past it, and the re-applied part is written again in chunks of its
+    /// own, so such a chunk is cut back to below the snapshot, later chunks are dropped, and
+    /// bytes no chunk points at are zeroed. `Damaged` where a chunk does not match its index.
+    fn load_lines(
+        store: &LineStore,
+        state: &mut State,
+        keys: Option<&KeyStore>,
+    ) -> Result<(), ProjectionError> {
+        let below = state.next_offset;
+        let mut rewritten = Vec::new();
+        for chunk in store.chunks() {
+            let chunk = chunk?;
+            if chunk.first >= below {
+                break;
+            }
+            let mut lines: Vec<(u64, Line)> = serde_json::from_slice(&chunk.body)
+                .map_err(|e| ProjectionError::Damaged(format!("timeline chunk: {e}")))?;
+            if lines.iter().any(|(o, _)| *o >= below) {
+                lines.retain(|(o, _)| *o < below);
+                let bytes = serde_json::to_vec(&lines)
+                    .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
+                rewritten.push((chunk.first, bytes, chunk.slot));
+            }
+            for (offset, line) in &mut lines {
+                line.open_from_store(*offset, keys)
+                    .map_err(ProjectionError::Keys)?;
+                state.index(*offset, line);
+            }
+        }
+        let removed = store.slots_from(below)?;
+        store.store(&[], &rewritten, &removed, None)?;
+        store.zero_unreferenced()
     }
 
     /// Calls `hook(from, to)` inside each `projection.apply` span once offsets `from..to`
@@ -1539,6 +1552,12 @@ impl Projection {
             std::fs::remove_dir_all(dir).map_err(|e| ProjectionError::Store(e.into()))?;
         }
         Self::open(dir, log, keys).await
+    }
+
+    /// Why the stored projections found at open were damaged (and so rebuilt from the log),
+    /// if they were; `None` where they were used or there were none.
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
@@ -1669,14 +1688,13 @@ impl Projection {
         // Readers wait only for the in-memory part; the durable copy is written after.
         drop(st);
         // A batch that stores nothing (access entries, consents, decisions: kept in memory
-        // and in the snapshot) leaves sled alone: its applied offset may lag behind memory,
+        // and in the snapshot) leaves the store alone: its applied offset may lag behind memory,
         // as a restart re-applies from the snapshot anyway, and the snapshot stores it first.
         let stores = !lines.is_empty() || !erasures.is_empty();
         let stored = (|| -> Result<(), ProjectionError> {
             if !stores {
                 return Ok(());
             }
-            let mut batch = sled::Batch::default();
             // Keys first: once the applied offset passes an erasure, its keys must be gone.
             for x in &erasures {
                 if let Some(ks) = &self.keys {
@@ -1684,14 +1702,13 @@ impl Projection {
                 }
             }
             let first_new = lines.first().map_or(u64::MAX, |(o, _)| *o);
-            self.erase_stored(&erasures, first_new, &mut batch)?;
-            for chunk in lines.chunks(LINES_PER_CHUNK) {
-                let bytes =
-                    chunk_json(chunk).map_err(|err| ProjectionError::Damaged(err.to_string()))?;
-                batch.insert(&chunk_key(chunk[0].0), bytes);
-            }
-            batch.insert(K_APPLIED, &next.to_be_bytes());
-            Ok(self.db.apply_batch(batch)?)
+            let rewritten = self.erase_stored(&erasures, first_new)?;
+            let fresh = lines
+                .chunks(LINES_PER_CHUNK)
+                .map(|chunk| Ok((chunk[0].0, chunk_json(chunk)?)))
+                .collect::<Result<Vec<_>, serde_json::Error>>()
+                .map_err(|err| ProjectionError::Damaged(err.to_string()))?;
+            self.store.store(&fresh, &rewritten, &[], Some(next))
         })();
         spent.lines.push(lines);
         if let Err(err) = stored {
@@ -1721,28 +1738,28 @@ impl Projection {
         Ok(n)
     }
 
-    /// Rewrites the stored chunks holding lines (below `first_new`) that `erasures` reach, so
-    /// no erased content stays in sled.
+    /// The stored chunks holding lines (below `first_new`) that `erasures` reach, rewritten
+    /// with those lines erased, and where their old bodies lie (zeroed once replaced), so no
+    /// erased content stays in the store.
     fn erase_stored(
         &self,
         erasures: &[Erasure],
         first_new: u64,
-        batch: &mut sled::Batch,
-    ) -> Result<(), ProjectionError> {
-        let mut chunks: BTreeMap<sled::IVec, Vec<(u64, Line)>> = BTreeMap::new();
+    ) -> Result<Vec<(u64, Vec<u8>, store::Slot)>, ProjectionError> {
+        let mut chunks: BTreeMap<u64, (store::Slot, Vec<(u64, Line)>)> = BTreeMap::new();
         for x in erasures {
             let mark = ErasedMark::of(x);
             for &off in x.offsets.iter().filter(|&&o| o < first_new) {
-                let Some(kv) = self.db.range(chunk_key(0)..=chunk_key(off)).next_back() else {
+                let Some(chunk) = self.store.chunk_at_or_below(off)? else {
                     continue;
                 };
-                let (k, v) = kv?;
-                let lines = match chunks.entry(k) {
+                let (_, lines) = match chunks.entry(chunk.first) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(slot) => {
-                        slot.insert(serde_json::from_slice(&v).map_err(|e| {
+                        let lines = serde_json::from_slice(&chunk.body).map_err(|e| {
                             ProjectionError::Damaged(format!("timeline chunk: {e}"))
-                        })?)
+                        })?;
+                        slot.insert((chunk.slot, lines))
                     }
                 };
                 if let Ok(i) = lines.binary_search_by_key(&off, |(o, _)| *o) {
@@ -1750,15 +1767,17 @@ impl Projection {
                 }
             }
         }
-        for (k, lines) in chunks {
-            let bytes =
-                serde_json::to_vec(&lines).map_err(|e| ProjectionError::Damaged(e.to_string()))?;
-            batch.insert(k, bytes);
-        }
-        Ok(())
+        chunks
+            .into_iter()
+            .map(|(first, (old, lines))| {
+                let bytes = serde_json::to_vec(&lines)
+                    .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
+                Ok((first, bytes, old))
+            })
+            .collect()
     }
 
-    /// Flushes sled, then writes the linker and the offset it reflects to the snapshot file
+    /// Makes the line store durable, then writes the linker and the offset it reflects to the snapshot file
     /// (through a temporary file and a rename, so a crash leaves the old or the new one).
     fn write_snapshot(&self, st: &State) -> Result<(), ProjectionError> {
         #[derive(Serialize)]
@@ -1768,11 +1787,10 @@ impl Projection {
             linker: &'a Linker,
             access: &'a AccessState,
         }
-        // Batches that stored no lines did not move sled's applied offset; a restart takes
-        // the snapshot only if sled is not behind it. Called after every line below
+        // Batches that stored no lines did not move the stored applied offset; a restart
+        // takes the snapshot only if the store is not behind it. Called after every line below
         // `next_offset` is stored (under `applying`).
-        self.db.insert(K_APPLIED, &st.next_offset.to_be_bytes())?;
-        self.db.flush()?;
+        self.store.sync(st.next_offset)?;
         let io = |e: std::io::Error| ProjectionError::Store(e.into());
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let file = std::fs::File::create(&tmp).map_err(io)?;
@@ -1793,9 +1811,9 @@ impl Projection {
         Ok(())
     }
 
-    /// Writes a snapshot and flushes sled (on shutdown).
+    /// Writes a snapshot and makes the line store durable (on shutdown).
     pub fn close(&self) -> Result<(), ProjectionError> {
-        // Not while a batch is half stored (memory is updated before sled).
+        // Not while a batch is half stored (memory is updated before the store).
         let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let st = self.read_state();
         self.write_snapshot(&st)
