@@ -29,6 +29,12 @@ async fn open_caught_up(dir: &Path, log: &dyn Log, keys: Option<Arc<KeyStore>>) 
 }
 
 async fn fill(log: &dyn Log, families: usize, events: u64) {
+    fill_with(log, "", families, events).await
+}
+
+/// Appends the demo county, with `tag` appended to every event id (the same tag twice gives
+/// duplicates, which the log drops).
+async fn fill_with(log: &dyn Log, tag: &str, families: usize, events: u64) {
     let mut county = County::new(Settings {
         seed: 11,
         families,
@@ -37,7 +43,10 @@ async fn fill(log: &dyn Log, families: usize, events: u64) {
     });
     let entries: Vec<NewEntry> = county
         .events()
-        .map(|e| NewEntry::of(&Record::PartnerEvent(e), END.0))
+        .map(|mut e| {
+            e.event_id.push_str(tag);
+            NewEntry::of(&Record::PartnerEvent(e), END.0)
+        })
         .collect();
     for chunk in entries.chunks(500) {
         log.append(chunk.to_vec()).await.expect("append");
@@ -1192,4 +1201,54 @@ async fn a_damaged_line_store_is_rebuilt_from_the_log() {
     let p = open_caught_up(&dir, log.as_ref(), None).await;
     assert_eq!(p.digest(), digest);
     assert_eq!(p.damage(), None);
+}
+
+/// Closing a projection whose snapshot is recent (under one entry in
+/// `CLOSE_KEEPS_SNAPSHOT` came after it) keeps that snapshot; a restart resumes from it and
+/// re-applies the rest, answering as before.
+#[tokio::test]
+async fn a_close_soon_after_a_snapshot_keeps_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 20, 1_000).await;
+    let head = log.head().next_offset;
+    let dir = tmp.path().join("proj");
+    let snapshot = dir.join(SNAPSHOT_FILE);
+    {
+        let p = open_caught_up(&dir, log.as_ref(), None).await;
+        p.close().expect("close");
+    }
+    let written = std::fs::read(&snapshot).expect("snapshot");
+    fill_with(log.as_ref(), "-later", 1, 10).await;
+    let later = log.head().next_offset;
+    assert!(
+        later > head && (later - head) * CLOSE_KEEPS_SNAPSHOT < later,
+        "{head} {later}"
+    );
+    let digest = {
+        let p = open_caught_up(&dir, log.as_ref(), None).await;
+        assert_eq!(p.applied(), later);
+        p.close().expect("close");
+        p.digest()
+    };
+    assert!(
+        std::fs::read(&snapshot).expect("snapshot") == written,
+        "the recent snapshot is kept"
+    );
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
+    assert_eq!(p.applied(), head, "resumes from the kept snapshot");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(p.digest(), digest);
+
+    // Once more entries than that came after it, close writes a new one.
+    fill_with(log.as_ref(), "-more", 20, 1_000).await;
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    p.close().expect("close");
+    drop(p);
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
+    assert_eq!(p.applied(), log.head().next_offset);
 }
