@@ -1726,12 +1726,7 @@ impl Projection {
         {
             let st = self.read_state();
             if st.since_snapshot >= SNAPSHOT_EVERY {
-                self.write_snapshot(&st)?;
-                drop(st);
-                self.state
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .since_snapshot = 0;
+                self.snapshot(st)?;
             }
         }
         span.record("entries", n);
@@ -1830,6 +1825,12 @@ impl Projection {
         if recent {
             return Ok(());
         }
+        self.snapshot(st)
+    }
+
+    /// Writes a snapshot of `st`, then counts the entries since it from zero (under
+    /// `applying`).
+    fn snapshot(&self, st: RwLockReadGuard<'_, State>) -> Result<(), ProjectionError> {
         self.write_snapshot(&st)?;
         drop(st);
         self.state
