@@ -117,6 +117,11 @@ impl LineStore {
             .map_err(io)?;
         let end = file.metadata().map_err(io)?.len();
         let current = db.get(K_FORMAT)?.is_some_and(|v| v.as_ref() == FORMAT);
+        if !current && !db.is_empty() {
+            tracing::warn!(
+                "projection store has an older layout (timeline lines inside sled); rebuilding"
+            );
+        }
         Ok((
             LineStore {
                 db,

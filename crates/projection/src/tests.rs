@@ -1252,3 +1252,36 @@ async fn a_close_soon_after_a_snapshot_keeps_it() {
         .expect("reopen");
     assert_eq!(p.applied(), log.head().next_offset);
 }
+
+/// A store written by an older version (the timeline lines inside sled, no layout mark) is
+/// not resumed from, even with a matching snapshot: it is rebuilt from the log.
+#[tokio::test]
+async fn a_store_of_an_older_layout_is_rebuilt() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 10, 400).await;
+    let dir = tmp.path().join("proj");
+    let digest = {
+        let p = open_caught_up(&dir, log.as_ref(), None).await;
+        p.close().expect("close");
+        p.digest()
+    };
+    {
+        let db = sled::open(dir.join("db")).expect("sled");
+        db.remove(b"m/format").expect("remove");
+        db.flush().expect("flush");
+    }
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
+    assert_eq!(p.applied(), 0, "not resumed");
+    assert_eq!(p.damage(), None, "an older layout is not damage");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(p.digest(), digest);
+    p.close().expect("close");
+    drop(p);
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
+    assert_eq!(p.applied(), log.head().next_offset, "resumed once rebuilt");
+}
