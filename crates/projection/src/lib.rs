@@ -1513,27 +1513,64 @@ impl Projection {
         state: &mut State,
         keys: Option<&KeyStore>,
     ) -> Result<(), ProjectionError> {
+        /// A chunk's lines (opened), and its body again if it was cut back.
+        type Parsed = Result<(Vec<(u64, Line)>, Option<Vec<u8>>), ProjectionError>;
         let below = state.next_offset;
-        let mut rewritten = Vec::new();
-        for chunk in store.chunks() {
-            let chunk = chunk?;
-            if chunk.first >= below {
-                break;
-            }
-            let mut lines: Vec<(u64, Line)> = serde_json::from_slice(&chunk.body)
+        let slots: Vec<(u64, store::Slot)> = store
+            .slots_from(0)?
+            .into_iter()
+            .take_while(|(first, _)| *first < below)
+            .collect();
+        let parse = |first: u64, slot: store::Slot| -> Parsed {
+            let body = store.body(first, slot)?;
+            let mut lines: Vec<(u64, Line)> = serde_json::from_slice(&body)
                 .map_err(|e| ProjectionError::Damaged(format!("timeline chunk: {e}")))?;
+            let mut cut = None;
             if lines.iter().any(|(o, _)| *o >= below) {
                 lines.retain(|(o, _)| *o < below);
-                let bytes = serde_json::to_vec(&lines)
-                    .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
-                rewritten.push((chunk.first, bytes, chunk.slot));
+                cut = Some(
+                    serde_json::to_vec(&lines)
+                        .map_err(|e| ProjectionError::Damaged(e.to_string()))?,
+                );
             }
             for (offset, line) in &mut lines {
                 line.open_from_store(*offset, keys)
                     .map_err(ProjectionError::Keys)?;
-                state.index(*offset, line);
             }
-        }
+            Ok((lines, cut))
+        };
+        let mut rewritten = Vec::new();
+        // Two helpers read, parse and open alternate chunks (the sealed summaries' AES is
+        // most of the work); this thread indexes them in order.
+        std::thread::scope(|scope| -> Result<(), ProjectionError> {
+            let mut parsed = Vec::with_capacity(2);
+            for h in 0..2 {
+                let (give, take) = std::sync::mpsc::sync_channel::<Parsed>(2);
+                parsed.push(take);
+                let (slots, parse) = (&slots, &parse);
+                scope.spawn(move || {
+                    for &(first, slot) in slots.iter().skip(h).step_by(2) {
+                        let chunk = parse(first, slot);
+                        let failed = chunk.is_err();
+                        if give.send(chunk).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+            }
+            for (k, &(first, slot)) in slots.iter().enumerate() {
+                let (lines, cut) = parsed[k % 2].recv().map_err(|_| {
+                    ProjectionError::Damaged("the timeline loader stopped".into())
+                })??;
+                if let Some(bytes) = cut {
+                    rewritten.push((first, bytes, slot));
+                }
+                for (offset, line) in &lines {
+                    state.index(*offset, line);
+                }
+            }
+            Ok(())
+        })?;
         let removed = store.slots_from(below)?;
         store.store(&[], &rewritten, &removed, None)?;
         store.zero_unreferenced()

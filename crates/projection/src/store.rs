@@ -223,7 +223,8 @@ impl LineStore {
         Ok(())
     }
 
-    fn read(&self, first: u64, slot: Slot) -> Result<Vec<u8>, ProjectionError> {
+    /// The body at `slot` (of the chunk at `first`), checked against its CRC.
+    pub fn body(&self, first: u64, slot: Slot) -> Result<Vec<u8>, ProjectionError> {
         let mut body = vec![0u8; slot.len as usize];
         self.file
             .read_exact_at(&mut body, slot.pos)
@@ -242,7 +243,7 @@ impl LineStore {
         Ok(StoredChunk {
             first,
             slot,
-            body: self.read(first, slot)?,
+            body: self.body(first, slot)?,
         })
     }
 
@@ -258,7 +259,9 @@ impl LineStore {
         }
     }
 
-    /// Every chunk, in order of first offset.
+    /// Every chunk, in order of first offset (for tests; start-up reads the bodies on
+    /// helper threads, by [`LineStore::slots_from`] and [`LineStore::body`]).
+    #[cfg(test)]
     pub fn chunks(&self) -> impl Iterator<Item = Result<StoredChunk, ProjectionError>> + '_ {
         self.db.range(chunk_key(0)..=chunk_key(u64::MAX)).map(|kv| {
             kv.map_err(ProjectionError::from)
