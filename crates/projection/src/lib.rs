@@ -1516,11 +1516,9 @@ impl Projection {
         /// A chunk's lines (opened), and its body again if it was cut back.
         type Parsed = Result<(Vec<(u64, Line)>, Option<Vec<u8>>), ProjectionError>;
         let below = state.next_offset;
-        let slots: Vec<(u64, store::Slot)> = store
-            .slots_from(0)?
-            .into_iter()
-            .take_while(|(first, _)| *first < below)
-            .collect();
+        // The index in order of first offset: chunks from `below` on are dropped.
+        let all = store.slots_from(0)?;
+        let (slots, removed) = all.split_at(all.partition_point(|(first, _)| *first < below));
         let parse = |first: u64, slot: store::Slot| -> Parsed {
             let body = store.body(first, slot)?;
             let mut lines: Vec<(u64, Line)> = serde_json::from_slice(&body)
@@ -1547,7 +1545,7 @@ impl Projection {
             for h in 0..2 {
                 let (give, take) = std::sync::mpsc::sync_channel::<Parsed>(2);
                 parsed.push(take);
-                let (slots, parse) = (&slots, &parse);
+                let parse = &parse;
                 scope.spawn(move || {
                     for &(first, slot) in slots.iter().skip(h).step_by(2) {
                         let chunk = parse(first, slot);
@@ -1571,8 +1569,7 @@ impl Projection {
             }
             Ok(())
         })?;
-        let removed = store.slots_from(below)?;
-        store.store(&[], &rewritten, &removed, None)?;
+        store.store(&[], &rewritten, removed, None)?;
         store.zero_unreferenced()
     }
 
@@ -1786,16 +1783,18 @@ impl Projection {
         for x in erasures {
             let mark = ErasedMark::of(x);
             for &off in x.offsets.iter().filter(|&&o| o < first_new) {
-                let Some(chunk) = self.store.chunk_at_or_below(off)? else {
+                let Some((first, slot)) = self.store.slot_at_or_below(off)? else {
                     continue;
                 };
-                let (_, lines) = match chunks.entry(chunk.first) {
+                // Each chunk is read once, however many of its lines are erased.
+                let (_, lines) = match chunks.entry(first) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(slot) => {
-                        let lines = serde_json::from_slice(&chunk.body).map_err(|e| {
+                    std::collections::btree_map::Entry::Vacant(entry) => {
+                        let body = self.store.body(first, slot)?;
+                        let lines = serde_json::from_slice(&body).map_err(|e| {
                             ProjectionError::Damaged(format!("timeline chunk: {e}"))
                         })?;
-                        slot.insert((chunk.slot, lines))
+                        entry.insert((slot, lines))
                     }
                 };
                 if let Ok(i) = lines.binary_search_by_key(&off, |(o, _)| *o) {

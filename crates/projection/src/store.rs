@@ -81,16 +81,6 @@ fn damaged(what: String) -> ProjectionError {
     ProjectionError::Damaged(format!("timeline store: {what}"))
 }
 
-/// A chunk read back: its first offset, where it lies, and its body.
-pub(crate) struct StoredChunk {
-    /// Offset of its first line.
-    pub first: u64,
-    /// Where its body lies.
-    pub slot: Slot,
-    /// The body (the JSON the projection wrote).
-    pub body: Vec<u8>,
-}
-
 /// The durable copy of the timeline lines (see the module's doc).
 pub(crate) struct LineStore {
     db: sled::Db,
@@ -164,7 +154,8 @@ impl LineStore {
         removed: &[(u64, Slot)],
         applied: Option<u64>,
     ) -> Result<(), ProjectionError> {
-        let mut pos = self.end.load(Ordering::SeqCst);
+        let start = self.end.load(Ordering::SeqCst);
+        let mut pos = start;
         let bodies = fresh
             .iter()
             .map(|(o, b)| (*o, b))
@@ -189,7 +180,6 @@ impl LineStore {
         if let Some(a) = applied {
             batch.insert(K_APPLIED, &a.to_be_bytes());
         }
-        let start = self.end.load(Ordering::SeqCst);
         self.file.write_all_at(&out, start).map_err(io)?;
         self.end.store(pos, Ordering::SeqCst);
         let replaces = !rewritten.is_empty() || !removed.is_empty();
@@ -237,36 +227,33 @@ impl LineStore {
         Ok(body)
     }
 
-    fn chunk_of(&self, k: &[u8], v: &[u8]) -> Result<StoredChunk, ProjectionError> {
+    /// The chunk's first offset and where its body lies, from its sled key and value.
+    fn index_entry(k: &[u8], v: &[u8]) -> Result<(u64, Slot), ProjectionError> {
         let first = offset_of(k).ok_or_else(|| damaged("bad chunk key".into()))?;
         let slot = Slot::decode(v).ok_or_else(|| damaged(format!("bad index entry at {first}")))?;
-        Ok(StoredChunk {
-            first,
-            slot,
-            body: self.body(first, slot)?,
-        })
+        Ok((first, slot))
     }
 
-    /// The chunk holding `offset` if it is stored: the one with the greatest first offset at
-    /// or below it.
-    pub fn chunk_at_or_below(&self, offset: u64) -> Result<Option<StoredChunk>, ProjectionError> {
+    /// The chunk holding `offset` if it is stored (the one with the greatest first offset at
+    /// or below it): its first offset and where its body lies.
+    pub fn slot_at_or_below(&self, offset: u64) -> Result<Option<(u64, Slot)>, ProjectionError> {
         match self.db.range(chunk_key(0)..=chunk_key(offset)).next_back() {
             Some(kv) => {
                 let (k, v) = kv?;
-                Ok(Some(self.chunk_of(&k, &v)?))
+                Ok(Some(Self::index_entry(&k, &v)?))
             }
             None => Ok(None),
         }
     }
 
-    /// Every chunk, in order of first offset (for tests; start-up reads the bodies on
-    /// helper threads, by [`LineStore::slots_from`] and [`LineStore::body`]).
+    /// Every chunk's first offset and body, in order (for tests; start-up reads the bodies
+    /// on helper threads, by [`LineStore::slots_from`] and [`LineStore::body`]).
     #[cfg(test)]
-    pub fn chunks(&self) -> impl Iterator<Item = Result<StoredChunk, ProjectionError>> + '_ {
-        self.db.range(chunk_key(0)..=chunk_key(u64::MAX)).map(|kv| {
-            kv.map_err(ProjectionError::from)
-                .and_then(|(k, v)| self.chunk_of(&k, &v))
-        })
+    pub fn chunks(&self) -> Result<Vec<(u64, Vec<u8>)>, ProjectionError> {
+        self.slots_from(0)?
+            .into_iter()
+            .map(|(first, slot)| Ok((first, self.body(first, slot)?)))
+            .collect()
     }
 
     /// Where every chunk at or after `from` lies (their index entries only).
@@ -275,10 +262,7 @@ impl LineStore {
             .range(chunk_key(from)..=chunk_key(u64::MAX))
             .map(|kv| {
                 let (k, v) = kv?;
-                let first = offset_of(&k).ok_or_else(|| damaged("bad chunk key".into()))?;
-                let slot = Slot::decode(&v)
-                    .ok_or_else(|| damaged(format!("bad index entry at {first}")))?;
-                Ok((first, slot))
+                Self::index_entry(&k, &v)
             })
             .collect()
     }
@@ -345,10 +329,8 @@ mod tests {
     }
 
     fn body_at(s: &LineStore, offset: u64) -> Vec<u8> {
-        s.chunk_at_or_below(offset)
-            .expect("read")
-            .expect("a chunk")
-            .body
+        let (first, slot) = s.slot_at_or_below(offset).expect("read").expect("a chunk");
+        s.body(first, slot).expect("body")
     }
 
     #[test]
@@ -372,7 +354,7 @@ mod tests {
         assert_eq!(s.applied().expect("applied"), 20);
         assert_eq!(body_at(&s, 5), b"[alpha-secret]");
         assert_eq!(body_at(&s, 10), b"[beta]");
-        assert!(s.chunk_at_or_below(0).expect("read").is_some());
+        assert!(s.slot_at_or_below(0).expect("read").is_some());
 
         let old = s.slots_from(0).expect("slots")[0].1;
         s.store(&[], &[(0, b"[alpha-erased]".to_vec(), old)], &[], None)
@@ -386,7 +368,12 @@ mod tests {
         s.store(&[], &[], &from_ten, None).expect("remove");
         assert!(!holds(tmp.path(), "beta"));
         assert_eq!(body_at(&s, 50), b"[alpha-erased]");
-        let bodies: Vec<u64> = s.chunks().map(|c| c.expect("chunk").first).collect();
+        let bodies: Vec<u64> = s
+            .chunks()
+            .expect("chunks")
+            .into_iter()
+            .map(|c| c.0)
+            .collect();
         assert_eq!(bodies, vec![0]);
     }
 
@@ -437,7 +424,8 @@ mod tests {
         s.store(&[(0, b"[alpha]".to_vec())], &[], &[], Some(1))
             .expect("store");
         s.file.write_all_at(b"X", 2).expect("flip");
-        match s.chunk_at_or_below(0) {
+        let (first, slot) = s.slot_at_or_below(0).expect("read").expect("a chunk");
+        match s.body(first, slot) {
             Err(ProjectionError::Damaged(why)) => assert!(why.contains("checksum"), "{why}"),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("damage not seen"),

@@ -853,9 +853,8 @@ async fn a_catch_up_over_several_batches_leaves_sled_complete() {
     assert_eq!(*p.watch_applied().borrow(), head);
     let mut lines = 0;
     let mut last = None;
-    for stored in p.store.chunks() {
-        let stored = stored.expect("chunk");
-        let chunk: Vec<(u64, Line)> = serde_json::from_slice(&stored.body).expect("lines");
+    for (_, body) in p.store.chunks().expect("chunks") {
+        let chunk: Vec<(u64, Line)> = serde_json::from_slice(&body).expect("lines");
         for (o, _) in chunk {
             assert!(last.is_none_or(|l| l < o), "lines in order");
             last = Some(o);
