@@ -754,18 +754,23 @@ impl Linker {
 
     /// Applies one partner event at `offset`; returns the record of each subject, in order.
     pub fn apply_event<P>(&mut self, offset: u64, event: &Event<P>) -> Vec<u32> {
+        use std::fmt::Write as _;
         let mut recs = Vec::with_capacity(event.subjects.len());
+        // One key buffer for the event's subjects: most are known records, looked up only.
+        let mut key = String::with_capacity(event.source.len() + 24);
         for (i, s) in event.subjects.iter().enumerate() {
-            let key = match &s.local_id {
-                Some(l) => format!("{}/{l}", event.source),
-                None => format!("@{offset}.{i}"),
+            key.clear();
+            // Writing into a String cannot fail.
+            let _ = match &s.local_id {
+                Some(l) => write!(key, "{}/{l}", event.source),
+                None => write!(key, "@{offset}.{i}"),
             };
-            let r = match self.by_key.get(&key) {
+            let r = match self.by_key.get(key.as_str()) {
                 Some(&r) => {
                     self.update_record(r, s, offset);
                     r
                 }
-                None => self.new_record(record_from(&event.source, key, offset, s), offset),
+                None => self.new_record(record_from(&event.source, key.clone(), offset, s), offset),
             };
             recs.push(r);
         }

@@ -13,7 +13,7 @@ use crate::access::{AccessEntry, ConsentGiven, ConsentWithdrawn, SharingDecision
 use crate::event::Event;
 use crate::identity::MatchDecision;
 use crate::seal::{Erasure, Sealed};
-use crate::time::Timestamp;
+use crate::time::{Parsed, Timestamp};
 
 /// One fact in the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,34 +116,94 @@ impl Record {
     }
 
     /// The fast way to read what [`Record::encode`] wrote: the tag comes first
-    /// (`{"record":"NAME",` and then the variant's fields), so the fields are read straight
-    /// into the variant's struct, without the buffering serde needs for an internally tagged
-    /// enum whose tag might come anywhere (it halved decoding speed). `None` for any other
-    /// shape or any error: the general way then decides, so both accept the same bodies (every
-    /// variant denies unknown fields, so a second tag is refused either way).
+    /// (`{"record":"NAME",` and then the variant's fields), so the rest of the object is read
+    /// straight into the variant's struct, without the buffering serde needs for an internally
+    /// tagged enum whose tag might come anywhere (it halved decoding speed), and without
+    /// copying the body. `None` for any other shape or any error: the general way then
+    /// decides, so both accept the same bodies (every variant denies unknown fields, so a
+    /// second tag is refused either way).
     fn decode_tag_first(bytes: &[u8]) -> Option<Self> {
-        use serde::de::DeserializeOwned;
-        fn read<T: DeserializeOwned>(fields: &[u8]) -> Option<T> {
-            serde_json::from_slice(fields).ok()
-        }
-        let rest = bytes.strip_prefix(br#"{"record":""#)?;
-        let (name, rest) = rest.split_at(rest.iter().position(|&b| b == b'"')?);
-        let rest = rest.strip_prefix(b"\",")?;
-        let mut fields = Vec::with_capacity(rest.len() + 1);
-        fields.push(b'{');
-        fields.extend_from_slice(rest);
-        Some(match name {
-            b"partner_event" => Record::PartnerEvent(read(&fields)?),
-            b"sealed_event" => Record::SealedEvent(read(&fields)?),
-            b"erasure" => Record::Erasure(read(&fields)?),
-            b"match_decision" => Record::MatchDecision(read(&fields)?),
-            b"consent_given" => Record::ConsentGiven(read(&fields)?),
-            b"consent_withdrawn" => Record::ConsentWithdrawn(read(&fields)?),
-            b"sharing_decision" => Record::SharingDecision(read(&fields)?),
-            b"access" => Record::Access(read(&fields)?),
-            b"checkpoint" => Record::Checkpoint(read(&fields)?),
-            _ => return None,
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let record = serde::Deserializer::deserialize_map(&mut de, TagFirst).ok()??;
+        de.end().ok()?;
+        Some(record)
+    }
+}
+
+/// The kinds of [`Record`], by their tag.
+#[derive(Clone, Copy)]
+enum Kind {
+    PartnerEvent,
+    SealedEvent,
+    Erasure,
+    MatchDecision,
+    ConsentGiven,
+    ConsentWithdrawn,
+    SharingDecision,
+    Access,
+    Checkpoint,
+}
+
+impl Kind {
+    fn of_tag(tag: &str) -> Result<Kind, &'static str> {
+        Ok(match tag {
+            "partner_event" => Kind::PartnerEvent,
+            "sealed_event" => Kind::SealedEvent,
+            "erasure" => Kind::Erasure,
+            "match_decision" => Kind::MatchDecision,
+            "consent_given" => Kind::ConsentGiven,
+            "consent_withdrawn" => Kind::ConsentWithdrawn,
+            "sharing_decision" => Kind::SharingDecision,
+            "access" => Kind::Access,
+            "checkpoint" => Kind::Checkpoint,
+            _ => return Err("unknown record tag"),
         })
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(Parsed(Kind::of_tag, "a record tag"))
+    }
+}
+
+/// Whether a map key is `record`, read without allocating.
+struct IsTag(bool);
+
+impl<'de> Deserialize<'de> for IsTag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let is_tag = |v: &str| Ok::<_, std::convert::Infallible>(IsTag(v == "record"));
+        d.deserialize_str(Parsed(is_tag, "a field name"))
+    }
+}
+
+/// Reads an object whose first field is the tag: the tag, then the rest of the same object
+/// as the variant's struct. `None` if the first field is not the tag.
+struct TagFirst;
+
+impl<'de> serde::de::Visitor<'de> for TagFirst {
+    type Value = Option<Record>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a record")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        match map.next_key::<IsTag>()? {
+            Some(IsTag(true)) => {}
+            _ => return Ok(None),
+        }
+        let kind: Kind = map.next_value()?;
+        let rest = serde::de::value::MapAccessDeserializer::new(map);
+        Ok(Some(match kind {
+            Kind::PartnerEvent => Record::PartnerEvent(Deserialize::deserialize(rest)?),
+            Kind::SealedEvent => Record::SealedEvent(Deserialize::deserialize(rest)?),
+            Kind::Erasure => Record::Erasure(Deserialize::deserialize(rest)?),
+            Kind::MatchDecision => Record::MatchDecision(Deserialize::deserialize(rest)?),
+            Kind::ConsentGiven => Record::ConsentGiven(Deserialize::deserialize(rest)?),
+            Kind::ConsentWithdrawn => Record::ConsentWithdrawn(Deserialize::deserialize(rest)?),
+            Kind::SharingDecision => Record::SharingDecision(Deserialize::deserialize(rest)?),
+            Kind::Access => Record::Access(Deserialize::deserialize(rest)?),
+            Kind::Checkpoint => Record::Checkpoint(Deserialize::deserialize(rest)?),
+        }))
     }
 }
 

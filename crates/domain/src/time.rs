@@ -241,6 +241,21 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// A serde visitor that reads a string with a function (the `&str` it is given, borrowed or
+/// the deserializer's scratch space: nothing is copied first, and a log replay reads millions),
+/// and says what it expected.
+pub(crate) struct Parsed<T, E>(pub fn(&str) -> Result<T, E>, pub &'static str);
+
+impl<T, E: fmt::Display> serde::de::Visitor<'_> for Parsed<T, E> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.1)
+    }
+    fn visit_str<Er: serde::de::Error>(self, v: &str) -> Result<T, Er> {
+        (self.0)(v).map_err(Er::custom)
+    }
+}
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -249,8 +264,7 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Timestamp::parse(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(Parsed(Timestamp::parse, "an RFC 3339 instant"))
     }
 }
 
@@ -262,8 +276,7 @@ impl Serialize for Date {
 
 impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Date::parse(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(Parsed(Date::parse, "a date (YYYY-MM-DD)"))
     }
 }
 
