@@ -5,7 +5,9 @@
 //! Keys and values apart: sled rewrites its leaves as they grow, so ~95 KB chunks stored inline
 //! cost 4.8 bytes written per byte kept and about an eighth of a rebuild's CPU; here a body is
 //! written once and sled holds 16 bytes per chunk. A body that is replaced (an erasure rewrites
-//! its lines) or dropped is overwritten with zeros, so no erased content stays in the file.
+//! its lines) or dropped is overwritten with zeros, so no erased content stays in the file, and
+//! once the zeros are durable its space is given back to the filesystem (a punched hole) where
+//! the filesystem allows it, so replaced bodies do not grow the file for good.
 //! Nothing here is fsynced per batch (the log is the truth and a restart re-applies it from
 //! the snapshot): [`LineStore::sync`] makes the file durable before a snapshot relies on it,
 //! and a body that does not match its checksum at start-up makes the projection rebuild.
@@ -197,11 +199,19 @@ impl LineStore {
                 self.zero(slot.pos, slot.end())?;
             }
             self.file.sync_data().map_err(io)?;
+            self.release(
+                rewritten
+                    .iter()
+                    .map(|(_, _, s)| s)
+                    .chain(removed.iter().map(|(_, s)| s))
+                    .map(|s| (s.pos, s.end())),
+            );
         }
         Ok(())
     }
 
-    /// Overwrites bytes `from..to` of the file with zeros.
+    /// Overwrites bytes `from..to` of the file with zeros (the callers sync, then
+    /// [`LineStore::release`] the space).
     fn zero(&self, from: u64, to: u64) -> Result<(), ProjectionError> {
         let zeros = vec![0u8; ZEROS.min((to - from) as usize)];
         let mut at = from;
@@ -211,6 +221,21 @@ impl LineStore {
             at += n as u64;
         }
         Ok(())
+    }
+
+    /// Gives the space of `ranges` (zeroed and synced already) back to the filesystem by
+    /// punching holes, which read as zeros, where the filesystem can; elsewhere the zeros
+    /// stay. After the sync, so the freed blocks hold zeros too, never the old content, and a
+    /// crash that loses the hole leaves the durable zeros. Best effort: space, not safety.
+    fn release(&self, ranges: impl IntoIterator<Item = (u64, u64)>) {
+        use rustix::fs::{fallocate, FallocateFlags};
+        for (from, to) in ranges.into_iter().filter(|(f, t)| t > f) {
+            let mode = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+            if let Err(e) = fallocate(&self.file, mode, from, to - from) {
+                tracing::debug!(error = %e, "lines file: cannot punch a hole; the zeros stay");
+                return;
+            }
+        }
     }
 
     /// The body at `slot` (of the chunk at `first`), checked against its CRC.
@@ -276,9 +301,11 @@ impl LineStore {
         let mut at = 0;
         let mut changed = false;
         let mut buf = Vec::new();
+        let mut gaps = Vec::new();
         for s in &slots {
             if s.pos > at {
                 changed |= self.zero_if_not(at, s.pos, &mut buf)?;
+                gaps.push((at, s.pos));
             }
             at = at.max(s.end());
         }
@@ -290,6 +317,8 @@ impl LineStore {
         if changed {
             self.file.sync_data().map_err(io)?;
         }
+        // Every gap, zeroed now or before (a hole already punched costs nothing).
+        self.release(gaps);
         Ok(())
     }
 
@@ -375,6 +404,43 @@ mod tests {
             .map(|c| c.0)
             .collect();
         assert_eq!(bodies, vec![0]);
+    }
+
+    #[test]
+    fn a_replaced_body_gives_its_space_back() {
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (s, _) = LineStore::open(tmp.path()).expect("open");
+        s.clear().expect("clear");
+        let big = vec![b'x'; 4 << 20];
+        s.store(&[(0, big)], &[], &[], Some(1)).expect("store");
+        s.sync(1).expect("sync");
+        let file = tmp.path().join(LINES_FILE);
+        let blocks = || std::fs::metadata(&file).expect("metadata").blocks();
+        let before = blocks();
+        let old = s.slots_from(0).expect("slots")[0].1;
+        s.store(&[], &[(0, b"[small]".to_vec(), old)], &[], None)
+            .expect("rewrite");
+        assert_eq!(body_at(&s, 0), b"[small]");
+        let bytes = std::fs::read(&file).expect("read");
+        assert!(
+            bytes[..4 << 20].iter().all(|&b| b == 0),
+            "the old body reads as zeros"
+        );
+        // Whether this filesystem punches holes, asked of a file of its own.
+        let probe = File::create(tmp.path().join("probe")).expect("probe");
+        probe.set_len(1 << 20).expect("grow");
+        let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(&probe, mode, 0, 4096) {
+            Ok(()) => assert!(
+                blocks() < before / 4,
+                "{} blocks of 512 bytes after the rewrite, {before} before",
+                blocks()
+            ),
+            Err(e) => {
+                eprintln!("this filesystem punches no holes ({e}): only the zeros are checked")
+            }
+        }
     }
 
     #[test]
