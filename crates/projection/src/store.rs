@@ -314,7 +314,9 @@ impl LineStore {
             self.end.store(at, Ordering::SeqCst);
             changed = true;
         }
-        if changed {
+        // Synced whenever there are gaps, even if this open wrote nothing: zeros read back
+        // may be a crashed run's writes still in the page cache, not yet on disk.
+        if changed || !gaps.is_empty() {
             self.file.sync_data().map_err(io)?;
         }
         // Every gap, zeroed now or before (a hole already punched costs nothing).
