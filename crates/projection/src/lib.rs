@@ -880,6 +880,35 @@ fn decode_record(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Un
     )
 }
 
+/// Checks that the entries of `entries` from `next` on continue the applied prefix (which
+/// ends in `last_hash`): dense offsets, and each entry's `prev_hash` the hash of the one
+/// before, so every entry the projection applies extends the hash chain it has checked so
+/// far. Checked before anything is applied: a batch that breaks is applied not at all. The
+/// log verified its chain when it opened, so a break means its files changed under the hub,
+/// or an engine returned the wrong entries.
+fn check_continues(
+    entries: &[StoredEntry],
+    next: u64,
+    last_hash: Hash,
+) -> Result<(), ProjectionError> {
+    let (mut offset, mut hash) = (next, last_hash);
+    for e in entries.iter().filter(|e| e.offset >= next) {
+        if e.offset != offset {
+            return Err(ProjectionError::Damaged(format!(
+                "expected log offset {offset}, got {}",
+                e.offset
+            )));
+        }
+        if e.prev_hash != hash {
+            return Err(ProjectionError::Damaged(format!(
+                "the log entry at offset {offset} does not follow the one before it (its previous hash differs): the log's hash chain is broken; run `tellonce log verify`"
+            )));
+        }
+        (offset, hash) = (e.offset + 1, e.hash);
+    }
+    Ok(())
+}
+
 /// Decodes entries one after another on this thread: one result per entry, in order.
 fn decode_each<'a>(
     entries: &'a [StoredEntry],
@@ -1652,6 +1681,7 @@ impl Projection {
         if let Some(why) = &st.broken {
             return Err(ProjectionError::Damaged(why.clone()));
         }
+        check_continues(entries, st.next_offset, st.last_hash)?;
         let mut lines: Vec<(u64, Line)> = Vec::with_capacity(decoded.len());
         spent.events.reserve(decoded.len());
         // Erasures in this batch (their earlier, stored lines are rewritten below).
@@ -1669,12 +1699,6 @@ impl Projection {
                 record,
                 Ok(Decoded::Event(..) | Decoded::Erased(..) | Decoded::Access(_) | Decoded::Other)
             );
-            if e.offset != st.next_offset {
-                return Err(ProjectionError::Damaged(format!(
-                    "expected log offset {}, got {}",
-                    st.next_offset, e.offset
-                )));
-            }
             match record {
                 Ok(Decoded::Event(ev, line)) => {
                     st.add_event(e.offset, &ev, line, &mut lines, &mut stale);

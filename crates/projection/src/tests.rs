@@ -28,6 +28,13 @@ async fn open_caught_up(dir: &Path, log: &dyn Log, keys: Option<Arc<KeyStore>>) 
     p
 }
 
+/// The projection in `dir` rebuilt from the whole of `log`: one pass from an empty folder.
+async fn rebuilt(dir: &Path, log: &dyn Log, keys: Option<Arc<KeyStore>>) -> Projection {
+    let p = Projection::rebuild(dir, log, keys).await.expect("rebuild");
+    p.catch_up(log).await.expect("replay");
+    p
+}
+
 async fn fill(log: &dyn Log, families: usize, events: u64) {
     fill_with(log, "", families, events).await
 }
@@ -112,10 +119,7 @@ async fn incremental_with_restarts_equals_rebuild() {
     drop(p);
 
     // Rebuilt: one pass from an empty folder.
-    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
-        .await
-        .expect("rebuild");
-    q.catch_up(log.as_ref()).await.expect("replay");
+    let q = rebuilt(&tmp.path().join("proj2"), log.as_ref(), None).await;
     assert_eq!(q.applied(), 3_001);
     assert_eq!(q.digest(), incremental);
     assert_eq!(q.counts(), counts);
@@ -292,10 +296,7 @@ async fn a_crash_after_the_snapshot_resumes_from_it() {
         .expect("reopen");
     assert_eq!(p.applied(), 500, "resumes from the snapshot");
     p.catch_up(log.as_ref()).await.expect("catch up");
-    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
-        .await
-        .expect("rebuild");
-    q.catch_up(log.as_ref()).await.expect("replay");
+    let q = rebuilt(&tmp.path().join("proj2"), log.as_ref(), None).await;
     assert_eq!(p.digest(), q.digest());
 }
 
@@ -470,10 +471,7 @@ async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
     drop(p);
     let reopened = open_caught_up(&dir, log.as_ref(), None).await;
     assert_eq!(reopened.digest(), digest);
-    let rebuilt = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
-        .await
-        .expect("rebuild");
-    rebuilt.catch_up(log.as_ref()).await.expect("catch up");
+    let rebuilt = rebuilt(&tmp.path().join("proj2"), log.as_ref(), None).await;
     assert_eq!(rebuilt.digest(), digest);
 }
 
@@ -623,10 +621,7 @@ async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
     drop(p);
     let p = open_caught_up(&dir, log.as_ref(), Some(keys.clone())).await;
     assert_eq!(p.digest(), incremental);
-    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), Some(keys.clone()))
-        .await
-        .expect("rebuild");
-    q.catch_up(log.as_ref()).await.expect("replay");
+    let q = rebuilt(&tmp.path().join("proj2"), log.as_ref(), Some(keys.clone())).await;
     assert_eq!(q.first_difference(&p), None);
     assert_eq!(q.digest(), incremental);
     // Nothing of the erased content stays in the projection's store.
@@ -809,10 +804,7 @@ async fn family_memos_follow_the_log() {
     );
 
     // Reads through memos answer as a projection that never kept one.
-    let q = Projection::rebuild(&tmp.path().join("proj2"), log.as_ref(), None)
-        .await
-        .expect("rebuild");
-    q.catch_up(log.as_ref()).await.expect("replay");
+    let q = rebuilt(&tmp.path().join("proj2"), log.as_ref(), None).await;
     assert_eq!(read(&q).items, read(&p).items);
     for f in &others {
         let scope = Scope::Family(f.clone());
@@ -1283,4 +1275,43 @@ async fn a_store_of_an_older_layout_is_rebuilt() {
         .await
         .expect("reopen");
     assert_eq!(p.applied(), log.head().next_offset, "resumed once rebuilt");
+}
+
+#[tokio::test]
+async fn a_batch_that_breaks_the_hash_chain_is_applied_not_at_all() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 10, 600).await;
+    let p = Projection::open(&tmp.path().join("proj"), log.as_ref(), None)
+        .await
+        .expect("open");
+    p.apply(&log.read(0, 200).await.expect("read"))
+        .expect("apply");
+    let before = p.digest();
+
+    // An entry in the middle of the next batch whose previous hash is not its predecessor's
+    // (as if the log's files changed under the hub).
+    let mut batch = log.read(200, 200).await.expect("read");
+    batch[150].prev_hash[0] ^= 1;
+    match p.apply(&batch) {
+        Err(ProjectionError::Damaged(why)) => {
+            assert!(
+                why.contains("offset 350") && why.contains("hash chain"),
+                "{why}"
+            )
+        }
+        other => panic!("expected a broken chain, got {other:?}"),
+    }
+    assert_eq!(p.applied(), 200, "nothing of the batch is applied");
+    assert_eq!(p.digest(), before);
+
+    // A batch that does not start where the projection ends is refused the same way.
+    let batch = log.read(201, 100).await.expect("read");
+    assert!(matches!(p.apply(&batch), Err(ProjectionError::Damaged(_))));
+    assert_eq!(p.applied(), 200);
+
+    // The intact entries apply, and the result is the rebuilt one.
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    let q = rebuilt(&tmp.path().join("proj2"), log.as_ref(), None).await;
+    assert_eq!(p.digest(), q.digest());
 }
