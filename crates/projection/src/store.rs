@@ -26,6 +26,8 @@ const K_FORMAT: &[u8] = b"m/format";
 const FORMAT: &[u8] = b"lines-file-1";
 /// The file of chunk bodies.
 const LINES_FILE: &str = "lines.dat";
+/// Opening a locked store is tried this many times, 20 ms apart.
+const LOCK_TRIES: u32 = 50;
 /// Zeros are written in pieces of at most this many bytes.
 const ZEROS: usize = 1 << 20;
 
@@ -95,11 +97,28 @@ impl LineStore {
     /// Opens (or creates) the store in `dir`. Returns it and whether it holds this layout
     /// (false for an empty store and for one written by an older version: clear it).
     pub fn open(dir: &Path) -> Result<(Self, bool), ProjectionError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(Some(500))
-            .open()?;
+            .flush_every_ms(Some(500));
+        // sled 0.34 lets go of its folder lock a moment after the last handle is dropped (its
+        // I/O threads finish first), so opening the store right after closing it in the same
+        // process can find it locked: waited for, up to a second, before saying it is in use.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    if tries == LOCK_TRIES {
+                        return Err(ProjectionError::Store(sled::Error::Io(std::io::Error::other(
+                            format!("{e}; another hub (or tellonce command) has this data folder's projections open: stop it, or give this one its own --data-dir"),
+                        ))));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -362,6 +381,24 @@ mod tests {
     fn body_at(s: &LineStore, offset: u64) -> Vec<u8> {
         let (first, slot) = s.slot_at_or_below(offset).expect("read").expect("a chunk");
         s.body(first, slot).expect("body")
+    }
+
+    #[test]
+    fn a_store_in_use_is_named_after_waiting_and_a_closed_one_reopens() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (s, _) = LineStore::open(tmp.path()).expect("open");
+        let err = LineStore::open(tmp.path())
+            .err()
+            .expect("the store is in use");
+        assert!(err.to_string().contains("another hub"), "{err}");
+        drop(s);
+        // Dropped and opened again straight away (sled lets go of its lock a moment later).
+        for i in 0..20 {
+            let (s, _) = LineStore::open(tmp.path()).expect("reopen");
+            s.store(&[(i, b"[line]".to_vec())], &[], &[], Some(i + 1))
+                .expect("store");
+            drop(s);
+        }
     }
 
     #[test]
