@@ -1086,6 +1086,23 @@ fn chunk_json(chunk: &[(u64, Line)]) -> Result<Vec<u8>, serde_json::Error> {
     Ok(out)
 }
 
+/// The lines of the stored chunk at `first` (its body at `slot`), as stored (sealed summaries
+/// not yet opened).
+fn read_chunk(
+    store: &LineStore,
+    first: u64,
+    slot: store::Slot,
+) -> Result<Vec<(u64, Line)>, ProjectionError> {
+    let body = store.body(first, slot)?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ProjectionError::Damaged(format!("timeline chunk at {first}: {e}")))
+}
+
+/// [`chunk_json`], for chunks written again (cut back at start-up, or with lines erased).
+fn chunk_bytes(lines: &[(u64, Line)]) -> Result<Vec<u8>, ProjectionError> {
+    chunk_json(lines).map_err(|e| ProjectionError::Damaged(e.to_string()))
+}
+
 /// A summary sealed with [`seal::seal_text`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SealedLine {
@@ -1549,16 +1566,12 @@ impl Projection {
         let all = store.slots_from(0)?;
         let (slots, removed) = all.split_at(all.partition_point(|(first, _)| *first < below));
         let parse = |first: u64, slot: store::Slot| -> Parsed {
-            let body = store.body(first, slot)?;
-            let mut lines: Vec<(u64, Line)> = serde_json::from_slice(&body)
-                .map_err(|e| ProjectionError::Damaged(format!("timeline chunk: {e}")))?;
+            let mut lines = read_chunk(store, first, slot)?;
             let mut cut = None;
             if lines.iter().any(|(o, _)| *o >= below) {
                 lines.retain(|(o, _)| *o < below);
-                cut = Some(
-                    serde_json::to_vec(&lines)
-                        .map_err(|e| ProjectionError::Damaged(e.to_string()))?,
-                );
+                // Written as stored: before the sealed summaries are opened.
+                cut = Some(chunk_bytes(&lines)?);
             }
             for (offset, line) in &mut lines {
                 line.open_from_store(*offset, keys)
@@ -1767,9 +1780,8 @@ impl Projection {
             let rewritten = self.erase_stored(&erasures, first_new)?;
             let fresh = lines
                 .chunks(LINES_PER_CHUNK)
-                .map(|chunk| Ok((chunk[0].0, chunk_json(chunk)?)))
-                .collect::<Result<Vec<_>, serde_json::Error>>()
-                .map_err(|err| ProjectionError::Damaged(err.to_string()))?;
+                .map(|chunk| Ok((chunk[0].0, chunk_bytes(chunk)?)))
+                .collect::<Result<Vec<_>, ProjectionError>>()?;
             self.store.store(&fresh, &rewritten, &[], Some(next))
         })();
         spent.lines.push(lines);
@@ -1814,11 +1826,7 @@ impl Projection {
                 let (_, lines) = match chunks.entry(first) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(entry) => {
-                        let body = self.store.body(first, slot)?;
-                        let lines = serde_json::from_slice(&body).map_err(|e| {
-                            ProjectionError::Damaged(format!("timeline chunk: {e}"))
-                        })?;
-                        entry.insert((slot, lines))
+                        entry.insert((slot, read_chunk(&self.store, first, slot)?))
                     }
                 };
                 if let Ok(i) = lines.binary_search_by_key(&off, |(o, _)| *o) {
@@ -1828,11 +1836,7 @@ impl Projection {
         }
         chunks
             .into_iter()
-            .map(|(first, (old, lines))| {
-                let bytes = serde_json::to_vec(&lines)
-                    .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
-                Ok((first, bytes, old))
-            })
+            .map(|(first, (old, lines))| Ok((first, chunk_bytes(&lines)?, old)))
             .collect()
     }
 

@@ -203,28 +203,24 @@ impl LineStore {
         }
         self.file.write_all_at(&out, start).map_err(io)?;
         self.end.store(pos, Ordering::SeqCst);
-        let replaces = !rewritten.is_empty() || !removed.is_empty();
-        if replaces {
+        // Where the bodies replaced or dropped lie.
+        let replaced: Vec<(u64, u64)> = rewritten
+            .iter()
+            .map(|(_, _, s)| s)
+            .chain(removed.iter().map(|(_, s)| s))
+            .map(|s| (s.pos, s.end()))
+            .collect();
+        if !replaced.is_empty() {
             self.file.sync_data().map_err(io)?;
         }
         self.db.apply_batch(batch)?;
-        if replaces {
+        if !replaced.is_empty() {
             self.db.flush()?;
-            for slot in rewritten
-                .iter()
-                .map(|(_, _, s)| s)
-                .chain(removed.iter().map(|(_, s)| s))
-            {
-                self.zero(slot.pos, slot.end())?;
+            for &(from, to) in &replaced {
+                self.zero(from, to)?;
             }
             self.file.sync_data().map_err(io)?;
-            self.release(
-                rewritten
-                    .iter()
-                    .map(|(_, _, s)| s)
-                    .chain(removed.iter().map(|(_, s)| s))
-                    .map(|s| (s.pos, s.end())),
-            );
+            self.release(replaced);
         }
         Ok(())
     }
@@ -378,6 +374,15 @@ mod tests {
         bytes.windows(text.len()).any(|w| w == text.as_bytes())
     }
 
+    /// A new store in `dir` holding one chunk, `body` at offset 0, applied up to 1.
+    fn holding(dir: &Path, body: &[u8]) -> LineStore {
+        let (s, _) = LineStore::open(dir).expect("open");
+        s.clear().expect("clear");
+        s.store(&[(0, body.to_vec())], &[], &[], Some(1))
+            .expect("store");
+        s
+    }
+
     fn body_at(s: &LineStore, offset: u64) -> Vec<u8> {
         let (first, slot) = s.slot_at_or_below(offset).expect("read").expect("a chunk");
         s.body(first, slot).expect("body")
@@ -449,10 +454,7 @@ mod tests {
     fn a_replaced_body_gives_its_space_back() {
         use std::os::unix::fs::MetadataExt as _;
         let tmp = tempfile::tempdir().expect("tmp");
-        let (s, _) = LineStore::open(tmp.path()).expect("open");
-        s.clear().expect("clear");
-        let big = vec![b'x'; 4 << 20];
-        s.store(&[(0, big)], &[], &[], Some(1)).expect("store");
+        let s = holding(tmp.path(), &vec![b'x'; 4 << 20]);
         s.sync(1).expect("sync");
         let file = tmp.path().join(LINES_FILE);
         let blocks = || std::fs::metadata(&file).expect("metadata").blocks();
@@ -486,10 +488,7 @@ mod tests {
     fn bytes_no_chunk_points_at_are_zeroed_and_the_tail_cut_at_start_up() {
         let tmp = tempfile::tempdir().expect("tmp");
         {
-            let (s, _) = LineStore::open(tmp.path()).expect("open");
-            s.clear().expect("clear");
-            s.store(&[(0, b"[kept]".to_vec())], &[], &[], Some(1))
-                .expect("store");
+            let s = holding(tmp.path(), b"[kept]");
             s.sync(1).expect("sync");
         }
         // A crash lost the index of later bodies, and of a rewrite whose old body stayed.
@@ -524,10 +523,7 @@ mod tests {
     #[test]
     fn a_body_that_does_not_match_its_checksum_is_damage() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let (s, _) = LineStore::open(tmp.path()).expect("open");
-        s.clear().expect("clear");
-        s.store(&[(0, b"[alpha]".to_vec())], &[], &[], Some(1))
-            .expect("store");
+        let s = holding(tmp.path(), b"[alpha]");
         s.file.write_all_at(b"X", 2).expect("flip");
         let (first, slot) = s.slot_at_or_below(0).expect("read").expect("a chunk");
         match s.body(first, slot) {
