@@ -145,23 +145,194 @@ pub fn term_start(d: Date) -> Date {
     }
 }
 
-fn opens_involvement(p: &Payload) -> bool {
-    !matches!(p, Payload::CaseClosed { .. })
+/// What one event adds to the family view: the part of its payload [`fold_family`] reads.
+/// Small enough to keep in memory for every event of a family a practitioner opens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewFact {
+    /// A referral was made.
+    ReferralMade {
+        /// Referral id.
+        referral_id: String,
+        /// Service referred to.
+        service: String,
+        /// Threshold level it gives.
+        threshold_level: ThresholdLevel,
+    },
+    /// A referral was accepted or declined.
+    ReferralDecided {
+        /// Referral id.
+        referral_id: String,
+        /// The decision.
+        decision: ReferralDecision,
+    },
+    /// A Public Protection Notification.
+    Ppn,
+    /// An exclusion from school.
+    Exclusion,
+    /// A youth justice contact.
+    YouthJustice,
+    /// An early help assessment, with the threshold level it gives.
+    Assessment(ThresholdLevel),
+    /// A lead practitioner was assigned.
+    Lead {
+        /// Practitioner id.
+        practitioner_id: String,
+        /// Name.
+        name: String,
+        /// Organisation.
+        organisation: String,
+    },
+    /// An outcome measure of the event's first subject.
+    Outcome {
+        /// `wemwbs` or `outcome_star`.
+        instrument: &'static str,
+        /// The score.
+        score: f64,
+        /// Whether it is the start measure.
+        start: bool,
+    },
+    /// A partner closed its case.
+    CaseClosed,
+    /// Anything else: it counts, and keeps its partner involved.
+    Other,
+}
+
+impl ViewFact {
+    /// The fact of an event with this payload.
+    pub fn of(p: &Payload) -> Self {
+        match p {
+            Payload::ReferralMade {
+                referral_id,
+                service,
+                threshold_level,
+                ..
+            } => ViewFact::ReferralMade {
+                referral_id: referral_id.clone(),
+                service: service.clone(),
+                threshold_level: *threshold_level,
+            },
+            Payload::ReferralDecided {
+                referral_id,
+                decision,
+                ..
+            } => ViewFact::ReferralDecided {
+                referral_id: referral_id.clone(),
+                decision: *decision,
+            },
+            Payload::PublicProtectionNotification { .. } => ViewFact::Ppn,
+            Payload::Exclusion { .. } => ViewFact::Exclusion,
+            Payload::YouthJusticeContact { contact_kind, .. } => {
+                let _: YouthJusticeKind = *contact_kind;
+                ViewFact::YouthJustice
+            }
+            Payload::EarlyHelpAssessment {
+                threshold_level, ..
+            } => ViewFact::Assessment(*threshold_level),
+            Payload::LeadPractitionerAssigned {
+                practitioner_id,
+                practitioner_name,
+                organisation,
+            } => ViewFact::Lead {
+                practitioner_id: practitioner_id.clone(),
+                name: practitioner_name.clone(),
+                organisation: organisation.clone(),
+            },
+            Payload::OutcomeMeasured {
+                instrument,
+                score,
+                point,
+                ..
+            } => ViewFact::Outcome {
+                instrument: match instrument {
+                    crate::event::OutcomeInstrument::Wemwbs => "wemwbs",
+                    crate::event::OutcomeInstrument::OutcomeStar => "outcome_star",
+                },
+                score: *score,
+                start: *point == crate::event::MeasurePoint::Start,
+            },
+            Payload::CaseClosed { .. } => ViewFact::CaseClosed,
+            _ => ViewFact::Other,
+        }
+    }
+
+    /// Whether the fold reads the person the event is about (only outcome measures do).
+    pub fn names_person(&self) -> bool {
+        matches!(self, ViewFact::Outcome { .. })
+    }
+
+    /// Roughly the bytes it holds, for a cache's budget.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + match self {
+                ViewFact::ReferralMade {
+                    referral_id,
+                    service,
+                    ..
+                } => referral_id.len() + service.len(),
+                ViewFact::ReferralDecided { referral_id, .. } => referral_id.len(),
+                ViewFact::Lead {
+                    practitioner_id,
+                    name,
+                    organisation,
+                } => practitioner_id.len() + name.len() + organisation.len(),
+                _ => 0,
+            }
+    }
+}
+
+/// One event as the family view folds it.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewEvent<'a> {
+    /// Its log offset (orders events of the same instant).
+    pub offset: u64,
+    /// When it happened.
+    pub occurred_at: Timestamp,
+    /// The partner that told it.
+    pub source: &'a str,
+    /// The person id of its first subject (read only when [`ViewFact::names_person`]).
+    pub person: &'a str,
+    /// What it adds.
+    pub fact: &'a ViewFact,
 }
 
 /// Folds a family's events into its view, as of `now`.
 pub fn family_view(
     family_id: String,
-    mut members: Vec<Member>,
+    members: Vec<Member>,
     events: &[FamilyEvent],
+    now: Timestamp,
+) -> FamilyView {
+    let facts: Vec<ViewFact> = events
+        .iter()
+        .map(|e| ViewFact::of(&e.event.payload))
+        .collect();
+    let events = events
+        .iter()
+        .zip(&facts)
+        .map(|(e, fact)| ViewEvent {
+            offset: e.offset,
+            occurred_at: e.event.occurred_at,
+            source: &e.event.source,
+            person: e.persons.first().map_or("", String::as_str),
+            fact,
+        })
+        .collect();
+    fold_family(family_id, members, events, now)
+}
+
+/// Folds a family's events, as their facts, into its view, as of `now` ([`family_view`]
+/// from facts kept rather than events read).
+pub fn fold_family(
+    family_id: String,
+    mut members: Vec<Member>,
+    mut events: Vec<ViewEvent<'_>>,
     now: Timestamp,
 ) -> FamilyView {
     let today = Date::of(now);
     for m in &mut members {
         m.age = m.date_of_birth.map(|d| d.age_on(today));
     }
-    let mut order: Vec<&FamilyEvent> = events.iter().collect();
-    order.sort_by_key(|e| (e.event.occurred_at, e.offset));
+    events.sort_by_key(|e| (e.occurred_at, e.offset));
 
     let mut partners: BTreeMap<&str, Involvement> = BTreeMap::new();
     let mut lead = None;
@@ -170,28 +341,26 @@ pub fn family_view(
     let mut referral_times: BTreeMap<&str, Vec<Timestamp>> = BTreeMap::new();
     let mut last_closure: Option<Timestamp> = None;
     let mut flags = Flags::default();
-    let mut outcomes: BTreeMap<(String, &'static str), Outcome> = BTreeMap::new();
+    let mut outcomes: BTreeMap<(&str, &'static str), Outcome> = BTreeMap::new();
     let year_ago = Timestamp(now.0 - 365 * MS_PER_DAY);
     let month_ago = Timestamp(now.0 - 30 * MS_PER_DAY);
     let term = term_start(today).start();
 
-    for fe in order {
-        let e = &fe.event;
+    for e in &events {
         let at = e.occurred_at;
-        let inv = partners.entry(&e.source).or_insert(Involvement {
-            partner: e.source.clone(),
+        let inv = partners.entry(e.source).or_insert(Involvement {
+            partner: e.source.to_string(),
             open: true,
             first_seen: at,
             last_seen: at,
         });
         inv.last_seen = at;
-        inv.open = opens_involvement(&e.payload);
-        match &e.payload {
-            Payload::ReferralMade {
+        inv.open = *e.fact != ViewFact::CaseClosed;
+        match e.fact {
+            ViewFact::ReferralMade {
                 referral_id,
                 service,
                 threshold_level,
-                ..
             } => {
                 threshold = Some(*threshold_level);
                 referrals.insert(
@@ -199,7 +368,7 @@ pub fn family_view(
                     Referral {
                         referral_id: referral_id.clone(),
                         service: service.clone(),
-                        referred_by: e.source.clone(),
+                        referred_by: e.source.to_string(),
                         made_at: at,
                         state: "awaiting_decision".into(),
                     },
@@ -210,10 +379,9 @@ pub fn family_view(
                 }
                 times.push(at);
             }
-            Payload::ReferralDecided {
+            ViewFact::ReferralDecided {
                 referral_id,
                 decision,
-                ..
             } => {
                 if let Some(r) = referrals.get_mut(referral_id.as_str()) {
                     r.state = match decision {
@@ -222,58 +390,47 @@ pub fn family_view(
                     };
                 }
             }
-            Payload::PublicProtectionNotification { .. } if at >= month_ago && at <= now => {
+            ViewFact::Ppn if at >= month_ago && at <= now => {
                 flags.ppn_last_30_days += 1;
             }
-            Payload::Exclusion { .. } if at >= term && at <= now => {
+            ViewFact::Exclusion if at >= term && at <= now => {
                 flags.excluded_this_term = true;
             }
-            Payload::YouthJusticeContact { contact_kind, .. } => {
-                let _: YouthJusticeKind = *contact_kind;
-                if at >= year_ago {
-                    flags.youth_justice_involvement = true;
-                }
+            ViewFact::YouthJustice if at >= year_ago => {
+                flags.youth_justice_involvement = true;
             }
-            Payload::EarlyHelpAssessment {
-                threshold_level, ..
-            } => threshold = Some(*threshold_level),
-            Payload::LeadPractitionerAssigned {
+            ViewFact::Assessment(level) => threshold = Some(*level),
+            ViewFact::Lead {
                 practitioner_id,
-                practitioner_name,
+                name,
                 organisation,
             } => {
                 lead = Some(Lead {
                     practitioner_id: practitioner_id.clone(),
-                    name: practitioner_name.clone(),
+                    name: name.clone(),
                     organisation: organisation.clone(),
                     since: at,
                 })
             }
-            Payload::OutcomeMeasured {
+            ViewFact::Outcome {
                 instrument,
                 score,
-                point,
-                ..
+                start,
             } => {
-                let person = fe.persons.first().cloned().unwrap_or_default();
-                let name = match instrument {
-                    crate::event::OutcomeInstrument::Wemwbs => "wemwbs",
-                    crate::event::OutcomeInstrument::OutcomeStar => "outcome_star",
-                };
-                let o = outcomes.entry((person.clone(), name)).or_insert(Outcome {
-                    person_id: person,
-                    instrument: name.into(),
+                let o = outcomes.entry((e.person, instrument)).or_insert(Outcome {
+                    person_id: e.person.to_string(),
+                    instrument: instrument.to_string(),
                     start: *score,
                     latest: *score,
                     change: 0.0,
                 });
-                if *point == crate::event::MeasurePoint::Start {
+                if *start {
                     o.start = *score;
                 }
                 o.latest = *score;
                 o.change = o.latest - o.start;
             }
-            Payload::CaseClosed { .. } => last_closure = Some(at),
+            ViewFact::CaseClosed => last_closure = Some(at),
             _ => {}
         }
     }

@@ -34,7 +34,7 @@ use tellonce_domain::access::{
 use tellonce_domain::identity::{Candidate, ChangedFamilies, LinkWhy, Linker, SubjectRecord};
 use tellonce_domain::record::DecodeError;
 use tellonce_domain::seal::{self, DataKey, Erasure, Sealed};
-use tellonce_domain::view::{self, FamilyEvent, FamilyView, Member};
+use tellonce_domain::view::{self, FamilyView, Member, ViewEvent, ViewFact};
 use tellonce_domain::{Date, Event, Payload, Record, Timestamp};
 use tellonce_log::{Hash, Log, LogError, StoredEntry};
 use tokio::sync::watch;
@@ -229,6 +229,11 @@ impl FamilyMemo {
     fn people_of(&self, e: &MemoEntry) -> &[u32] {
         &self.people[e.people.0 as usize..e.people.1 as usize]
     }
+
+    /// The bytes it holds, with its view cache.
+    fn held(&self) -> usize {
+        self.bytes + self.view.get().map_or(0, |v| v.bytes)
+    }
 }
 
 /// What every read of a family needs that only its events, links and consents change.
@@ -254,6 +259,53 @@ struct FamilyMemo {
     texts: String,
     /// Roughly the bytes it holds (counted in [`Memos::bytes`]).
     bytes: usize,
+    /// The family (its index in the linker).
+    family: u32,
+    /// What the family view folds of each event, read from the log by the first family view
+    /// of this memo (counted in [`Memos::bytes`] once kept).
+    view: std::sync::OnceLock<Arc<ViewCache>>,
+}
+
+/// What the family view folds of each event of a [`FamilyMemo`] (a family view reads the log
+/// only the first time).
+struct ViewCache {
+    /// One per entry of the memo, in its order: the record of the event's first subject, and
+    /// its fact; `None` when its content was erased (nothing is folded, as it is not counted).
+    facts: Vec<Option<(Option<u32>, ViewFact)>>,
+    /// Roughly the bytes it holds.
+    bytes: usize,
+}
+
+/// The events of a family a reader may see, as [`Projection::family_access`] chose them.
+pub struct FamilyEvents {
+    /// The memo they were chosen from.
+    memo: Option<Arc<FamilyMemo>>,
+    /// Their places in the memo's entries, oldest first.
+    chosen: Vec<u32>,
+}
+
+impl FamilyEvents {
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.chosen.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.chosen.is_empty()
+    }
+
+    /// Their log offsets, oldest first.
+    pub fn offsets(&self) -> Vec<u64> {
+        match &self.memo {
+            Some(m) => self
+                .chosen
+                .iter()
+                .map(|&i| m.entries[i as usize].ix.offset)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Families whose memo is kept at most (beyond it, all are dropped and worked out again).
@@ -348,6 +400,8 @@ impl State {
             persons,
             texts,
             bytes,
+            family: fam,
+            view: std::sync::OnceLock::new(),
         });
         let mut kept = self.memo.lock().unwrap_or_else(|p| p.into_inner());
         if kept.by_family.len() >= MEMO_FAMILIES || kept.bytes + bytes > MEMO_BYTES {
@@ -1752,7 +1806,7 @@ impl Projection {
         } else {
             for f in stale {
                 if let Some(m) = memos.by_family.remove(&f) {
-                    memos.bytes -= m.bytes;
+                    memos.bytes = memos.bytes.saturating_sub(m.held());
                 }
             }
         }
@@ -2427,19 +2481,6 @@ impl Projection {
         }
     }
 
-    fn subject_persons(l: &Linker, e: &Event) -> Vec<String> {
-        e.subjects
-            .iter()
-            .map(|s| match &s.local_id {
-                Some(id) => l
-                    .find_by_local(&e.source, id)
-                    .map(|p| l.person_id(p))
-                    .unwrap_or_default(),
-                None => String::new(),
-            })
-            .collect()
-    }
-
     /// A page of the timeline of a family or person, newest first, showing only the events
     /// the access rule lets the reader see and counting the others. A refused read gives an
     /// empty page with `reading.refused` set.
@@ -2543,85 +2584,161 @@ impl Projection {
         now: Timestamp,
         read: &ReadAs<'_>,
     ) -> Result<(Option<FamilyView>, Reading), ProjectionError> {
-        let (offsets, reading) = self.family_access(scope, read)?;
+        let (events, reading) = self.family_access(scope, read)?;
         if reading.refused {
             return Ok((None, reading));
         }
-        let view = self.family_view_of(log, scope, now, &offsets).await?;
+        let view = self.family_view_of(log, scope, now, &events).await?;
         Ok((Some(view), reading))
     }
 
-    /// The offsets of a family's events that `read` may see, oldest first, and the access
-    /// decision (empty and refused when the reader has no standing).
+    /// The events of a family that `read` may see, and the access decision (none, and
+    /// refused, when the reader has no standing).
     pub fn family_access(
         &self,
         scope: &Scope,
         read: &ReadAs<'_>,
-    ) -> Result<(Vec<u64>, Reading), ProjectionError> {
+    ) -> Result<(FamilyEvents, Reading), ProjectionError> {
         let mut reading = Reading::default();
         let st = self.read_state();
         let l = &st.linker;
         let fam = Self::scope_family(l, scope)?;
         let memo = st.family_memo(fam);
         let Some(gate) = st.gate(&memo, read, &mut reading) else {
-            return Ok((Vec::new(), reading));
+            let none = FamilyEvents {
+                memo: None,
+                chosen: Vec::new(),
+            };
+            return Ok((none, reading));
         };
-        let mut offsets = Vec::with_capacity(memo.entries.len());
-        for e in memo.entries.iter().rev() {
+        let mut chosen = Vec::with_capacity(memo.entries.len());
+        for (i, e) in memo.entries.iter().enumerate().rev() {
             if st.allowed(&gate, &e.ix, memo.people_of(e), &mut reading) {
-                offsets.push(e.ix.offset);
+                chosen.push(i as u32);
             }
         }
-        Ok((offsets, reading))
+        drop(gate);
+        let memo = Some(memo);
+        Ok((FamilyEvents { memo, chosen }, reading))
     }
 
-    /// The family view of a scope's family, folded from the events at `offsets` (as
-    /// [`Projection::family_access`] chose them) as of `now`.
+    /// The family view of a scope's family, folded from `events` (as
+    /// [`Projection::family_access`] chose them) as of `now`. The first view of a family
+    /// reads its events from the log and keeps what the view folds of them, until the family
+    /// changes.
     pub async fn family_view_of(
         &self,
         log: &dyn Log,
         scope: &Scope,
         now: Timestamp,
-        offsets: &[u64],
+        events: &FamilyEvents,
     ) -> Result<FamilyView, ProjectionError> {
-        let (family_id, members) = {
-            let st = self.read_state();
-            let l = &st.linker;
-            let fam = Self::scope_family(l, scope)?;
-            let members: Vec<Member> = l
-                .family_persons(fam)
-                .into_iter()
-                .map(|p| {
-                    let r = l.record(p);
-                    Member {
-                        person_id: l.person_id(p),
-                        name: r.display_name.clone(),
-                        date_of_birth: l.person_records(p).iter().find_map(|&x| l.record(x).dob),
-                        age: None,
-                        sex: l.person_records(p).iter().find_map(|&x| l.record(x).sex),
-                    }
-                })
-                .collect();
-            (l.family_id(fam), members)
+        let cache = match &events.memo {
+            Some(memo) => Some(match memo.view.get() {
+                Some(c) => c.clone(),
+                None => self.fill_view_cache(log, memo).await?,
+            }),
+            None => None,
         };
-        let mut loaded = Vec::with_capacity(offsets.len());
-        for &off in offsets {
-            // Erased content has nothing left to fold.
-            if let Ok(e) = self.load_event(log, off).await? {
-                loaded.push((off, e));
-            }
-        }
         let st = self.read_state();
-        let events: Vec<FamilyEvent> = loaded
+        let l = &st.linker;
+        let fam = Self::scope_family(l, scope)?;
+        let members: Vec<Member> = l
+            .family_persons(fam)
             .into_iter()
-            .map(|(offset, event)| FamilyEvent {
-                offset,
-                persons: Self::subject_persons(&st.linker, &event),
-                event,
+            .map(|p| {
+                let r = l.record(p);
+                Member {
+                    person_id: l.person_id(p),
+                    name: r.display_name.clone(),
+                    date_of_birth: l.person_records(p).iter().find_map(|&x| l.record(x).dob),
+                    age: None,
+                    sex: l.person_records(p).iter().find_map(|&x| l.record(x).sex),
+                }
             })
             .collect();
-        drop(st);
-        Ok(view::family_view(family_id, members, &events, now))
+        let (Some(memo), Some(cache)) = (&events.memo, cache) else {
+            return Ok(view::fold_family(
+                l.family_id(fam),
+                members,
+                Vec::new(),
+                now,
+            ));
+        };
+        let chosen: Vec<(Indexed, Option<u32>, &ViewFact)> = events
+            .chosen
+            .iter()
+            .filter_map(|&i| {
+                let (first, fact) = cache.facts.get(i as usize)?.as_ref()?;
+                Some((memo.entries[i as usize].ix, *first, fact))
+            })
+            .collect();
+        // Only outcome measures name their person.
+        let persons: Vec<String> = chosen
+            .iter()
+            .map(|(_, first, fact)| match first {
+                Some(r) if fact.names_person() => l.person_id(l.person_of(*r)),
+                _ => String::new(),
+            })
+            .collect();
+        let folded = chosen
+            .iter()
+            .zip(&persons)
+            .map(|((ix, _, fact), person)| ViewEvent {
+                offset: ix.offset,
+                occurred_at: ix.at,
+                source: st.event_meta(ix).source,
+                person,
+                fact,
+            })
+            .collect();
+        Ok(view::fold_family(l.family_id(fam), members, folded, now))
+    }
+
+    /// Reads the events of `memo` from the log and keeps what the family view folds of them
+    /// in it (counting its bytes while the memo is kept).
+    async fn fill_view_cache(
+        &self,
+        log: &dyn Log,
+        memo: &Arc<FamilyMemo>,
+    ) -> Result<Arc<ViewCache>, ProjectionError> {
+        let mut loaded = Vec::with_capacity(memo.entries.len());
+        for e in &memo.entries {
+            // Erased content has nothing left to fold. The memo's mark is checked too: an
+            // erasure marks lines (and drops memos) before it destroys the keys.
+            loaded.push(match e.erased {
+                true => None,
+                false => self.load_event(log, e.ix.offset).await?.ok(),
+            });
+        }
+        let st = self.read_state();
+        let l = &st.linker;
+        let mut bytes = std::mem::size_of::<ViewCache>();
+        let facts = loaded
+            .into_iter()
+            .map(|event| {
+                let event = event?;
+                let first = event
+                    .subjects
+                    .first()
+                    .and_then(|s| s.local_id.as_deref())
+                    .and_then(|id| l.record_by_key(&format!("{}/{id}", event.source)));
+                let fact = ViewFact::of(&event.payload);
+                bytes += fact.bytes() + 8;
+                Some((first, fact))
+            })
+            .collect();
+        let cache = Arc::new(ViewCache { facts, bytes });
+        let mut kept = st.memo.lock().unwrap_or_else(|p| p.into_inner());
+        let current = kept
+            .by_family
+            .get(&memo.family)
+            .is_some_and(|m| Arc::ptr_eq(m, memo));
+        // Another view may have filled it meanwhile: either is right, the first is kept.
+        if memo.view.set(cache.clone()).is_ok() && current {
+            kept.bytes += cache.bytes;
+        }
+        Ok(cache)
     }
 
     /// Match candidates (open ones only, or all), oldest first.

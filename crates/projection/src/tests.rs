@@ -132,18 +132,7 @@ async fn timeline_pages_filters_and_withholding() {
     let log = open_log(tmp.path());
     fill(log.as_ref(), 20, 2_000).await;
     let p = open_caught_up(&tmp.path().join("proj"), log.as_ref(), None).await;
-    // The family with the most events.
-    let fam = p.with_linker(|l| {
-        let mut best = (0, 0);
-        for person in l.persons() {
-            let f = l.family_of(person);
-            let n = l.family_records(f).len();
-            if n > best.1 {
-                best = (f, n);
-            }
-        }
-        l.family_id(best.0)
-    });
+    let (fam, _) = largest_family(&p);
     let scope = Scope::Family(fam.clone());
     let full = p
         .timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
@@ -187,16 +176,8 @@ async fn timeline_pages_filters_and_withholding() {
     assert!(recent.items.iter().all(|i| i.occurred_at >= mid));
     // Withholding: with no consent recorded, a police officer sees the police's own events
     // and the rest is counted, not shown.
-    let officer = Viewer {
-        user_id: "pc-1".into(),
-        organisation: "police".into(),
-        roles: vec![Role::Practitioner],
-    };
-    let as_officer = ReadAs::Viewer {
-        viewer: &officer,
-        now: END,
-        grant: None,
-    };
+    let officer = police_officer();
+    let as_officer = as_at_end(&officer);
     let seen = p
         .timeline(
             &scope,
@@ -228,6 +209,150 @@ async fn timeline_pages_filters_and_withholding() {
     assert_eq!(reading.withheld_by(), vec![]);
     assert_eq!(view.family_id, fam);
     assert!(!view.members.is_empty());
+}
+
+/// A police practitioner.
+fn police_officer() -> Viewer {
+    Viewer {
+        user_id: "pc-1".into(),
+        organisation: "police".into(),
+        roles: vec![Role::Practitioner],
+    }
+}
+
+/// A read by `viewer` at [`END`], without break-glass.
+fn as_at_end(viewer: &Viewer) -> ReadAs<'_> {
+    ReadAs::Viewer {
+        viewer,
+        now: END,
+        grant: None,
+    }
+}
+
+/// The id of the family with the most partner records, and how many it has.
+fn largest_family(p: &Projection) -> (String, usize) {
+    p.with_linker(|l| {
+        let mut best = (0, 0);
+        for person in l.persons() {
+            let f = l.family_of(person);
+            let n = l.family_records(f).len();
+            if n > best.1 {
+                best = (f, n);
+            }
+        }
+        (l.family_id(best.0), best.1)
+    })
+}
+
+/// The family view as `read` would see it folded from whole events: each event it may see,
+/// read from the log, with the persons of its subjects, folded by `view::family_view`.
+async fn view_from_the_log(
+    p: &Projection,
+    log: &dyn Log,
+    scope: &Scope,
+    read: &ReadAs<'_>,
+    members_of: &FamilyView,
+) -> FamilyView {
+    let (events, _) = p.family_access(scope, read).expect("access");
+    let mut folded = Vec::new();
+    for offset in events.offsets() {
+        let entry = log.read(offset, 1).await.expect("read").remove(0);
+        let Ok(Record::PartnerEvent(event)) = Record::decode(&entry.body) else {
+            panic!("an event at {offset}");
+        };
+        let persons = p.with_linker(|l| {
+            event
+                .subjects
+                .iter()
+                .map(|s| {
+                    s.local_id
+                        .as_deref()
+                        .and_then(|id| l.find_by_local(&event.source, id))
+                        .map(|q| l.person_id(q))
+                        .unwrap_or_default()
+                })
+                .collect()
+        });
+        folded.push(view::FamilyEvent {
+            offset,
+            event,
+            persons,
+        });
+    }
+    let (id, members) = (members_of.family_id.clone(), members_of.members.clone());
+    view::family_view(id, members, &folded, END)
+}
+
+#[tokio::test]
+async fn a_family_view_folds_kept_facts_as_it_would_the_events() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 20, 2_000).await;
+    let p = open_caught_up(&tmp.path().join("proj"), log.as_ref(), None).await;
+    let scope = Scope::Family(largest_family(&p).0);
+    // The first view reads the log.
+    let (first, _) = p
+        .family(log.as_ref(), &scope, END, &ALL)
+        .await
+        .expect("view");
+    let first = first.expect("not refused");
+    assert!(first.event_count > 20, "{}", first.event_count);
+    let expected = view_from_the_log(&p, log.as_ref(), &scope, &ALL, &first).await;
+    assert_eq!(first, expected);
+    // Later views fold what it kept: a log with nothing in it gives the same view.
+    let other = tempfile::tempdir().expect("tmp");
+    let empty = open_log(other.path());
+    let (again, _) = p
+        .family(empty.as_ref(), &scope, END, &ALL)
+        .await
+        .expect("kept");
+    assert_eq!(again, Some(first.clone()));
+    // A reader who may see less is shown less, from the same facts.
+    let officer = police_officer();
+    let as_officer = as_at_end(&officer);
+    let (theirs, reading) = p
+        .family(empty.as_ref(), &scope, END, &as_officer)
+        .await
+        .expect("kept");
+    let theirs = theirs.expect("not refused");
+    assert!(reading.withheld_no_consent > 0, "{reading:?}");
+    assert_eq!(
+        theirs.event_count as u64 + reading.withheld_no_consent + reading.withheld_safeguarding,
+        first.event_count as u64
+    );
+    let expected = view_from_the_log(&p, log.as_ref(), &scope, &as_officer, &theirs).await;
+    assert_eq!(theirs, expected);
+
+    // A new event about a member is in the next view (the kept facts are dropped with the
+    // family's memo).
+    let key = p.with_linker(|l| {
+        let Scope::Family(id) = &scope else {
+            unreachable!()
+        };
+        let fam = l.family_by_id(id).expect("family");
+        l.record(l.family_records(fam)[0]).key.clone()
+    });
+    let (source, local) = key.split_once('/').expect("source/local");
+    let mut e = tellonce_domain::sample::ppn(source, "one-more", 1, END);
+    e.subjects.truncate(1);
+    e.relationships.clear();
+    e.subjects[0].local_id = Some(local.into());
+    log.append(vec![NewEntry::of(&Record::PartnerEvent(e), END.0)])
+        .await
+        .expect("append");
+    p.catch_up(log.as_ref()).await.expect("apply");
+    let (after, _) = p
+        .family(log.as_ref(), &scope, END, &ALL)
+        .await
+        .expect("view");
+    let after = after.expect("not refused");
+    assert_eq!(after.event_count, first.event_count + 1);
+    assert_eq!(
+        after.flags.ppn_last_30_days,
+        first.flags.ppn_last_30_days + 1
+    );
+    let expected = view_from_the_log(&p, log.as_ref(), &scope, &ALL, &after).await;
+    assert_eq!(after, expected);
 }
 
 #[tokio::test]
@@ -343,35 +468,22 @@ async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
     let dir = tmp.path().join("proj");
     let p = open_caught_up(&dir, log.as_ref(), None).await;
     // A family the police know and the early intervention team do not.
-    let (fam, police_events) = p.with_linker(|l| {
-        let mut best = (0, 0);
-        for person in l.persons() {
-            let f = l.family_of(person);
-            let n = l.family_records(f).len();
-            if n > best.1 {
-                best = (f, n);
-            }
-        }
-        (l.family_id(best.0), best.1)
-    });
+    let (fam, police_events) = largest_family(&p);
     assert!(police_events > 0);
     let scope = Scope::Family(fam.clone());
     let full = p
         .timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
         .expect("timeline");
-    let officer = Viewer {
-        user_id: "pc-1".into(),
-        organisation: "police".into(),
-        roles: vec![Role::Practitioner],
-    };
+    let officer = police_officer();
     let read = |v: &Viewer| {
-        let r = ReadAs::Viewer {
-            viewer: v,
-            now: END,
-            grant: None,
-        };
-        p.timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &r)
-            .expect("timeline")
+        p.timeline(
+            &scope,
+            &TimelineFilter::default(),
+            MAX_PAGE,
+            "",
+            &as_at_end(v),
+        )
+        .expect("timeline")
     };
     let before = read(&officer);
     assert!(!before.reading.refused);

@@ -623,18 +623,18 @@ impl Query {
         };
         // The family view folds events read from the log: decide access first (from memory),
         // log it, then read only the events the viewer may see.
-        let (offsets, reading, access) = self
+        let (events, reading, access) = self
             .guarded(caller, &asked, &req.break_glass_reason, |read| {
-                let (offsets, r) = self.projection.family_access(&scope, read)?;
+                let (events, r) = self.projection.family_access(&scope, read)?;
                 let withheld = r.withheld_no_consent + r.withheld_safeguarding;
-                let shown = offsets.len() as u64;
-                Ok((offsets, r, shown, withheld))
+                let shown = events.len() as u64;
+                Ok((events, r, shown, withheld))
             })
             .await?;
         let now = (self.clock)();
         let view = self
             .projection
-            .family_view_of(self.log.as_ref(), &scope, now, &offsets)
+            .family_view_of(self.log.as_ref(), &scope, now, &events)
             .await?;
         Ok(pb::GetFamilyResponse {
             family: Some(family_pb(view)),
