@@ -51,7 +51,8 @@ pub struct OpenReport {
     pub entries: u64,
     /// Segment files.
     pub segments: usize,
-    /// Bytes of a torn last entry that were cut off (0 if the log ended cleanly).
+    /// Bytes of a torn last entry that were cut off, up to its last byte that is not zero (0
+    /// if the log ended cleanly; zeros after the last entry are room prepared for appends).
     pub torn_bytes: u64,
     /// The segment the torn bytes were cut from.
     pub torn_segment: Option<String>,
@@ -201,6 +202,14 @@ fn scan<D: Dir>(
                     positions.push(pos as u32);
                     pos += len;
                 }
+                Peek::Short | Peek::Invalid(_) if data[pos..].iter().all(|&b| b == 0) => {
+                    // Room prepared for appends (see `storage::FsFile`), or nothing more
+                    // than zeros of an append that was never acknowledged: a clean end.
+                    if repair {
+                        file.truncate(pos as u64)?;
+                    }
+                    data.truncate(pos);
+                }
                 Peek::Short | Peek::Invalid(_) => {
                     let damaged_then_valid = valid_frame_in(&data[pos + 1..]);
                     if !is_last || damaged_then_valid.is_some() {
@@ -211,7 +220,11 @@ fn scan<D: Dir>(
                             ),
                         });
                     }
-                    let torn = data.len() - pos;
+                    // Zeros after the torn bytes are room prepared for appends.
+                    let torn = data
+                        .iter()
+                        .rposition(|&b| b != 0)
+                        .map_or(0, |last| last + 1 - pos);
                     warn!(segment = %name, byte = pos, torn_bytes = torn, "torn entry at the end of the log");
                     report.torn_bytes = torn as u64;
                     report.torn_segment = Some(name.clone());
@@ -469,6 +482,18 @@ impl<D: Dir> Writer<D> {
                 }
             }
         }
+        // A clean close leaves the last segment holding its entries and nothing after them.
+        if self.poisoned.is_none() {
+            let last = self
+                .shared
+                .index
+                .read()
+                .ok()
+                .and_then(|idx| idx.segments.last().map(|s| s.file.clone()));
+            if let Some(Err(e)) = last.map(|f| f.trim()) {
+                warn!(error = %e, "could not give back the room after the log's last entry");
+            }
+        }
     }
 
     /// Writes one group durably and publishes it to readers.
@@ -479,6 +504,8 @@ impl<D: Dir> Writer<D> {
             (idx.head, seg.file.clone(), seg.len)
         };
         let (file, seg_len) = if seg_len >= self.opts.segment_bytes {
+            // The full segment keeps no room after its last entry.
+            file.trim()?;
             (self.roll(head.next_offset)?, 0)
         } else {
             (file, seg_len)

@@ -91,14 +91,19 @@ fn a_second_process_cannot_open_the_same_folder() {
     assert!(matches!(second, Err(LogError::Io(_))));
 }
 
-fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
+/// The segment files in `dir`, in order.
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
         .expect("read_dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     segs.sort();
-    segs.pop().expect("a segment")
+    segs
+}
+
+fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    segments(dir).pop().expect("a segment")
 }
 
 async fn write_some(path: &std::path::Path, n: usize, opts: EmbeddedOptions) {
@@ -125,10 +130,12 @@ async fn a_torn_tail_is_cut_off_and_reported() {
         .open(&seg)
         .and_then(|mut f| std::io::Write::write_all(&mut f, &torn))
         .expect("append torn bytes");
+    // Reported up to its last byte that is not zero (zeros are room prepared for appends).
+    let reported = torn.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64;
     let (head, report) = embedded::verify(&FsDir::new(tmp.path()).expect("dir")).expect("verify");
     assert_eq!(
         (head.next_offset, report.torn_bytes),
-        (10, torn.len() as u64),
+        (10, reported),
         "verify reports without repairing"
     );
     let (log, report) = EmbeddedLog::open(
@@ -137,9 +144,112 @@ async fn a_torn_tail_is_cut_off_and_reported() {
     )
     .expect("open");
     assert_eq!(report.entries, 10);
-    assert_eq!(report.torn_bytes, torn.len() as u64);
+    assert_eq!(report.torn_bytes, reported);
     assert_eq!(std::fs::metadata(&seg).expect("meta").len(), good_len);
     assert_eq!(suite::read_all(&log).await.len(), 10);
+}
+
+/// Copies the files of a log folder (as a power loss would find them, when all was synced).
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    for seg in segments(from) {
+        let name = seg.file_name().expect("a file name");
+        std::fs::copy(&seg, to.join(name)).expect("copy");
+    }
+}
+
+#[tokio::test]
+async fn small_appends_go_into_zeros_that_read_as_a_clean_end() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (log, _) = EmbeddedLog::open(
+        FsDir::new(tmp.path()).expect("dir"),
+        EmbeddedOptions::default(),
+    )
+    .expect("open");
+    for i in 0..10 {
+        log.append(vec![entry("school-001", &format!("x{i}"))])
+            .await
+            .expect("append");
+    }
+    let seg = last_segment(tmp.path());
+    let bytes = std::fs::read(&seg).expect("read");
+    let end = bytes.iter().rposition(|&b| b != 0).expect("entries") + 1;
+    assert_eq!(
+        bytes.len() as u64,
+        tellonce_log::storage::ZERO_AHEAD,
+        "room for the next appends, written as zeros"
+    );
+    // Read beside the running log, the zeros are a clean end, not a torn entry.
+    let (head, report) = embedded::verify(&FsDir::new(tmp.path()).expect("dir")).expect("verify");
+    assert_eq!((head.next_offset, report.torn_bytes), (10, 0));
+
+    // After a power loss the copy has the room; it opens cleanly, gives the room back and
+    // takes appends after the last entry.
+    let lost = tempfile::tempdir().expect("tempdir");
+    copy_folder(tmp.path(), lost.path());
+    {
+        let (copy, report) = EmbeddedLog::open(
+            FsDir::new(lost.path()).expect("dir"),
+            EmbeddedOptions::default(),
+        )
+        .expect("open the copy");
+        assert_eq!((report.entries, report.torn_bytes), (10, 0));
+        copy.append(vec![entry("school-001", "x10")])
+            .await
+            .expect("append");
+        assert_eq!(suite::read_all(&copy).await.len(), 11);
+    }
+    // A torn entry in the room is reported as torn (up to its last byte that is not zero).
+    let torn_copy = tempfile::tempdir().expect("tempdir");
+    copy_folder(tmp.path(), torn_copy.path());
+    let mut torn = Vec::new();
+    tellonce_log::frame::encode(&mut torn, 10, &[7; 32], &entry("school-001", "x10"));
+    torn.truncate(torn.len() / 2);
+    let copied = torn_copy.path().join(seg.file_name().expect("name"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copied)
+        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &torn, end as u64))
+        .expect("write torn bytes");
+    let (copy, report) = EmbeddedLog::open(
+        FsDir::new(torn_copy.path()).expect("dir"),
+        EmbeddedOptions::default(),
+    )
+    .expect("open the torn copy");
+    assert_eq!((report.entries, report.torn_bytes), (10, torn.len() as u64));
+    assert_eq!(std::fs::metadata(&copied).expect("meta").len(), end as u64);
+    drop(copy);
+
+    // A clean close leaves only the entries.
+    drop(log);
+    assert_eq!(std::fs::metadata(&seg).expect("meta").len(), end as u64);
+    let (_, report) = EmbeddedLog::open(
+        FsDir::new(tmp.path()).expect("dir"),
+        EmbeddedOptions::default(),
+    )
+    .expect("reopen");
+    assert_eq!((report.entries, report.torn_bytes), (10, 0));
+}
+
+#[tokio::test]
+async fn a_full_segment_keeps_no_room_after_its_entries() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (log, _) =
+        EmbeddedLog::open(FsDir::new(tmp.path()).expect("dir"), small_segments()).expect("open");
+    for i in 0..30 {
+        log.append(vec![entry("police", &format!("{i}"))])
+            .await
+            .expect("append");
+    }
+    let mut segs = segments(tmp.path());
+    segs.pop();
+    assert!(segs.len() >= 3, "{segs:?}");
+    for seg in segs {
+        // 512-byte segments: room would be half a MiB.
+        let len = std::fs::metadata(&seg).expect("meta").len();
+        assert!(len < 4096, "{} holds {len} bytes", seg.display());
+    }
+    let (head, report) = embedded::verify(&FsDir::new(tmp.path()).expect("dir")).expect("verify");
+    assert_eq!((head.next_offset, report.torn_bytes), (30, 0));
 }
 
 #[tokio::test]
@@ -167,12 +277,7 @@ async fn a_flipped_byte_is_corruption_not_a_torn_tail() {
 async fn a_missing_segment_is_corruption() {
     let tmp = tempfile::tempdir().expect("tempdir");
     write_some(tmp.path(), 40, small_segments()).await;
-    let mut segs: Vec<_> = std::fs::read_dir(tmp.path())
-        .expect("read_dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segs.sort();
+    let segs = segments(tmp.path());
     assert!(segs.len() >= 3);
     std::fs::remove_file(&segs[1]).expect("remove");
     assert!(matches!(
