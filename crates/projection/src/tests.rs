@@ -290,13 +290,24 @@ async fn a_family_view_folds_kept_facts_as_it_would_the_events() {
     fill(log.as_ref(), 20, 2_000).await;
     let p = open_caught_up(&tmp.path().join("proj"), log.as_ref(), None).await;
     let scope = Scope::Family(largest_family(&p).0);
-    // The first view reads the log.
+    let held = |p: &Projection| p.read_state().memo.lock().expect("memo").bytes;
+    p.family_access(&scope, &ALL).expect("access");
+    let memo_only = held(&p);
+    assert!(memo_only > 0);
+    // The first view reads the log, and what it keeps is counted with the memo.
     let (first, _) = p
         .family(log.as_ref(), &scope, END, &ALL)
         .await
         .expect("view");
     let first = first.expect("not refused");
+    assert!(held(&p) > memo_only + first.event_count * 8, "{}", held(&p));
     assert!(first.event_count > 20, "{}", first.event_count);
+    // Outcome measures name their person: the fold reads the first subject's person.
+    assert!(
+        first.outcomes.iter().any(|o| o.person_id.starts_with("p-")),
+        "{:?}",
+        first.outcomes
+    );
     let expected = view_from_the_log(&p, log.as_ref(), &scope, &ALL, &first).await;
     assert_eq!(first, expected);
     // Later views fold what it kept: a log with nothing in it gives the same view.
@@ -341,6 +352,7 @@ async fn a_family_view_folds_kept_facts_as_it_would_the_events() {
         .await
         .expect("append");
     p.catch_up(log.as_ref()).await.expect("apply");
+    assert_eq!(held(&p), 0, "the family's memo and its facts are dropped");
     let (after, _) = p
         .family(log.as_ref(), &scope, END, &ALL)
         .await
