@@ -134,6 +134,22 @@ struct Scanned<F> {
     report: OpenReport,
 }
 
+/// Opens segment `name` and reads it whole. A running hub may give back the room after a
+/// full segment's last entry while a tool reads beside it: a read cut short by that is tried
+/// again (twice) on the file as it now is.
+fn read_segment<D: Dir>(dir: &D, name: &str) -> Result<(D::File, Vec<u8>), LogError> {
+    let mut tries = 0;
+    loop {
+        let file = dir.open(name)?;
+        let mut data = vec![0u8; file.len()? as usize];
+        match file.read_exact_at(&mut data, 0) {
+            Ok(()) => return Ok((file, data)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && tries < 2 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Reads and verifies every segment, showing each verified entry to `visit`; cuts a torn tail
 /// off the last segment if `repair`.
 fn scan<D: Dir>(
@@ -164,10 +180,7 @@ fn scan<D: Dir>(
                 ),
             });
         }
-        let file = dir.open(&name)?;
-        let len = file.len()?;
-        let mut data = vec![0u8; len as usize];
-        file.read_exact_at(&mut data, 0)?;
+        let (file, mut data) = read_segment(dir, &name)?;
         let mut positions = Vec::new();
         let mut pos = 0usize;
         while pos < data.len() {

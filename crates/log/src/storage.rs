@@ -144,9 +144,9 @@ const SMALL_APPEND: usize = 256 << 10;
 /// development machine's ext4, 600-byte appends each followed by `fdatasync` took p50 0.18 to
 /// 0.22 ms and p99 0.37 ms at the end of a file, and 0.10 to 0.11 ms and 0.18 to 0.20 ms into
 /// zeros; with its two cores kept busy, p99 2.4 to 3.8 ms against 0.4 to 1.3 ms. The room is
-/// made [`ZERO_AHEAD`] at a time
-/// (made durable by the next sync, with the data). Zeros left after the last entry are never
-/// a frame (its magic is not zero): the log reads them as a clean end.
+/// made [`ZERO_AHEAD`] at a time (made durable by the next sync, with the data). Zeros left
+/// after the last entry are never a frame (its magic is not zero): the log reads them as a
+/// clean end.
 #[derive(Debug)]
 pub struct FsFile {
     file: File,
