@@ -255,6 +255,25 @@ impl ViewFact {
         }
     }
 
+    /// The fact of an event of `kind` when its payload adds nothing to the fold, so the event
+    /// need not be read: `None` for the kinds whose payload the fold reads (referrals and
+    /// their decisions, assessments, lead practitioners, outcome measures) and for kinds
+    /// this version does not know.
+    pub fn of_kind(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "public_protection_notification" => ViewFact::Ppn,
+            "exclusion" => ViewFact::Exclusion,
+            "youth_justice_contact" => ViewFact::YouthJustice,
+            "case_closed" => ViewFact::CaseClosed,
+            "attendance_concern"
+            | "health_contact"
+            | "team_around_family_meeting"
+            | "intervention_started"
+            | "intervention_ended" => ViewFact::Other,
+            _ => return None,
+        })
+    }
+
     /// Whether the fold reads the person the event is about (only outcome measures do).
     pub fn names_person(&self) -> bool {
         matches!(self, ViewFact::Outcome { .. })

@@ -2695,35 +2695,61 @@ impl Projection {
         Ok(view::fold_family(l.family_id(fam), members, folded, now))
     }
 
-    /// Reads the events of `memo` from the log and keeps what the family view folds of them
-    /// in it (counting its bytes while the memo is kept).
+    /// Works out what the family view folds of each event of `memo`, from its kind where that
+    /// says all, else from the event read from the log, and keeps it in the memo (counting its
+    /// bytes while the memo is kept).
     async fn fill_view_cache(
         &self,
         log: &dyn Log,
         memo: &Arc<FamilyMemo>,
     ) -> Result<Arc<ViewCache>, ProjectionError> {
-        let mut loaded = Vec::with_capacity(memo.entries.len());
-        for e in &memo.entries {
-            // Erased content has nothing left to fold. The memo's mark is checked too: an
-            // erasure marks lines (and drops memos) before it destroys the keys.
-            loaded.push(match e.erased {
-                true => None,
-                false => self.load_event(log, e.ix.offset).await?.ok(),
+        /// What the fold needs of one event.
+        enum Need {
+            /// Nothing: its content was erased. The memo's mark is what tells: an erasure
+            /// marks lines (and drops memos) before it destroys the keys.
+            Erased,
+            /// Its kind says all (most events: contacts, notifications, closures).
+            Kind(ViewFact),
+            /// Its payload, read from the log.
+            Read,
+        }
+        let needs: Vec<Need> = {
+            let st = self.read_state();
+            let need = |e: &MemoEntry| match e.erased {
+                true => Need::Erased,
+                false => {
+                    ViewFact::of_kind(st.event_meta(&e.ix).kind).map_or(Need::Read, Need::Kind)
+                }
+            };
+            memo.entries.iter().map(need).collect()
+        };
+        let mut loaded = Vec::with_capacity(needs.len());
+        for (e, need) in memo.entries.iter().zip(&needs) {
+            loaded.push(match need {
+                Need::Read => self.load_event(log, e.ix.offset).await?.ok(),
+                _ => None,
             });
         }
         let st = self.read_state();
         let l = &st.linker;
         let mut bytes = std::mem::size_of::<ViewCache>();
-        let facts = loaded
+        let facts = needs
             .into_iter()
-            .map(|event| {
-                let event = event?;
-                let first = event
-                    .subjects
-                    .first()
-                    .and_then(|s| s.local_id.as_deref())
-                    .and_then(|id| l.record_by_key(&format!("{}/{id}", event.source)));
-                let fact = ViewFact::of(&event.payload);
+            .zip(loaded)
+            .map(|(need, event)| {
+                let (first, fact) = match (need, event) {
+                    (Need::Kind(fact), _) => (None, fact),
+                    (Need::Read, Some(event)) => {
+                        let first = event
+                            .subjects
+                            .first()
+                            .and_then(|s| s.local_id.as_deref())
+                            .and_then(|id| l.record_by_key(&format!("{}/{id}", event.source)));
+                        (first, ViewFact::of(&event.payload))
+                    }
+                    // Erased, or its keys destroyed since.
+                    _ => return None,
+                };
                 bytes += fact.bytes() + 8;
                 Some((first, fact))
             })
