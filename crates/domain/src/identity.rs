@@ -683,9 +683,13 @@ impl Linker {
 
     /// The person a partner's local id belongs to.
     pub fn find_by_local(&self, source: &str, local_id: &str) -> Option<u32> {
-        self.by_key
-            .get(&format!("{source}/{local_id}"))
-            .map(|&r| self.person[r as usize])
+        self.record_by_local(source, local_id)
+            .map(|r| self.person[r as usize])
+    }
+
+    /// A record's index by the partner and the partner's local id.
+    pub fn record_by_local(&self, source: &str, local_id: &str) -> Option<u32> {
+        self.record_by_key(&format!("{source}/{local_id}"))
     }
 
     /// Persons matching a name and date of birth, tolerant of typos, nicknames and swapped

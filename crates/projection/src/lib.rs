@@ -2744,7 +2744,7 @@ impl Projection {
                             .subjects
                             .first()
                             .and_then(|s| s.local_id.as_deref())
-                            .and_then(|id| l.record_by_key(&format!("{}/{id}", event.source)));
+                            .and_then(|id| l.record_by_local(&event.source, id));
                         (first, ViewFact::of(&event.payload))
                     }
                     // Erased, or its keys destroyed since.
