@@ -363,6 +363,8 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         let mut seconds = Vec::with_capacity(runs);
         let mut cpu_per_million = Vec::with_capacity(runs);
         let mut disk_per_million = Vec::with_capacity(runs);
+        let mut snapshot_seconds = Vec::with_capacity(runs);
+        let mut snapshots = 0;
         let mut first_digest = None;
         let mut last = None;
         for run in 0..runs {
@@ -378,6 +380,9 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
                 // MB written per million entries = bytes per entry.
                 disk_per_million.push(after.saturating_sub(before) as f64 / r.entries.max(1) as f64);
             }
+            let timings = r.projection.timings();
+            snapshot_seconds.push(timings.snapshot_writing.as_secs_f64());
+            snapshots = timings.snapshots;
             rates.push(r.entries as f64 / r.elapsed.as_secs_f64());
             seconds.push(r.elapsed.as_secs_f64());
             let digest = r.projection.digest();
@@ -397,6 +402,7 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
         let resumed_at = restarted.applied();
         restarted.catch_up(&log).await?;
         let restart_seconds = started.elapsed().as_secs_f64();
+        let opened = restarted.timings();
         if Some(restarted.digest()) != first_digest {
             return Err("the projections reopened from disk differ from the rebuilt ones".into());
         }
@@ -410,6 +416,11 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
             "entries": entries,
             "restart_seconds": restart_seconds,
             "restart_resumed_at": resumed_at,
+            "restart_snapshot_read_seconds": opened.snapshot_read.as_secs_f64(),
+            "restart_lines_loaded_seconds": opened.lines_loaded.as_secs_f64(),
+            "snapshots_per_rebuild": snapshots,
+            "snapshot_seconds": median(&snapshot_seconds),
+            "runs_snapshot_seconds": snapshot_seconds,
             "seconds": median(&seconds),
             "cpu_seconds_per_million": median(&cpu_per_million),
             "runs_cpu_seconds_per_million": cpu_per_million,
@@ -428,7 +439,15 @@ pub fn replay(args: ReplayArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
                 "rebuilt the projections from {} entries {runs} times: median {eps:.0} events/s (each: {}), {:.1} CPU-seconds per million entries, the same projections every time; peak RSS {:.0} MiB ({:.0} MiB before the replays)",
                 entries, each.join(", "), median(&cpu_per_million), peak_rss_mb(), rss_before
             );
-            println!("a restart (the stored projections opened from disk, from the snapshot at {resumed_at}, then caught up) took {restart_seconds:.2} s");
+            println!(
+                "of each rebuild's time, {:.2} s went to writing its {snapshots} snapshots of the linking state (the applying thread waits for them)",
+                median(&snapshot_seconds)
+            );
+            println!(
+                "a restart (the stored projections opened from disk, from the snapshot at {resumed_at}, then caught up) took {restart_seconds:.2} s: {:.2} s reading the snapshot, {:.2} s loading the stored timeline lines",
+                opened.snapshot_read.as_secs_f64(),
+                opened.lines_loaded.as_secs_f64()
+            );
             if disk_per_million.len() == runs {
                 println!("each rebuild wrote {:.0} MB to disk per million entries (projection store and snapshots)", median(&disk_per_million));
             }

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use foldhash::HashMap;
 
@@ -1249,6 +1250,36 @@ pub struct Projection {
     keys: Option<Arc<KeyStore>>,
     /// Called inside the `projection.apply` span with the offsets applied (`from..to`).
     on_apply: Option<ApplyHook>,
+    /// Where time went: opening, and the snapshots written since.
+    timings: Timings,
+}
+
+/// Where a projection's time went outside applying events: at open (reading its snapshot,
+/// loading its stored lines), and writing snapshots since (on the applying thread, which
+/// waits for them).
+#[derive(Debug, Default)]
+struct Timings {
+    /// Reading and parsing the snapshot at open (zero if there was none).
+    snapshot_read: Duration,
+    /// Loading the stored lines at open (zero if the projection started empty).
+    lines_loaded: Duration,
+    /// Snapshots written since open.
+    snapshots: std::sync::atomic::AtomicU64,
+    /// Their total time, in microseconds.
+    snapshot_micros: std::sync::atomic::AtomicU64,
+}
+
+/// Where a projection's time went outside applying events (see [`Projection::timings`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProjectionTimings {
+    /// Reading and parsing the snapshot at open (zero if there was none).
+    pub snapshot_read: Duration,
+    /// Loading the stored lines at open (zero if the projection started empty).
+    pub lines_loaded: Duration,
+    /// Snapshots written since open.
+    pub snapshots: u64,
+    /// Their total time (the applying thread waits for each).
+    pub snapshot_writing: Duration,
 }
 
 /// See [`Projection::with_apply_hook`].
@@ -1535,6 +1566,8 @@ impl Projection {
         let (store, current) = LineStore::open(dir)?;
         let mut state = State::empty();
         let mut resumed = false;
+        let mut timings = Timings::default();
+        let started = Instant::now();
         if let Ok(file) = std::fs::File::open(dir.join(SNAPSHOT_FILE)) {
             match serde_json::from_reader::<_, Snapshot>(std::io::BufReader::new(file)) {
                 Ok(s) => {
@@ -1572,10 +1605,14 @@ impl Projection {
                 }
                 Err(e) => warn!(error = %e, "projection snapshot unreadable; rebuilding"),
             }
+            timings.snapshot_read = started.elapsed();
         }
         let mut damage = None;
         if resumed {
-            match Self::load_lines(&store, &mut state, keys.as_deref()) {
+            let started = Instant::now();
+            let loaded = Self::load_lines(&store, &mut state, keys.as_deref());
+            timings.lines_loaded = started.elapsed();
+            match loaded {
                 Ok(()) => {}
                 Err(ProjectionError::Damaged(why)) => {
                     warn!(%why, "projection store damaged; rebuilding");
@@ -1599,7 +1636,21 @@ impl Projection {
             applying: std::sync::Mutex::new(()),
             keys,
             on_apply: None,
+            timings,
         })
+    }
+
+    /// Where this projection's time went outside applying events: reading its snapshot and
+    /// loading its stored lines at open, and the snapshots written since.
+    pub fn timings(&self) -> ProjectionTimings {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.timings;
+        ProjectionTimings {
+            snapshot_read: t.snapshot_read,
+            lines_loaded: t.lines_loaded,
+            snapshots: t.snapshots.load(Relaxed),
+            snapshot_writing: Duration::from_micros(t.snapshot_micros.load(Relaxed)),
+        }
     }
 
     /// Loads the stored lines below the snapshot (`state.next_offset`) into `state`, and tidies
@@ -1907,6 +1958,7 @@ impl Projection {
         // Batches that stored no lines did not move the stored applied offset; a restart
         // takes the snapshot only if the store is not behind it. Called after every line below
         // `next_offset` is stored (under `applying`).
+        let started = Instant::now();
         self.store.sync(st.next_offset)?;
         let io = |e: std::io::Error| ProjectionError::Store(e.into());
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
@@ -1925,6 +1977,19 @@ impl Projection {
         let file = w.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_data().map_err(io)?;
         std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(io)?;
+        let took = started.elapsed();
+        let t = &self.timings;
+        t.snapshots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        t.snapshot_micros.fetch_add(
+            took.as_micros().try_into().unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        info!(
+            offset = st.next_offset,
+            seconds = took.as_secs_f64(),
+            "projection snapshot written"
+        );
         Ok(())
     }
 

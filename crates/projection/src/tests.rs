@@ -1361,7 +1361,16 @@ async fn a_close_soon_after_a_snapshot_keeps_it() {
     let snapshot = dir.join(SNAPSHOT_FILE);
     {
         let p = open_caught_up(&dir, log.as_ref(), None).await;
+        let opened = p.timings();
+        assert_eq!(
+            (opened.snapshot_read, opened.lines_loaded, opened.snapshots),
+            (Duration::ZERO, Duration::ZERO, 0),
+            "nothing to read at the first open, and no snapshot written yet"
+        );
         p.close().expect("close");
+        let closed = p.timings();
+        assert_eq!(closed.snapshots, 1, "close wrote one snapshot");
+        assert!(closed.snapshot_writing > Duration::ZERO);
     }
     let written = std::fs::read(&snapshot).expect("snapshot");
     fill_with(log.as_ref(), "-later", 1, 10).await;
@@ -1373,7 +1382,13 @@ async fn a_close_soon_after_a_snapshot_keeps_it() {
     let digest = {
         let p = open_caught_up(&dir, log.as_ref(), None).await;
         assert_eq!(p.applied(), later);
+        let opened = p.timings();
+        assert!(
+            opened.snapshot_read > Duration::ZERO && opened.lines_loaded > Duration::ZERO,
+            "a resumed open reads its snapshot and loads its lines: {opened:?}"
+        );
         p.close().expect("close");
+        assert_eq!(p.timings().snapshots, 0, "the recent snapshot is kept");
         p.digest()
     };
     assert!(
