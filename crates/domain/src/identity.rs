@@ -233,6 +233,10 @@ pub enum DecisionError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(remote = "Self")]
 pub struct Linker {
+    #[serde(
+        serialize_with = "rows::ser_records",
+        deserialize_with = "rows::de_records"
+    )]
     records: Vec<SubjectRecord>,
     #[serde(skip)]
     by_key: HashMap<String, u32>,
@@ -250,6 +254,10 @@ pub struct Linker {
     members: HashMap<u32, Vec<u32>>,
     family: Vec<u32>,
     family_members: HashMap<u32, Vec<u32>>,
+    #[serde(
+        serialize_with = "rows::ser_links",
+        deserialize_with = "rows::de_links"
+    )]
     links: Vec<Link>,
     links_of: Vec<Vec<u32>>,
     rels: Vec<(u32, u32, RelationshipKind)>,
@@ -1251,5 +1259,6 @@ impl Linker {
     }
 }
 
+mod rows;
 #[cfg(test)]
 mod tests;

@@ -558,6 +558,8 @@ proptest! {
         let (kept, _) = run(&steps[..cut]);
         let json = serde_json::to_string(&kept).expect("save");
         let loaded: Linker = serde_json::from_str(&json).expect("load");
+        prop_assert_eq!(&loaded.records, &kept.records);
+        prop_assert_eq!(&loaded.links, &kept.links);
         prop_assert_eq!(derived(&loaded), derived(&kept));
         prop_assert_eq!(loaded.digest(), kept.digest());
         // Both go on with the rest of the steps (offsets continue after the cut).

@@ -1,0 +1,275 @@
+//! The snapshot's compact form of the linker's two largest parts, its records and links: each
+//! as a JSON array of values in a fixed order instead of an object naming every field (field
+//! names were about half of a snapshot's bytes). Only [`Linker`](super::Linker)'s own
+//! serialization uses it; the types keep their named form everywhere else.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{FieldScore, Link, LinkWhy, Score, SubjectRecord};
+use crate::event::Sex;
+use crate::time::{Date, Timestamp};
+
+/// A record as written: the fields of [`SubjectRecord`] in declaration order.
+#[derive(Serialize)]
+struct RecordRef<'a>(
+    &'a str,
+    &'a str,
+    u64,
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a Option<Date>,
+    &'a Option<Sex>,
+    &'a [String],
+);
+
+/// A record as read back.
+#[derive(Deserialize)]
+struct RecordRow(
+    String,
+    String,
+    u64,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+    Option<Date>,
+    Option<Sex>,
+    Vec<String>,
+);
+
+/// Writes records as rows.
+pub(super) fn ser_records<S: Serializer>(v: &[SubjectRecord], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|r| {
+        RecordRef(
+            &r.key,
+            &r.source,
+            r.first_offset,
+            &r.nhs_number,
+            &r.upn,
+            &r.given,
+            &r.middle,
+            &r.family,
+            &r.display_name,
+            &r.dob,
+            &r.sex,
+            &r.postcodes,
+        )
+    }))
+}
+
+/// Reads records written by [`ser_records`].
+pub(super) fn de_records<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SubjectRecord>, D::Error> {
+    let rows = Vec::<RecordRow>::deserialize(d)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SubjectRecord {
+            key: r.0,
+            source: r.1,
+            first_offset: r.2,
+            nhs_number: r.3,
+            upn: r.4,
+            given: r.5,
+            middle: r.6,
+            family: r.7,
+            display_name: r.8,
+            dob: r.9,
+            sex: r.10,
+            postcodes: r.11,
+        })
+        .collect())
+}
+
+/// Why a link was made, as read back (written as [`WhyRef`]): one letter for the variant (serde's external tag), then its
+/// values in order; a score's fields as `[field, agreement, weight]`.
+#[derive(Deserialize)]
+enum Why {
+    /// [`LinkWhy::SameNhsNumber`].
+    N,
+    /// [`LinkWhy::SameUpn`].
+    U,
+    /// [`LinkWhy::Scored`]: total, eligible, fields.
+    S(f64, bool, Vec<(String, String, f64)>),
+    /// [`LinkWhy::Confirmed`]: decided by, reason, decided at.
+    C(String, String, Timestamp),
+}
+
+/// [`Why`] as written, borrowing from the link.
+#[derive(Serialize)]
+#[serde(rename = "Why")]
+enum WhyRef<'a> {
+    /// [`LinkWhy::SameNhsNumber`].
+    N,
+    /// [`LinkWhy::SameUpn`].
+    U,
+    /// [`LinkWhy::Scored`].
+    S(f64, bool, FieldsRef<'a>),
+    /// [`LinkWhy::Confirmed`].
+    C(&'a str, &'a str, Timestamp),
+}
+
+/// A score's fields, written as `[field, agreement, weight]` each.
+struct FieldsRef<'a>(&'a [FieldScore]);
+
+impl Serialize for FieldsRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|f| (f.field.as_str(), f.agreement.as_str(), f.weight)),
+        )
+    }
+}
+
+/// A link as read back: `a`, `b`, why, offset, active.
+#[derive(Deserialize)]
+struct LinkRow(u32, u32, Why, u64, bool);
+
+/// A link as written.
+#[derive(Serialize)]
+struct LinkRef<'a>(u32, u32, WhyRef<'a>, u64, bool);
+
+/// Writes links as rows.
+pub(super) fn ser_links<S: Serializer>(v: &[Link], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|l| {
+        let why = match &l.why {
+            LinkWhy::SameNhsNumber => WhyRef::N,
+            LinkWhy::SameUpn => WhyRef::U,
+            LinkWhy::Scored { score } => {
+                WhyRef::S(score.total, score.eligible, FieldsRef(&score.fields))
+            }
+            LinkWhy::Confirmed {
+                decided_by,
+                reason,
+                decided_at,
+            } => WhyRef::C(decided_by, reason, *decided_at),
+        };
+        LinkRef(l.a, l.b, why, l.offset, l.active)
+    }))
+}
+
+/// Reads links written by [`ser_links`].
+pub(super) fn de_links<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Link>, D::Error> {
+    let rows = Vec::<LinkRow>::deserialize(d)?;
+    Ok(rows
+        .into_iter()
+        .map(|LinkRow(a, b, why, offset, active)| Link {
+            a,
+            b,
+            why: match why {
+                Why::N => LinkWhy::SameNhsNumber,
+                Why::U => LinkWhy::SameUpn,
+                Why::S(total, eligible, fields) => LinkWhy::Scored {
+                    score: Score {
+                        total,
+                        eligible,
+                        fields: fields
+                            .into_iter()
+                            .map(|(field, agreement, weight)| FieldScore {
+                                field,
+                                agreement,
+                                weight,
+                            })
+                            .collect(),
+                    },
+                },
+                Why::C(decided_by, reason, decided_at) => LinkWhy::Confirmed {
+                    decided_by,
+                    reason,
+                    decided_at,
+                },
+            },
+            offset,
+            active,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Linker;
+    use super::*;
+
+    fn record(i: u64) -> SubjectRecord {
+        SubjectRecord {
+            key: format!("police/P{i}"),
+            source: "police".into(),
+            first_offset: i,
+            nhs_number: Some("9434765919".into()),
+            upn: i.is_multiple_of(2).then(|| "A123456789012".into()),
+            given: "amelia".into(),
+            middle: "rose \"rosie\"".into(),
+            family: "smith-jones".into(),
+            display_name: "Amelia Rose Smith-Jones".into(),
+            dob: Some(Date::new(2015, 4, 1).expect("date")),
+            sex: Some(Sex::Female),
+            postcodes: vec!["NN1 1AA".into(), "NN2 2BB".into()],
+        }
+    }
+
+    /// Every field of a record and every kind of link comes back as it was written, and the
+    /// rows carry no field names.
+    #[test]
+    fn records_and_links_come_back_from_their_rows() {
+        let mut l = Linker::new();
+        l.records = vec![record(0), record(1)];
+        l.records[1].nhs_number = None;
+        l.records[1].dob = None;
+        l.records[1].sex = None;
+        l.records[1].postcodes.clear();
+        let score = Score {
+            total: 14.5,
+            eligible: true,
+            fields: vec![
+                FieldScore {
+                    field: "given_name".into(),
+                    agreement: "nickname".into(),
+                    weight: 3.0,
+                },
+                FieldScore {
+                    field: "date_of_birth".into(),
+                    agreement: "day_month_swapped".into(),
+                    weight: 2.5,
+                },
+            ],
+        };
+        let why = [
+            LinkWhy::SameNhsNumber,
+            LinkWhy::SameUpn,
+            LinkWhy::Scored { score },
+            LinkWhy::Confirmed {
+                decided_by: "sw-1".into(),
+                reason: "same child, \u{e9}cole records".into(),
+                decided_at: Timestamp(1_700_000_000_123),
+            },
+        ];
+        l.links = why
+            .into_iter()
+            .enumerate()
+            .map(|(i, why)| Link {
+                a: i as u32,
+                b: i as u32 + 7,
+                why,
+                offset: 100 + i as u64,
+                active: i != 2,
+            })
+            .collect();
+        let json = serde_json::to_string(&l).expect("save");
+        for name in [
+            "\"given\"",
+            "\"display_name\"",
+            "\"agreement\"",
+            "\"active\"",
+        ] {
+            assert!(!json.contains(name), "{name} is not written: {json}");
+        }
+        let back: Linker = serde_json::from_str(&json).expect("load");
+        assert_eq!(back.records, l.records);
+        assert_eq!(back.links, l.links);
+    }
+}
