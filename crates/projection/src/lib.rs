@@ -1265,7 +1265,7 @@ struct Timings {
     lines_loaded: Duration,
     /// Snapshots written since open.
     snapshots: std::sync::atomic::AtomicU64,
-    /// Their total time, in microseconds.
+    /// Their total time (line store sync included), in microseconds.
     snapshot_micros: std::sync::atomic::AtomicU64,
 }
 
@@ -1278,7 +1278,8 @@ pub struct ProjectionTimings {
     pub lines_loaded: Duration,
     /// Snapshots written since open.
     pub snapshots: u64,
-    /// Their total time (the applying thread waits for each).
+    /// Their total time: the line store made durable, then the linker written and synced
+    /// (the applying thread waits for each).
     pub snapshot_writing: Duration,
 }
 
