@@ -33,25 +33,28 @@ pub struct ServeArgs {
     nats_url: Option<String>,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes at SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled: the hub says it is listening before it serves, and a SIGTERM
+/// sent as soon as it says so must stop it cleanly rather than kill it.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    info!("shutting down");
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        info!("shutting down");
+    })
 }
 
 /// Runs `tellonce serve`.
@@ -118,13 +121,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let log = engine.log();
         let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
+        let shutdown = shutdown_signal()?;
         println!("tellonce listening on {addr}");
         std::io::stdout().flush()?;
         let auth = Arc::new(Tokens::from_config(
             &config,
             tellonce_server::ingest::system_clock(),
         )?);
-        tellonce_server::run(listener, &config, log, auth, shutdown_signal()).await?;
+        tellonce_server::run(listener, &config, log, auth, shutdown).await?;
         engine.close();
         info!("log closed");
         Ok::<_, Box<dyn std::error::Error>>(())
