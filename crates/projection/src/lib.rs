@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -1264,9 +1265,9 @@ struct Timings {
     /// Loading the stored lines at open (zero if the projection started empty).
     lines_loaded: Duration,
     /// Snapshots written since open.
-    snapshots: std::sync::atomic::AtomicU64,
+    snapshots: AtomicU64,
     /// Their total time (line store sync included), in microseconds.
-    snapshot_micros: std::sync::atomic::AtomicU64,
+    snapshot_micros: AtomicU64,
 }
 
 /// Where a projection's time went outside applying events (see [`Projection::timings`]).
@@ -1644,7 +1645,6 @@ impl Projection {
     /// Where this projection's time went outside applying events: reading its snapshot and
     /// loading its stored lines at open, and the snapshots written since.
     pub fn timings(&self) -> ProjectionTimings {
-        use std::sync::atomic::Ordering::Relaxed;
         let t = &self.timings;
         ProjectionTimings {
             snapshot_read: t.snapshot_read,
@@ -1980,12 +1980,9 @@ impl Projection {
         std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(io)?;
         let took = started.elapsed();
         let t = &self.timings;
-        t.snapshots
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        t.snapshot_micros.fetch_add(
-            took.as_micros().try_into().unwrap_or(u64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        t.snapshots.fetch_add(1, Relaxed);
+        t.snapshot_micros
+            .fetch_add(took.as_micros().try_into().unwrap_or(u64::MAX), Relaxed);
         info!(
             offset = st.next_offset,
             seconds = took.as_secs_f64(),

@@ -60,6 +60,21 @@ async fn fill_with(log: &dyn Log, tag: &str, families: usize, events: u64) {
     }
 }
 
+/// A log of the demo county (`families`, `events`) in `tmp`, and its projection in
+/// `tmp/proj` caught up and closed: the log, that folder, and the projection's digest.
+async fn closed_projection(
+    tmp: &Path,
+    families: usize,
+    events: u64,
+) -> (Arc<EmbeddedLog<FsDir>>, std::path::PathBuf, [u8; 32]) {
+    let log = open_log(tmp);
+    fill(log.as_ref(), families, events).await;
+    let dir = tmp.join("proj");
+    let p = open_caught_up(&dir, log.as_ref(), None).await;
+    p.close().expect("close");
+    (log, dir, p.digest())
+}
+
 const ALL: ReadAs<'static> = ReadAs::Everything;
 
 #[tokio::test]
@@ -1418,14 +1433,7 @@ async fn a_close_soon_after_a_snapshot_keeps_it() {
 #[tokio::test]
 async fn a_store_of_an_older_layout_is_rebuilt() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let log = open_log(tmp.path());
-    fill(log.as_ref(), 10, 400).await;
-    let dir = tmp.path().join("proj");
-    let digest = {
-        let p = open_caught_up(&dir, log.as_ref(), None).await;
-        p.close().expect("close");
-        p.digest()
-    };
+    let (log, dir, digest) = closed_projection(tmp.path(), 10, 400).await;
     {
         let db = sled::open(dir.join("db")).expect("sled");
         db.remove(b"m/format").expect("remove");
@@ -1491,14 +1499,7 @@ async fn a_batch_that_breaks_the_hash_chain_is_applied_not_at_all() {
 #[tokio::test]
 async fn a_snapshot_in_an_older_layout_is_rebuilt_from_the_log() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let log = open_log(tmp.path());
-    fill(log.as_ref(), 20, 1_000).await;
-    let dir = tmp.path().join("proj");
-    let digest = {
-        let p = open_caught_up(&dir, log.as_ref(), None).await;
-        p.close().expect("close");
-        p.digest()
-    };
+    let (log, dir, digest) = closed_projection(tmp.path(), 20, 1_000).await;
     let file = dir.join(SNAPSHOT_FILE);
     let mut s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&file).expect("snapshot")).expect("json");
