@@ -86,16 +86,74 @@ pub enum ProjectionError {
     KeyStore(#[from] KeyError),
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Snapshot {
     next_offset: u64,
     last_hash: Hash,
     linker: Linker,
     #[serde(default)]
-    access: AccessState,
+    access: AccessSnapshot,
 }
 
-/// Consents, sharing decisions, break-glass grants and the access log's index.
+/// The access state and the access log's index as a snapshot holds them: one object.
+#[derive(Default, Deserialize)]
+struct AccessSnapshot {
+    #[serde(flatten)]
+    state: AccessState,
+    accesses: Vec<u64>,
+    access_by: HashMap<String, Vec<u64>>,
+}
+
+impl AccessSnapshot {
+    /// The access state (indexed) and the access log's index.
+    fn split(self) -> (AccessState, AccessIndex) {
+        let mut state = self.state;
+        state.reindex();
+        let index = AccessIndex {
+            accesses: self.accesses,
+            by: self.access_by,
+        };
+        (state, index)
+    }
+}
+
+/// [`AccessSnapshot`], written from the two parts without copying them.
+#[derive(Serialize)]
+struct AccessSnapshotRef<'a> {
+    #[serde(flatten)]
+    state: &'a AccessState,
+    accesses: &'a [u64],
+    /// In key order, so equal indexes are written alike.
+    #[serde(serialize_with = "sorted_map")]
+    access_by: &'a HashMap<String, Vec<u64>>,
+}
+
+impl<'a> AccessSnapshotRef<'a> {
+    fn of(state: &'a AccessState, index: &'a AccessIndex) -> Self {
+        AccessSnapshotRef {
+            state,
+            accesses: &index.accesses,
+            access_by: &index.by,
+        }
+    }
+
+    /// Feeds this state into `h`: equal for equal states.
+    fn digest(&self, h: &mut Sha256) {
+        // Serialising plain data cannot fail; an empty digest input would still differ.
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+    }
+}
+
+/// Writes `map` as a JSON object in key order.
+fn sorted_map<S: serde::Serializer>(
+    map: &&HashMap<String, Vec<u64>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let sorted: BTreeMap<&String, &Vec<u64>> = map.iter().collect();
+    sorted.serialize(s)
+}
+
+/// Consents, sharing decisions and break-glass grants: what the access rule reads.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct AccessState {
     /// Consents by id.
@@ -106,13 +164,39 @@ struct AccessState {
     sharing: Vec<SharingDecision>,
     /// Break-glass grants, in log order.
     grants: Vec<BreakGlass>,
-    /// Offsets of access entries, in log order.
-    accesses: Vec<u64>,
-    /// Access entries by family id, person id and user id.
-    access_by: BTreeMap<String, Vec<u64>>,
     /// Consent ids by the partner records they name (derived from `consents`).
     #[serde(skip)]
     by_record: HashMap<String, Vec<String>>,
+}
+
+/// The access log's index: offsets of access entries, in log order and by family id,
+/// person id and user id. Only access-log reads use it, so it is kept apart from the
+/// state's lock: applying access entries (one per read) neither waits for reads nor holds
+/// them up.
+#[derive(Debug, Default)]
+struct AccessIndex {
+    /// Offsets of access entries, in log order.
+    accesses: Vec<u64>,
+    /// Offsets of access entries by `u/<user id>`, `f/<family id>` and `p/<person id>`.
+    by: HashMap<String, Vec<u64>>,
+}
+
+impl AccessIndex {
+    /// Indexes access entry `a`, at log `offset`.
+    fn add(&mut self, offset: u64, a: &AccessEntry) {
+        self.accesses.push(offset);
+        let mut keys: Vec<String> = Vec::with_capacity(a.person_ids.len() + 2);
+        keys.push(format!("u/{}", a.user_id));
+        if !a.family_id.is_empty() {
+            keys.push(format!("f/{}", a.family_id));
+        }
+        keys.extend(a.person_ids.iter().map(|p| format!("p/{p}")));
+        keys.sort_unstable();
+        keys.dedup();
+        for k in keys {
+            self.by.entry(k).or_default().push(offset);
+        }
+    }
 }
 
 impl AccessState {
@@ -132,7 +216,8 @@ impl AccessState {
         }
     }
 
-    fn apply(&mut self, offset: u64, d: Decoded) {
+    /// Applies a consent, withdrawal or sharing decision (access entries: [`AccessState::grant`]).
+    fn apply(&mut self, d: Decoded) {
         match d {
             Decoded::Consent(c) => {
                 if !self.consents.contains_key(&c.consent_id) {
@@ -148,29 +233,8 @@ impl AccessState {
                 *at = (*at).min(w.effective_from);
             }
             Decoded::Sharing(d) => self.sharing.push(d),
-            Decoded::Access(a) => {
-                self.accesses.push(offset);
-                let mut keys: Vec<String> = Vec::with_capacity(a.person_ids.len() + 2);
-                keys.push(format!("u/{}", a.user_id));
-                if !a.family_id.is_empty() {
-                    keys.push(format!("f/{}", a.family_id));
-                }
-                keys.extend(a.person_ids.iter().map(|p| format!("p/{p}")));
-                keys.sort();
-                keys.dedup();
-                for k in keys {
-                    self.access_by.entry(k).or_default().push(offset);
-                }
-                if let (true, Some(until)) = (a.break_glass, a.break_glass_until) {
-                    self.grants.push(BreakGlass {
-                        user_id: a.user_id,
-                        family_id: a.family_id,
-                        person_ids: a.person_ids,
-                        until,
-                    });
-                }
-            }
-            Decoded::Event(..)
+            Decoded::Access(_)
+            | Decoded::Event(..)
             | Decoded::Erased(..)
             | Decoded::Erasure(_)
             | Decoded::Decision(_)
@@ -178,9 +242,16 @@ impl AccessState {
         }
     }
 
-    fn digest(&self, h: &mut Sha256) {
-        // Serialising plain data cannot fail; an empty digest input would still differ.
-        h.update(serde_json::to_vec(self).unwrap_or_default());
+    /// Keeps the break-glass grant access entry `a` records, if it records one.
+    fn grant(&mut self, a: &AccessEntry) {
+        if let (true, Some(until)) = (a.break_glass, a.break_glass_until) {
+            self.grants.push(BreakGlass {
+                user_id: a.user_id.clone(),
+                family_id: a.family_id.clone(),
+                person_ids: a.person_ids.clone(),
+                until,
+            });
+        }
     }
 }
 
@@ -197,7 +268,7 @@ struct State {
     metas: Vec<MetaKey>,
     /// Per kind, the ids of its metas (a few each): looked up by `&str`, without building a key.
     meta_ids: HashMap<String, Vec<u32>>,
-    /// Consents, decisions, grants and the access log index.
+    /// Consents, decisions and grants.
     access: AccessState,
     /// Set when a store write failed after memory changed: the projection must be rebuilt.
     broken: Option<String>,
@@ -1247,6 +1318,8 @@ pub struct Projection {
     /// Held for the whole of an apply, so that only one runs at a time while the state lock
     /// is held only for the in-memory part.
     applying: std::sync::Mutex<()>,
+    /// The access log's index (locked after `state`, when both are).
+    access_index: std::sync::Mutex<AccessIndex>,
     /// Data keys of sealed events.
     keys: Option<Arc<KeyStore>>,
     /// Called inside the `projection.apply` span with the offsets applied (`from..to`).
@@ -1567,6 +1640,7 @@ impl Projection {
     ) -> Result<Self, ProjectionError> {
         let (store, current) = LineStore::open(dir)?;
         let mut state = State::empty();
+        let mut access_index = AccessIndex::default();
         let mut resumed = false;
         let mut timings = Timings::default();
         let started = Instant::now();
@@ -1596,8 +1670,7 @@ impl Projection {
                             "projection resumes from its snapshot"
                         );
                         state.linker = s.linker;
-                        state.access = s.access;
-                        state.access.reindex();
+                        (state.access, access_index) = s.access.split();
                         state.next_offset = s.next_offset;
                         state.last_hash = s.last_hash;
                         resumed = true;
@@ -1636,6 +1709,7 @@ impl Projection {
             state: RwLock::new(state),
             applied,
             applying: std::sync::Mutex::new(()),
+            access_index: std::sync::Mutex::new(access_index),
             keys,
             on_apply: None,
             timings,
@@ -1750,6 +1824,11 @@ impl Projection {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The access log's index, locked.
+    fn access_index(&self) -> std::sync::MutexGuard<'_, AccessIndex> {
+        self.access_index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The next offset to apply (= entries applied).
     pub fn applied(&self) -> u64 {
         self.read_state().next_offset
@@ -1806,6 +1885,8 @@ impl Projection {
         // Erasures in this batch (their earlier, stored lines are rewritten below).
         let mut erasures: Vec<Erasure> = Vec::new();
         let mut n = 0;
+        // Access entries, indexed once the state's lock is let go.
+        let mut accessed: Vec<(u64, AccessEntry)> = Vec::new();
         // Families whose memos the batch makes stale (the families of its events' records),
         // or all of them (for anything but events and access entries).
         let mut stale: Vec<u32> = Vec::new();
@@ -1835,7 +1916,11 @@ impl Projection {
                         warn!(offset = e.offset, error = %err, "match decision not applied");
                     }
                 }
-                Ok(other) => st.access.apply(e.offset, other),
+                Ok(Decoded::Access(a)) => {
+                    st.access.grant(&a);
+                    accessed.push((e.offset, a));
+                }
+                Ok(other) => st.access.apply(other),
                 Err(Undecodable::Keys(_)) => {} // refused above
                 Err(Undecodable::Record(err)) => {
                     // The log verified this entry, so it is what was written: an entry this
@@ -1868,6 +1953,12 @@ impl Projection {
         let next = st.next_offset;
         // Readers wait only for the in-memory part; the durable copy is written after.
         drop(st);
+        if !accessed.is_empty() {
+            let mut index = self.access_index();
+            for (offset, a) in &accessed {
+                index.add(*offset, a);
+            }
+        }
         // A batch that stores nothing (access entries, consents, decisions: kept in memory
         // and in the snapshot) leaves the store alone: its applied offset may lag behind memory,
         // as a restart re-applies from the snapshot anyway, and the snapshot stores it first.
@@ -1954,7 +2045,7 @@ impl Projection {
             next_offset: u64,
             last_hash: Hash,
             linker: &'a Linker,
-            access: &'a AccessState,
+            access: AccessSnapshotRef<'a>,
         }
         // Batches that stored no lines did not move the stored applied offset; a restart
         // takes the snapshot only if the store is not behind it. Called after every line below
@@ -1965,13 +2056,14 @@ impl Projection {
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let index = self.access_index();
         serde_json::to_writer(
             &mut w,
             &SnapshotRef {
                 next_offset: st.next_offset,
                 last_hash: st.last_hash,
                 linker: &st.linker,
-                access: &st.access,
+                access: AccessSnapshotRef::of(&st.access, &index),
             },
         )
         .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
@@ -2218,7 +2310,7 @@ impl Projection {
         let st = self.read_state();
         let mut h = Sha256::new();
         h.update(st.linker.digest());
-        st.access.digest(&mut h);
+        AccessSnapshotRef::of(&st.access, &self.access_index()).digest(&mut h);
         h.update(st.next_offset.to_be_bytes());
         for (r, list) in st.by_record.iter().enumerate() {
             for ix in list {
@@ -2300,8 +2392,8 @@ impl Projection {
             return Some("identity links, persons or families".into());
         }
         let (mut ha, mut hb) = (Sha256::new(), Sha256::new());
-        a.access.digest(&mut ha);
-        b.access.digest(&mut hb);
+        AccessSnapshotRef::of(&a.access, &self.access_index()).digest(&mut ha);
+        AccessSnapshotRef::of(&b.access, &other.access_index()).digest(&mut hb);
         if ha.finalize() != hb.finalize() {
             return Some("consents, break-glass grants or the access-log index".into());
         }
@@ -2925,10 +3017,10 @@ impl Projection {
     /// `limit`: all of them when `keys` is empty, else those indexed under any of `keys`
     /// (`f/<family id>`, `p/<person id>`, `u/<user id>`).
     pub fn access_offsets(&self, keys: &[String], before: Option<u64>, limit: usize) -> Vec<u64> {
-        let st = self.read_state();
+        let index = self.access_index();
         let below = |o: &&u64| before.is_none_or(|b| **o < b);
         let mut out: Vec<u64> = if keys.is_empty() {
-            st.access
+            index
                 .accesses
                 .iter()
                 .rev()
@@ -2939,7 +3031,7 @@ impl Projection {
         } else {
             let mut all: Vec<u64> = keys
                 .iter()
-                .filter_map(|k| st.access.access_by.get(k))
+                .filter_map(|k| index.by.get(k))
                 .flat_map(|v| v.iter().rev().filter(below).take(limit).copied())
                 .collect();
             all.sort_unstable_by(|a, b| b.cmp(a));

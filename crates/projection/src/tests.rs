@@ -1258,6 +1258,34 @@ async fn the_gate_decides_each_members_consent_as_the_rule_does() {
     assert!(some_granted, "the consents grant something to someone");
 }
 
+/// An allowed GetTimeline by practitioner `user` of `family` (or of `persons`).
+fn access_entry(
+    access_id: String,
+    at: Timestamp,
+    user: &str,
+    family: &str,
+    persons: &[&str],
+) -> AccessEntry {
+    AccessEntry {
+        access_id,
+        at,
+        user_id: user.into(),
+        organisation: "childrens-trust".into(),
+        roles: vec![Role::Practitioner],
+        method: "GetTimeline".into(),
+        asked: "timeline".into(),
+        family_id: family.into(),
+        person_ids: persons.iter().map(|p| p.to_string()).collect(),
+        shown: 3,
+        withheld: 0,
+        outcome: access::AccessOutcome::Allowed,
+        standing: "lead".into(),
+        reason: String::new(),
+        break_glass: false,
+        break_glass_until: None,
+    }
+}
+
 /// sled's applied offset, as stored.
 fn stored_applied(p: &Projection) -> u64 {
     p.store.applied().expect("applied offset")
@@ -1274,24 +1302,13 @@ async fn access_entries_leave_sled_alone_and_a_restart_still_resumes() {
     assert_eq!(stored_applied(&p), events);
     let fam = p.with_linker(|l| l.family_id(l.family_of(l.person_of(0))));
     let entry = |i: u64| {
-        Record::Access(AccessEntry {
-            access_id: format!("a-{i}"),
-            at: Timestamp(END.0 + i as i64),
-            user_id: "sw-1".into(),
-            organisation: "childrens-trust".into(),
-            roles: vec![Role::Practitioner],
-            method: "GetTimeline".into(),
-            asked: "timeline".into(),
-            family_id: fam.clone(),
-            person_ids: vec![],
-            shown: 3,
-            withheld: 0,
-            outcome: access::AccessOutcome::Allowed,
-            standing: "lead".into(),
-            reason: String::new(),
-            break_glass: false,
-            break_glass_until: None,
-        })
+        Record::Access(access_entry(
+            format!("a-{i}"),
+            Timestamp(END.0 + i as i64),
+            "sw-1",
+            &fam,
+            &[],
+        ))
     };
     for i in 0..3 {
         record(&p, log.as_ref(), vec![entry(2 * i), entry(2 * i + 1)]).await;
@@ -1536,4 +1553,47 @@ async fn a_snapshot_in_an_older_layout_is_rebuilt_from_the_log() {
     assert_eq!(p.applied(), 0, "the older snapshot is not used");
     p.catch_up(log.as_ref()).await.expect("replay");
     assert_eq!(p.digest(), digest);
+}
+
+/// The access log's index is written in key order and read back whole, however its keys
+/// were inserted: a snapshot of equal indexes is the same bytes, and so is the digest.
+#[test]
+fn the_access_index_is_written_in_key_order_and_read_back() {
+    let entry = |user: &str, family: &str, persons: &[&str]| {
+        access_entry(format!("a-{user}-{family}"), END, user, family, persons)
+    };
+    let entries = [
+        entry("zed", "F-2", &["P-9", "P-1"]),
+        entry("amy", "", &["P-1"]),
+        entry("zed", "F-1", &[]),
+    ];
+    let state = AccessState::default();
+    let (mut forward, mut backward) = (AccessIndex::default(), AccessIndex::default());
+    for (o, e) in entries.iter().enumerate() {
+        forward.add(o as u64, e);
+    }
+    // The same index, its keys inserted in another order.
+    backward.accesses = forward.accesses.clone();
+    for key in ["p/P-9", "p/P-1", "f/F-1", "u/zed", "f/F-2", "u/amy"] {
+        let offsets = forward.by[key].clone();
+        backward.by.insert(key.to_string(), offsets);
+    }
+    let bytes = |ix: &AccessIndex| {
+        serde_json::to_vec(&AccessSnapshotRef::of(&state, ix)).expect("serialise")
+    };
+    assert_eq!(bytes(&forward), bytes(&backward));
+    let json: serde_json::Value = serde_json::from_slice(&bytes(&forward)).expect("json");
+    let keys: Vec<&String> = json["access_by"].as_object().expect("map").keys().collect();
+    assert_eq!(
+        keys,
+        ["f/F-1", "f/F-2", "p/P-1", "p/P-9", "u/amy", "u/zed"],
+        "written in key order"
+    );
+    assert_eq!(json["access_by"]["p/P-1"], serde_json::json!([0, 1]));
+    assert_eq!(json["accesses"], serde_json::json!([0, 1, 2]));
+    let (_, back) = serde_json::from_slice::<AccessSnapshot>(&bytes(&forward))
+        .expect("read back")
+        .split();
+    assert_eq!(back.accesses, forward.accesses);
+    assert_eq!(back.by, forward.by);
 }
