@@ -1046,6 +1046,19 @@ fn decode_each<'a>(
 
 /// Decodes entries, on two threads when there are many (decoding JSON is most of the cost of
 /// applying the log, and needs no lock). One result per entry, in order.
+/// Runs `f`, which keeps its thread busy (decoding, applying), without holding up the other
+/// tasks of the runtime worker it is called on: on a multi-threaded runtime they move to
+/// another thread meanwhile (`block_in_place`). Elsewhere `f` just runs. The follower calls
+/// this: a batch of a few hundred access entries takes a millisecond or more, and the reads
+/// queued behind it on that worker waited for all of it.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn decode_all(entries: &[StoredEntry], keys: Option<&KeyStore>) -> Vec<DecodeResult> {
     if entries.len() < 512 {
         return decode_each(entries, keys).collect();
@@ -2144,12 +2157,13 @@ impl Projection {
                     return Ok(total);
                 };
                 next = last.offset + 1;
-                let decoded = decode_all(&entries, keys);
+                let decoded = off_the_runtime(|| decode_all(&entries, keys));
                 ready = Some((entries, decoded));
                 continue;
             };
             if helper_reads && batch.len() == APPLY_BATCH {
-                let (applied, stop) = self.apply_alternating(log, (batch, decoded), &mut go_on)?;
+                let (applied, stop) =
+                    off_the_runtime(|| self.apply_alternating(log, (batch, decoded), &mut go_on))?;
                 total += applied;
                 if stop {
                     return Ok(total);
@@ -2159,7 +2173,8 @@ impl Projection {
             }
             if batch.len() < APPLY_BATCH {
                 // A short batch reached the head: nothing to overlap with, no helper.
-                total += self.apply_decoded(&batch, decoded, &mut spent)? as u64;
+                total +=
+                    off_the_runtime(|| self.apply_decoded(&batch, decoded, &mut spent))? as u64;
                 spent = Spent::default();
                 if !go_on(self.applied()) {
                     return Ok(total);
@@ -2170,14 +2185,16 @@ impl Projection {
             // decoded by a helper while this one is applied.
             let entries = self.read_from(log, next).await?;
             let garbage = std::mem::take(&mut spent);
-            let (applied, ahead) = std::thread::scope(|scope| {
-                let helper = scope.spawn(move || {
-                    drop(garbage);
-                    let decoded = decode_all(&entries, keys);
-                    (entries, decoded)
-                });
-                let applied = self.apply_decoded(&batch, decoded, &mut spent);
-                (applied, helper.join())
+            let (applied, ahead) = off_the_runtime(|| {
+                std::thread::scope(|scope| {
+                    let helper = scope.spawn(move || {
+                        drop(garbage);
+                        let decoded = decode_all(&entries, keys);
+                        (entries, decoded)
+                    });
+                    let applied = self.apply_decoded(&batch, decoded, &mut spent);
+                    (applied, helper.join())
+                })
             });
             spent.entries.push(batch);
             total += applied? as u64;
