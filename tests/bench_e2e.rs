@@ -1,5 +1,6 @@
 //! The read-side benchmarks run end to end on a small county: `bench query` reports the
-//! median of its rounds and how long reads waited for their access entries, and `bench replay`
+//! median of its rounds and how long reads waited for their access entries (with callers, or
+//! offering a rate), and `bench replay`
 //! rebuilds the same log more than once and finds the same projections each time.
 
 mod common;
@@ -66,6 +67,29 @@ fn bench_query_without_the_policy_writes_and_waits_for_nothing() {
     assert_eq!(number(&v, "access_entries_written"), 0.0);
     assert_eq!(number(&v, "access_append_p50_ms"), 0.0);
     assert!(number(&v, "queries_per_sec") > 0.0, "{v}");
+}
+
+#[test]
+fn bench_query_at_a_rate_offers_that_many_queries_and_times_them_from_when_due() {
+    let v = bench(&["query", "--seconds", "2", "--runs", "1", "--rate", "150"]);
+    assert_eq!(number(&v, "offered_rate"), 150.0);
+    assert_eq!(
+        number(&v, "concurrency"),
+        0.0,
+        "no callers in the open loop"
+    );
+    // Every query offered was asked and logged: 300 timeline reads and 300 family reads.
+    assert_eq!(number(&v, "access_entries_written"), 600.0, "{v}");
+    // Answered at about the rate offered (the last ones finish a little after 2 s).
+    let qps = number(&v, "queries_per_sec");
+    assert!((100.0..=151.0).contains(&qps), "{v}");
+    assert!(number(&v, "timeline_p99_ms") >= number(&v, "timeline_p50_ms"));
+    // The sender's lateness is measured, and is part of each latency.
+    assert!(number(&v, "sender_late_p99_ms") > 0.0, "{v}");
+    assert!(
+        number(&v, "timeline_p99_ms") >= number(&v, "sender_late_p99_ms"),
+        "{v}"
+    );
 }
 
 #[test]

@@ -584,9 +584,15 @@ pub struct QueryArgs {
     /// Seconds of load per query kind.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Concurrent callers.
+    /// Concurrent callers, each asking again as soon as it is answered (a closed loop: the
+    /// hub's most queries per second, and its latency at that load).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Instead of callers: offer this many queries per second, each sent when due whether
+    /// or not earlier ones were answered (an open loop), and time each from when it was due.
+    /// The latency at a given load; 0 for the closed loop.
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
     /// gRPC connections they share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -690,7 +696,13 @@ struct Round {
     appends: Vec<Duration>,
     /// CPU time of the whole process (hub and callers) per timeline query, in ms.
     timeline_cpu_ms: f64,
+    /// In the open loop, how late each timeline query was sent (part of its latency).
+    late: Vec<Duration>,
 }
+
+/// One phase of load: every query's latency (sorted), the queries answered per second, and
+/// in the open loop how late each was sent, sorted (empty in the closed loop).
+type Phase = (Vec<Duration>, f64, Vec<Duration>);
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -698,12 +710,43 @@ enum Kind {
     Family,
 }
 
+/// One query of `kind` about family `f`.
+async fn ask(
+    mut c: client::Query,
+    kind: Kind,
+    f: String,
+    page_size: u32,
+) -> Result<(), tonic::Status> {
+    match kind {
+        Kind::Timeline => {
+            c.get_timeline(pb::GetTimelineRequest {
+                scope: Some(pb::get_timeline_request::Scope::FamilyId(f)),
+                page_size,
+                ..Default::default()
+            })
+            .await?;
+        }
+        Kind::Family => {
+            c.get_family(pb::GetFamilyRequest {
+                by: Some(pb::get_family_request::By::FamilyId(f)),
+                ..Default::default()
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one phase of load, closed or open loop as `args` says.
 async fn load(
     clients: &[Vec<client::Query>],
     families: Arc<Vec<(String, usize)>>,
     kind: Kind,
     args: &QueryArgs,
-) -> Result<(Vec<Duration>, f64), Box<dyn std::error::Error>> {
+) -> Result<Phase, Box<dyn std::error::Error>> {
+    if args.rate > 0 {
+        return load_at_rate(clients, families, kind, args).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -717,25 +760,8 @@ async fn load(
             let mut rng = tellonce_demo::Rng::new(i as u64 + 1);
             while Instant::now() < deadline {
                 let (f, viewer) = rng.pick(&families).clone();
-                let mut c = conn[viewer].clone();
                 let t = Instant::now();
-                match kind {
-                    Kind::Timeline => {
-                        c.get_timeline(pb::GetTimelineRequest {
-                            scope: Some(pb::get_timeline_request::Scope::FamilyId(f)),
-                            page_size,
-                            ..Default::default()
-                        })
-                        .await?;
-                    }
-                    Kind::Family => {
-                        c.get_family(pb::GetFamilyRequest {
-                            by: Some(pb::get_family_request::By::FamilyId(f)),
-                            ..Default::default()
-                        })
-                        .await?;
-                    }
-                }
+                ask(conn[viewer].clone(), kind, f, page_size).await?;
                 lat.push(t.elapsed());
             }
             Ok::<_, tonic::Status>(lat)
@@ -748,7 +774,56 @@ async fn load(
     let secs = started.elapsed().as_secs_f64();
     all.sort();
     let qps = all.len() as f64 / secs;
-    Ok((all, qps))
+    Ok((all, qps, Vec::new()))
+}
+
+/// The open loop: `args.rate` queries a second for `args.seconds`, sent by a thread of
+/// their own that sleeps until each is due (a runtime timer ticks only every millisecond),
+/// each timed from when it was due, so a hub that falls behind shows in the latencies
+/// rather than slowing the load (no coordinated omission). A late sender only adds to them.
+async fn load_at_rate(
+    clients: &[Vec<client::Query>],
+    families: Arc<Vec<(String, usize)>>,
+    kind: Kind,
+    args: &QueryArgs,
+) -> Result<Phase, Box<dyn std::error::Error>> {
+    let rate = f64::from(args.rate);
+    let total = (rate * args.seconds as f64) as u64;
+    let runtime = tokio::runtime::Handle::current();
+    let clients = clients.to_vec();
+    let page_size = args.page_size;
+    let started = Instant::now();
+    let sender = std::thread::spawn(move || {
+        let mut rng = tellonce_demo::Rng::new(1);
+        let mut sent = Vec::with_capacity(total as usize);
+        let mut late = Vec::with_capacity(total as usize);
+        for i in 0..total {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            late.push(due.elapsed());
+            let (f, viewer) = rng.pick(&families).clone();
+            let c = clients[i as usize % clients.len()][viewer].clone();
+            sent.push(
+                runtime
+                    .spawn(async move { ask(c, kind, f, page_size).await.map(|()| due.elapsed()) }),
+            );
+        }
+        (sent, late)
+    });
+    let (sent, mut late) = tokio::task::spawn_blocking(move || sender.join())
+        .await?
+        .map_err(|_| "the load sender panicked")?;
+    let mut all = Vec::with_capacity(sent.len());
+    for answer in sent {
+        all.push(answer.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort();
+    late.sort();
+    let qps = all.len() as f64 / secs;
+    Ok((all, qps, late))
 }
 
 /// Runs `tellonce bench query`: an in-process hub on a temporary folder holding the demo
@@ -880,11 +955,11 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         for _ in 0..args.runs.max(1) {
             timed.start();
             let cpu = cpu_seconds();
-            let (timeline, timeline_qps) = load(&clients, families.clone(), Kind::Timeline, &args).await?;
+            let (timeline, timeline_qps, late) = load(&clients, families.clone(), Kind::Timeline, &args).await?;
             let timeline_cpu_ms = (cpu_seconds() - cpu) * 1e3 / timeline.len().max(1) as f64;
             let appends = timed.stop();
-            let (family, family_qps) = load(&clients, families.clone(), Kind::Family, &args).await?;
-            rounds.push(Round { timeline, timeline_qps, family, family_qps, appends, timeline_cpu_ms });
+            let (family, family_qps, _) = load(&clients, families.clone(), Kind::Family, &args).await?;
+            rounds.push(Round { timeline, timeline_qps, family, family_qps, appends, timeline_cpu_ms, late });
         }
         let of = |f: &dyn Fn(&Round) -> f64| -> (f64, Vec<f64>) {
             let each: Vec<f64> = rounds.iter().map(f).collect();
@@ -899,6 +974,7 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let (tl_cpu, tl_cpu_each) = of(&|r| r.timeline_cpu_ms);
         let (append_p50, _) = of(&|r| percentile(&r.appends, 0.50));
         let (append_p99, _) = of(&|r| percentile(&r.appends, 0.99));
+        let (late_p99, _) = of(&|r| percentile(&r.late, 0.99));
         let _ = stop_ingest.send(true);
         let ingested = match ingest {
             Some(task) => task.await??,
@@ -925,7 +1001,9 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             "family_queries_per_sec": fam_qps,
             "families_sampled": families.len(),
             "events": head,
-            "concurrency": args.concurrency,
+            "concurrency": if args.rate > 0 { 0 } else { args.concurrency },
+            "offered_rate": args.rate,
+            "sender_late_p99_ms": late_p99,
             "page_size": args.page_size,
             "initial_apply_seconds": apply_secs,
             "peak_rss_mb": peak_rss_mb(),
@@ -933,8 +1011,13 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         if json {
             println!("{out}");
         } else {
-            println!("{} events, {} families sampled; {} callers on {} connections, {} s per kind (hub and callers share this machine); access rule and access log {}",
-                head, families.len(), args.concurrency, args.connections, args.seconds,
+            let load = if args.rate > 0 {
+                format!("{} queries/s offered (open loop, each timed from when it was due)", args.rate)
+            } else {
+                format!("{} callers", args.concurrency)
+            };
+            println!("{} events, {} families sampled; {load} on {} connections, {} s per kind (hub and callers share this machine); access rule and access log {}",
+                head, families.len(), args.connections, args.seconds,
                 if args.no_policy { "OFF (baseline)" } else { "on" });
             println!("access entries written: {}", log_after.saturating_sub(log_before + ingested));
             if args.ingest_rate > 0 {
@@ -945,6 +1028,9 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             println!("GetTimeline (page {}): p50 {tl_p50:.2} ms  p99 {tl_p99:.2} ms  {tl_qps:.0} queries/s (each round: {})", args.page_size, each.join(", "));
             if !args.no_policy {
                 println!("  of which waiting for the access entry to be durable: p50 {append_p50:.2} ms  p99 {append_p99:.2} ms");
+            }
+            if args.rate > 0 {
+                println!("  of which the sender's own lateness (it shares the machine): p99 {late_p99:.2} ms");
             }
             println!("  CPU time of this process (hub and callers) per query: {tl_cpu:.3} ms");
             println!("GetFamily:          p50 {fam_p50:.2} ms  p99 {fam_p99:.2} ms  {fam_qps:.0} queries/s");
