@@ -1044,8 +1044,6 @@ fn decode_each<'a>(
     entries.iter().map(move |e| decode_one(e, keys))
 }
 
-/// Decodes entries, on two threads when there are many (decoding JSON is most of the cost of
-/// applying the log, and needs no lock). One result per entry, in order.
 /// Runs `f`, which keeps its thread busy (decoding, applying), without holding up the other
 /// tasks of the runtime worker it is called on: on a multi-threaded runtime they move to
 /// another thread meanwhile (`block_in_place`). Elsewhere `f` just runs. The follower calls
@@ -1059,6 +1057,8 @@ fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Decodes entries, on two threads when there are many (decoding JSON is most of the cost of
+/// applying the log, and needs no lock). One result per entry, in order.
 fn decode_all(entries: &[StoredEntry], keys: Option<&KeyStore>) -> Vec<DecodeResult> {
     if entries.len() < 512 {
         return decode_each(entries, keys).collect();
