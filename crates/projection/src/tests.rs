@@ -1597,3 +1597,31 @@ fn the_access_index_is_written_in_key_order_and_read_back() {
     assert_eq!(back.accesses, forward.accesses);
     assert_eq!(back.by, forward.by);
 }
+
+/// An access entry counts a third of any other entry towards the next periodic snapshot
+/// (re-applying one costs about that), and a snapshot starts the count again.
+#[tokio::test]
+async fn access_entries_count_a_third_towards_the_next_snapshot() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 5, 300).await;
+    let events = log.head().next_offset;
+    let p = open_caught_up(&tmp.path().join("proj"), log.as_ref(), None).await;
+    let counts = |p: &Projection| {
+        let st = p.read_state();
+        (st.since_snapshot, st.replay_since_snapshot)
+    };
+    assert_eq!(counts(&p), (events, 3 * events));
+    let fam = p.with_linker(|l| l.family_id(l.family_of(l.person_of(0))));
+    let reads: Vec<Record> = (0..6)
+        .map(|i| Record::Access(access_entry(format!("r-{i}"), END, "sw-1", &fam, &[])))
+        .collect();
+    record(&p, log.as_ref(), reads).await;
+    assert_eq!(
+        counts(&p),
+        (events + 6, 3 * events + 6),
+        "six reads cost two entries' worth of re-applying"
+    );
+    p.close().expect("close");
+    assert_eq!(counts(&p), (0, 0), "the snapshot starts the count again");
+}
