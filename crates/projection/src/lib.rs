@@ -7,8 +7,8 @@
 //! timeline lines (time, partner, kind, event id, summary, subject records) in chunks of up to
 //! 256, their bodies appended to a file and their index (first offset to place) and the
 //! applied offset in sled, each applied chunk of the log in one atomic sled batch. Every
-//! [`SNAPSHOT_EVERY`] entries (an access entry counting a third) and on close (unless the last one is recent) the linker is
-//! snapshotted to a file. A restart loads
+//! [`SNAPSHOT_EVERY`] entries (an access entry counting a third) and on close (unless the
+//! last one is recent) the linker is snapshotted to a file. A restart loads
 //! the snapshot, rebuilds the in-memory index and lines from the stored lines below it, and
 //! re-applies the log from there (idempotent: the same lines again). Everything here
 //! can be thrown away:
