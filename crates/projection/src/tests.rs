@@ -1596,6 +1596,16 @@ fn the_access_index_is_written_in_key_order_and_read_back() {
         .split();
     assert_eq!(back.accesses, forward.accesses);
     assert_eq!(back.by, forward.by);
+    // The same object as before the index had a lock of its own (one struct held it all, in
+    // this field order), so a hub upgrading resumes from its snapshot.
+    let before = r#"{"consents":{},"withdrawn":{"c-1":"2023-11-14T22:13:20Z"},"sharing":[],"grants":[],"accesses":[0,1,2],"access_by":{"f/F-1":[2],"u/amy":[1]}}"#;
+    let (state, index) = serde_json::from_str::<AccessSnapshot>(before)
+        .expect("an older snapshot's access object reads")
+        .split();
+    assert_eq!(state.withdrawn["c-1"], Timestamp(1_700_000_000_000));
+    assert_eq!(index.accesses, [0, 1, 2]);
+    assert_eq!(index.by["f/F-1"], [2]);
+    assert_eq!(index.by["u/amy"], [1]);
 }
 
 /// An access entry counts a third of any other entry towards the next periodic snapshot
