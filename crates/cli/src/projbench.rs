@@ -751,8 +751,7 @@ async fn load(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.concurrency {
-        let conn = &clients[i % clients.len()];
-        let conn = conn.clone();
+        let conn = clients[i % clients.len()].clone();
         let families = families.clone();
         let page_size = args.page_size;
         tasks.push(tokio::spawn(async move {
@@ -771,10 +770,17 @@ async fn load(
     for t in tasks {
         all.extend(t.await??);
     }
+    Ok(phase(all, started, Vec::new()))
+}
+
+/// A phase's figures from the latencies of every query answered since `started` (and, in the
+/// open loop, how late each was sent).
+fn phase(mut all: Vec<Duration>, started: Instant, mut late: Vec<Duration>) -> Phase {
     let secs = started.elapsed().as_secs_f64();
     all.sort();
+    late.sort();
     let qps = all.len() as f64 / secs;
-    Ok((all, qps, Vec::new()))
+    (all, qps, late)
 }
 
 /// The open loop: `args.rate` queries a second for `args.seconds`, sent by a thread of
@@ -812,18 +818,14 @@ async fn load_at_rate(
         }
         (sent, late)
     });
-    let (sent, mut late) = tokio::task::spawn_blocking(move || sender.join())
+    let (sent, late) = tokio::task::spawn_blocking(move || sender.join())
         .await?
         .map_err(|_| "the load sender panicked")?;
     let mut all = Vec::with_capacity(sent.len());
     for answer in sent {
         all.push(answer.await??);
     }
-    let secs = started.elapsed().as_secs_f64();
-    all.sort();
-    late.sort();
-    let qps = all.len() as f64 / secs;
-    Ok((all, qps, late))
+    Ok(phase(all, started, late))
 }
 
 /// Runs `tellonce bench query`: an in-process hub on a temporary folder holding the demo
