@@ -561,11 +561,13 @@ pub fn rebuild(args: RebuildArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         let log = engine.log();
         let progress = bar(0, false, "entries applied");
         let keys = tellonce_server::open_key_store(&config)?;
+        let cpu = cpu_seconds();
         let r = rebuild_into(&tellonce_server::projections_dir(&config), log.as_ref(), keys, &progress).await?;
+        let cpu = cpu_seconds() - cpu;
         progress.finish_and_clear();
         let (records, persons, families, open) = r.projection.counts();
         println!(
-            "rebuilt the projections from {} entries in {:.2} s ({:.0}/s): {records} partner records, {persons} persons, {families} families, {open} open match candidates",
+            "rebuilt the projections from {} entries in {:.2} s ({:.0}/s, {cpu:.1} CPU-seconds): {records} partner records, {persons} persons, {families} families, {open} open match candidates",
             r.entries,
             r.elapsed.as_secs_f64(),
             r.entries as f64 / r.elapsed.as_secs_f64().max(1e-9)

@@ -772,11 +772,17 @@ impl Linker {
         let mut key = String::with_capacity(event.source.len() + 24);
         for (i, s) in event.subjects.iter().enumerate() {
             key.clear();
-            // Writing into a String cannot fail.
-            let _ = match &s.local_id {
-                Some(l) => write!(key, "{}/{l}", event.source),
-                None => write!(key, "@{offset}.{i}"),
-            };
+            match &s.local_id {
+                Some(l) => {
+                    key.push_str(&event.source);
+                    key.push('/');
+                    key.push_str(l);
+                }
+                None => {
+                    // Writing into a String cannot fail.
+                    let _ = write!(key, "@{offset}.{i}");
+                }
+            }
             let r = match self.by_key.get(key.as_str()) {
                 Some(&r) => {
                     self.update_record(r, s, offset);

@@ -151,8 +151,10 @@ pub fn open(event: &Event<Sealed>, keys: &[DataKey]) -> Result<Payload, OpenErro
             },
         )
         .map_err(|_| OpenError::Authentication)?;
+    // Checked as UTF-8 once, whole, rather than string by string.
+    let plain = String::from_utf8(plain).map_err(|e| OpenError::Decode(e.to_string()))?;
     let payload: Payload =
-        serde_json::from_slice(&plain).map_err(|e| OpenError::Decode(e.to_string()))?;
+        serde_json::from_str(&plain).map_err(|e| OpenError::Decode(e.to_string()))?;
     if payload.kind() != s.kind {
         return Err(OpenError::Decode(format!(
             "sealed as {} but holds {}",

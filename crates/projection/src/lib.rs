@@ -1207,12 +1207,18 @@ impl Serialize for Line {
 /// The JSON of a chunk of lines as the line store keeps it (`[[offset, line], ..]`): each line's head
 /// with its records appended, or the whole line serialized where it has no head.
 fn chunk_json(chunk: &[(u64, Line)]) -> Result<Vec<u8>, serde_json::Error> {
-    use std::io::Write as _;
     let size = chunk
         .iter()
         .map(|(_, l)| l.head.as_ref().map_or(512, |h| h.len() + 64))
         .sum::<usize>();
     let mut out = Vec::with_capacity(size + 2);
+    chunk_json_into(chunk, &mut out)?;
+    Ok(out)
+}
+
+/// [`chunk_json`], appended to `out`.
+fn chunk_json_into(chunk: &[(u64, Line)], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    use std::io::Write as _;
     out.push(b'[');
     for (i, (offset, line)) in chunk.iter().enumerate() {
         if i > 0 {
@@ -1229,12 +1235,12 @@ fn chunk_json(chunk: &[(u64, Line)]) -> Result<Vec<u8>, serde_json::Error> {
                 }
                 out.extend_from_slice(b"]}");
             }
-            None => serde_json::to_writer(&mut out, line)?,
+            None => serde_json::to_writer(&mut *out, line)?,
         }
         out.push(b']');
     }
     out.push(b']');
-    Ok(out)
+    Ok(())
 }
 
 /// The lines of the stored chunk at `first` (its body at `slot`), as stored (sealed summaries
@@ -1340,8 +1346,9 @@ pub struct Projection {
     state: RwLock<State>,
     applied: watch::Sender<u64>,
     /// Held for the whole of an apply, so that only one runs at a time while the state lock
-    /// is held only for the in-memory part.
-    applying: std::sync::Mutex<()>,
+    /// is held only for the in-memory part. It keeps the buffer a batch's new chunks of lines
+    /// are written into, from one batch to the next (not allocated and faulted in afresh).
+    applying: std::sync::Mutex<Vec<u8>>,
     /// The access log's index (locked after `state`, when both are).
     access_index: std::sync::Mutex<AccessIndex>,
     /// Data keys of sealed events.
@@ -1732,7 +1739,7 @@ impl Projection {
             dir: dir.to_path_buf(),
             state: RwLock::new(state),
             applied,
-            applying: std::sync::Mutex::new(()),
+            applying: std::sync::Mutex::new(Vec::new()),
             access_index: std::sync::Mutex::new(access_index),
             keys,
             on_apply: None,
@@ -1882,7 +1889,7 @@ impl Projection {
         decoded: Vec<DecodeResult>,
         spent: &mut Spent,
     ) -> Result<usize, ProjectionError> {
-        let _one_at_a_time = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let mut chunk_buf = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied();
         let span = tracing::info_span!(
             "projection.apply",
@@ -2001,10 +2008,18 @@ impl Projection {
             }
             let first_new = lines.first().map_or(u64::MAX, |(o, _)| *o);
             let rewritten = self.erase_stored(&erasures, first_new)?;
-            let fresh = lines
-                .chunks(LINES_PER_CHUNK)
-                .map(|chunk| Ok((chunk[0].0, chunk_bytes(chunk)?)))
-                .collect::<Result<Vec<_>, ProjectionError>>()?;
+            let buf: &mut Vec<u8> = &mut chunk_buf;
+            buf.clear();
+            let mut ends = Vec::with_capacity(lines.len().div_ceil(LINES_PER_CHUNK));
+            for chunk in lines.chunks(LINES_PER_CHUNK) {
+                chunk_json_into(chunk, buf).map_err(|e| ProjectionError::Damaged(e.to_string()))?;
+                ends.push((chunk[0].0, buf.len()));
+            }
+            let mut start = 0;
+            let fresh: Vec<(u64, &[u8])> = ends
+                .into_iter()
+                .map(|(first, end)| (first, &buf[std::mem::replace(&mut start, end)..end]))
+                .collect();
             self.store.store(&fresh, &rewritten, &[], Some(next))
         })();
         spent.lines.push(lines);

@@ -170,7 +170,7 @@ impl LineStore {
     /// `applying` lock).
     pub fn store(
         &self,
-        fresh: &[(u64, Vec<u8>)],
+        fresh: &[(u64, &[u8])],
         rewritten: &[(u64, Vec<u8>, Slot)],
         removed: &[(u64, Slot)],
         applied: Option<u64>,
@@ -179,9 +179,8 @@ impl LineStore {
         let mut pos = start;
         let bodies = fresh
             .iter()
-            .map(|(o, b)| (*o, b))
-            .chain(rewritten.iter().map(|(o, b, _)| (*o, b)));
-        let mut out = Vec::with_capacity(bodies.clone().map(|(_, b)| b.len()).sum());
+            .map(|(o, b)| (*o, *b))
+            .chain(rewritten.iter().map(|(o, b, _)| (*o, b.as_slice())));
         let mut batch = sled::Batch::default();
         for (first, body) in bodies {
             let len = u32::try_from(body.len())
@@ -192,7 +191,8 @@ impl LineStore {
                 crc: crc32c::crc32c(body),
             };
             batch.insert(&chunk_key(first), &slot.encode());
-            out.extend_from_slice(body);
+            // Each body straight from where it is (not copied into one buffer first).
+            self.file.write_all_at(body, pos).map_err(io)?;
             pos += u64::from(len);
         }
         for (first, _) in removed {
@@ -201,7 +201,6 @@ impl LineStore {
         if let Some(a) = applied {
             batch.insert(K_APPLIED, &a.to_be_bytes());
         }
-        self.file.write_all_at(&out, start).map_err(io)?;
         self.end.store(pos, Ordering::SeqCst);
         // Where the bodies replaced or dropped lie.
         let replaced: Vec<(u64, u64)> = rewritten
@@ -378,8 +377,7 @@ mod tests {
     fn holding(dir: &Path, body: &[u8]) -> LineStore {
         let (s, _) = LineStore::open(dir).expect("open");
         s.clear().expect("clear");
-        s.store(&[(0, body.to_vec())], &[], &[], Some(1))
-            .expect("store");
+        s.store(&[(0, body)], &[], &[], Some(1)).expect("store");
         s
     }
 
@@ -400,7 +398,7 @@ mod tests {
         // Dropped and opened again straight away (sled lets go of its lock a moment later).
         for i in 0..20 {
             let (s, _) = LineStore::open(tmp.path()).expect("reopen");
-            s.store(&[(i, b"[line]".to_vec())], &[], &[], Some(i + 1))
+            s.store(&[(i, b"[line]")], &[], &[], Some(i + 1))
                 .expect("store");
             drop(s);
         }
@@ -422,7 +420,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let (s, _) = LineStore::open(tmp.path()).expect("open");
         s.clear().expect("clear");
-        let fresh = vec![(0, b"[alpha-secret]".to_vec()), (10, b"[beta]".to_vec())];
+        let fresh: [(u64, &[u8]); 2] = [(0, b"[alpha-secret]"), (10, b"[beta]")];
         s.store(&fresh, &[], &[], Some(20)).expect("store");
         assert_eq!(s.applied().expect("applied"), 20);
         assert_eq!(body_at(&s, 5), b"[alpha-secret]");
@@ -506,8 +504,7 @@ mod tests {
 
         // A gap between bodies (an old body a crash kept from being zeroed).
         let old = s.slots_from(0).expect("slots")[0].1;
-        s.store(&[(5, b"[later]".to_vec())], &[], &[], None)
-            .expect("store");
+        s.store(&[(5, b"[later]")], &[], &[], None).expect("store");
         s.store(&[], &[(0, b"[new]".to_vec(), old)], &[], None)
             .expect("rewrite");
         // Put the old bytes back, as if the zeroing never reached the disk.
