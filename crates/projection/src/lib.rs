@@ -1984,10 +1984,12 @@ impl Projection {
             return Ok(0);
         }
         let next = st.next_offset;
+        // The access index is taken before the state's lock is let go (state, then index, as
+        // everywhere), so whoever reads both (the digest, a snapshot) sees them at one offset.
+        let index = (!accessed.is_empty()).then(|| self.access_index());
         // Readers wait only for the in-memory part; the durable copy is written after.
         drop(st);
-        if !accessed.is_empty() {
-            let mut index = self.access_index();
+        if let Some(mut index) = index {
             for (offset, a) in &accessed {
                 index.add(*offset, a);
             }
