@@ -8,7 +8,8 @@
 //! 256, their bodies appended to a file and their index (first offset to place) and the
 //! applied offset in sled, each applied chunk of the log in one atomic sled batch. Every
 //! [`SNAPSHOT_EVERY`] entries (an access entry counting a third) and on close (unless the
-//! last one is recent) the linker is snapshotted to a file. A restart loads
+//! last one is recent) the linker is snapshotted to a file, and the access log's index held
+//! in memory moves to the line store (so neither grows with every read ever made). A restart loads
 //! the snapshot, rebuilds the in-memory index and lines from the stored lines below it, and
 //! re-applies the log from there (idempotent: the same lines again). Everything here
 //! can be thrown away:
@@ -99,6 +100,9 @@ struct Snapshot {
     linker: Linker,
     #[serde(default)]
     access: AccessSnapshot,
+    /// Below this offset the access log's index is in the line store, not in `access`.
+    #[serde(default)]
+    access_spilled: u64,
 }
 
 /// The access state and the access log's index as a snapshot holds them: one object.
@@ -118,6 +122,7 @@ impl AccessSnapshot {
         let index = AccessIndex {
             accesses: self.accesses,
             by: self.access_by,
+            spilled: 0,
         };
         (state, index)
     }
@@ -178,18 +183,25 @@ struct AccessState {
 /// The access log's index: offsets of access entries, in log order and by family id,
 /// person id and user id. Only access-log reads use it, so it is kept apart from the
 /// state's lock: applying access entries (one per read) neither waits for reads nor holds
-/// them up.
+/// them up. Memory holds the entries from `spilled` on; those below are in the line store
+/// (moved there at each snapshot), so memory and snapshots do not grow with every read ever made.
 #[derive(Debug, Default)]
 struct AccessIndex {
     /// Offsets of access entries, in log order.
     accesses: Vec<u64>,
     /// Offsets of access entries by `u/<user id>`, `f/<family id>` and `p/<person id>`.
     by: HashMap<String, Vec<u64>>,
+    /// Entries below this offset are in the line store (and not here).
+    spilled: u64,
 }
 
 impl AccessIndex {
-    /// Indexes access entry `a`, at log `offset`.
+    /// Indexes access entry `a`, at log `offset` (unless the line store has it already: a
+    /// restart from a snapshot older than the last move re-applies such entries).
     fn add(&mut self, offset: u64, a: &AccessEntry) {
+        if offset < self.spilled {
+            return;
+        }
         self.accesses.push(offset);
         let mut keys: Vec<String> = Vec::with_capacity(a.person_ids.len() + 2);
         keys.push(format!("u/{}", a.user_id));
@@ -202,6 +214,44 @@ impl AccessIndex {
         for k in keys {
             self.by.entry(k).or_default().push(offset);
         }
+    }
+
+    /// Moves every entry held to `store`, which then holds everything below `upto` (every
+    /// access entry below `upto` was indexed), leaving memory empty.
+    fn spill(&mut self, store: &LineStore, upto: u64) -> Result<(), ProjectionError> {
+        let by = std::iter::once(("", self.accesses.as_slice()))
+            .chain(self.by.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        store.spill_access(by, upto)?;
+        self.accesses = Vec::new();
+        self.by = HashMap::default();
+        self.spilled = upto;
+        Ok(())
+    }
+
+    /// Forgets the entries below `spilled`, which the line store holds.
+    fn stored_below(&mut self, spilled: u64) {
+        self.spilled = spilled;
+        self.accesses.retain(|&o| o >= spilled);
+        for v in self.by.values_mut() {
+            v.retain(|&o| o >= spilled);
+        }
+        self.by.retain(|_, v| !v.is_empty());
+    }
+
+    /// The whole index, the line store's part and memory's (for digests and comparisons).
+    fn whole(&self, store: &LineStore) -> Result<AccessIndex, ProjectionError> {
+        let mut stored = store.access_all()?;
+        let mut accesses = stored.remove("").unwrap_or_default();
+        accesses.extend_from_slice(&self.accesses);
+        let mut by: HashMap<String, Vec<u64>> = stored.into_iter().collect();
+        for (k, v) in &self.by {
+            by.entry(k.clone()).or_default().extend_from_slice(v);
+        }
+        Ok(AccessIndex {
+            accesses,
+            by,
+            spilled: 0,
+        })
     }
 }
 
@@ -1688,20 +1738,27 @@ impl Projection {
                     // its flush is not a durable fsync: if it lost writes the snapshot
                     // depends on (or holds an older layout), start again.
                     let stored = if current { store.applied()? } else { 0 };
-                    if ours && stored < s.next_offset {
+                    let spilled = if current { store.access_spilled()? } else { 0 };
+                    let behind = stored < s.next_offset || spilled < s.access_spilled;
+                    if ours && behind {
                         warn!(
                             stored,
                             snapshot = s.next_offset,
+                            access_stored = spilled,
+                            access_snapshot = s.access_spilled,
                             "projection store is behind its snapshot; rebuilding"
                         );
                     }
-                    if ours && stored >= s.next_offset {
+                    if ours && !behind {
                         info!(
                             offset = s.next_offset,
                             "projection resumes from its snapshot"
                         );
                         state.linker = s.linker;
                         (state.access, access_index) = s.access.split();
+                        // A crash after the index moved to the store but before the snapshot
+                        // that says so: the store's part is dropped from memory.
+                        access_index.stored_below(spilled);
                         state.next_offset = s.next_offset;
                         state.last_hash = s.last_hash;
                         resumed = true;
@@ -2089,17 +2146,21 @@ impl Projection {
             last_hash: Hash,
             linker: &'a Linker,
             access: AccessSnapshotRef<'a>,
+            access_spilled: u64,
         }
         // Batches that stored no lines did not move the stored applied offset; a restart
         // takes the snapshot only if the store is not behind it. Called after every line below
         // `next_offset` is stored (under `applying`).
         let started = Instant::now();
+        // The access log's index moves to the store (made durable with it just below), so
+        // the snapshot holds none of it.
+        let mut index = self.access_index();
+        index.spill(&self.store, st.next_offset)?;
         self.store.sync(st.next_offset)?;
         let io = |e: std::io::Error| ProjectionError::Store(e.into());
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        let index = self.access_index();
         serde_json::to_writer(
             &mut w,
             &SnapshotRef {
@@ -2107,6 +2168,7 @@ impl Projection {
                 last_hash: st.last_hash,
                 linker: &st.linker,
                 access: AccessSnapshotRef::of(&st.access, &index),
+                access_spilled: index.spilled,
             },
         )
         .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
@@ -2356,7 +2418,10 @@ impl Projection {
         let st = self.read_state();
         let mut h = Sha256::new();
         h.update(st.linker.digest());
-        AccessSnapshotRef::of(&st.access, &self.access_index()).digest(&mut h);
+        match self.access_index().whole(&self.store) {
+            Ok(index) => AccessSnapshotRef::of(&st.access, &index).digest(&mut h),
+            Err(e) => h.update(format!("the access index could not be read: {e}")),
+        }
         h.update(st.next_offset.to_be_bytes());
         for (r, list) in st.by_record.iter().enumerate() {
             for ix in list {
@@ -2438,8 +2503,16 @@ impl Projection {
             return Some("identity links, persons or families".into());
         }
         let (mut ha, mut hb) = (Sha256::new(), Sha256::new());
-        AccessSnapshotRef::of(&a.access, &self.access_index()).digest(&mut ha);
-        AccessSnapshotRef::of(&b.access, &other.access_index()).digest(&mut hb);
+        let whole = |p: &Projection| p.access_index().whole(&p.store);
+        match (whole(self), whole(other)) {
+            (Ok(ia), Ok(ib)) => {
+                AccessSnapshotRef::of(&a.access, &ia).digest(&mut ha);
+                AccessSnapshotRef::of(&b.access, &ib).digest(&mut hb);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                return Some(format!("the access-log index (could not be read: {e})"))
+            }
+        }
         if ha.finalize() != hb.finalize() {
             return Some("consents, break-glass grants or the access-log index".into());
         }
@@ -3062,30 +3135,42 @@ impl Projection {
     /// Offsets of access entries, newest first, below `before` (all when `None`), at most
     /// `limit`: all of them when `keys` is empty, else those indexed under any of `keys`
     /// (`f/<family id>`, `p/<person id>`, `u/<user id>`).
-    pub fn access_offsets(&self, keys: &[String], before: Option<u64>, limit: usize) -> Vec<u64> {
+    pub fn access_offsets(
+        &self,
+        keys: &[String],
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<u64>, ProjectionError> {
+        // Held while the store is read too, so the index cannot move there meanwhile.
         let index = self.access_index();
-        let below = |o: &&u64| before.is_none_or(|b| **o < b);
-        let mut out: Vec<u64> = if keys.is_empty() {
-            index
-                .accesses
+        let before = before.unwrap_or(u64::MAX);
+        // The newest of one list: memory's (all at or above `spilled`), then the store's.
+        let newest = |key: &str, held: &[u64]| -> Result<Vec<u64>, ProjectionError> {
+            let mut out: Vec<u64> = held[..held.partition_point(|&o| o < before)]
                 .iter()
                 .rev()
-                .filter(below)
                 .take(limit)
                 .copied()
-                .collect()
-        } else {
-            let mut all: Vec<u64> = keys
-                .iter()
-                .filter_map(|k| index.by.get(k))
-                .flat_map(|v| v.iter().rev().filter(below).take(limit).copied())
                 .collect();
+            if out.len() < limit && index.spilled > 0 {
+                let below = before.min(index.spilled);
+                out.extend(self.store.access_offsets(key, below, limit - out.len())?);
+            }
+            Ok(out)
+        };
+        let mut out = if keys.is_empty() {
+            newest("", &index.accesses)?
+        } else {
+            let mut all = Vec::new();
+            for k in keys {
+                all.extend(newest(k, index.by.get(k).map_or(&[], Vec::as_slice))?);
+            }
             all.sort_unstable_by(|a, b| b.cmp(a));
             all.dedup();
             all
         };
         out.truncate(limit);
-        out
+        Ok(out)
     }
 
     /// The access entries at `offsets`, read from the log.

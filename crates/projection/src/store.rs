@@ -8,10 +8,17 @@
 //! its lines) or dropped is overwritten with zeros, so no erased content stays in the file, and
 //! once the zeros are durable its space is given back to the filesystem (a punched hole) where
 //! the filesystem allows it, so replaced bodies do not grow the file for good.
+//!
+//! The access log's index (access entries' offsets by family, person and user, and all of
+//! them) is kept here too, below an offset ([`LineStore::access_spilled`]): at each snapshot
+//! the projection moves what it holds in memory here, in one atomic batch, so memory and the
+//! snapshot hold only the reads since. Each key's offsets are a piece per move (at most
+//! [`ACCESS_PIECE`] offsets), delta-encoded as varints under `x<key>\xff<first offset>`.
 //! Nothing here is fsynced per batch (the log is the truth and a restart re-applies it from
 //! the snapshot): [`LineStore::sync`] makes the file durable before a snapshot relies on it,
 //! and a body that does not match its checksum at start-up makes the projection rebuild.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -24,6 +31,13 @@ pub(crate) const K_APPLIED: &[u8] = b"m/applied";
 /// sled key naming this layout; a store without it (chunks inside sled) is rebuilt.
 const K_FORMAT: &[u8] = b"m/format";
 const FORMAT: &[u8] = b"lines-file-1";
+/// sled key of the offset below which the access index is stored here (big-endian u64).
+const K_ACCESS_SPILLED: &[u8] = b"m/access-spilled";
+/// Most offsets in one stored piece of the access index.
+pub(crate) const ACCESS_PIECE: usize = 65_536;
+/// Ends an access index key in a sled key (a byte UTF-8 never holds).
+const SEP: u8 = 0xff;
+
 /// The file of chunk bodies.
 const LINES_FILE: &str = "lines.dat";
 /// Opening a locked store is tried this many times, 20 ms apart.
@@ -71,6 +85,56 @@ fn chunk_key(offset: u64) -> [u8; 9] {
     k[0] = b'c';
     k[1..].copy_from_slice(&offset.to_be_bytes());
     k
+}
+
+/// sled key of the piece of the access index under `key` whose first offset is `first`.
+fn access_key(key: &str, first: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 10);
+    k.push(b'x');
+    k.extend_from_slice(key.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(&first.to_be_bytes());
+    k
+}
+
+/// Ascending `offsets` as varints: the first, then each one's distance from the one before.
+fn encode_offsets(offsets: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(offsets.len() * 3);
+    let mut prev = 0;
+    for &o in offsets {
+        let mut d = o - prev;
+        prev = o;
+        loop {
+            let byte = (d & 0x7f) as u8;
+            d >>= 7;
+            if d == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    out
+}
+
+/// The offsets [`encode_offsets`] wrote; `None` if the bytes are not such a list.
+fn decode_offsets(bytes: &[u8]) -> Option<Vec<u64>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut prev, mut d, mut shift) = (0u64, 0u64, 0u32);
+    for &b in bytes {
+        d |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            prev = prev.checked_add(d)?;
+            out.push(prev);
+            (d, shift) = (0, 0);
+        } else {
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+    }
+    (shift == 0).then_some(out)
 }
 
 fn offset_of(key: &[u8]) -> Option<u64> {
@@ -362,6 +426,90 @@ impl LineStore {
         self.db.flush()?;
         Ok(())
     }
+
+    /// The offset below which the access index is stored here (0: nothing stored).
+    pub fn access_spilled(&self) -> Result<u64, ProjectionError> {
+        Ok(self
+            .db
+            .get(K_ACCESS_SPILLED)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Stores the access index's offsets `by` key (each list ascending, and above everything
+    /// stored before) and that everything below `upto` is now stored, in one atomic batch
+    /// (made durable by the next [`LineStore::sync`]).
+    pub fn spill_access<'a>(
+        &self,
+        by: impl Iterator<Item = (&'a str, &'a [u64])>,
+        upto: u64,
+    ) -> Result<(), ProjectionError> {
+        let mut batch = sled::Batch::default();
+        for (key, offsets) in by {
+            for piece in offsets.chunks(ACCESS_PIECE) {
+                batch.insert(access_key(key, piece[0]), encode_offsets(piece));
+            }
+        }
+        batch.insert(K_ACCESS_SPILLED, &upto.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The stored offsets under access index `key` below `before`, newest first, at most
+    /// `limit` of them.
+    pub fn access_offsets(
+        &self,
+        key: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, ProjectionError> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .range(access_key(key, 0)..access_key(key, before))
+            .rev()
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            let piece = decode_offsets(&v).ok_or_else(|| {
+                damaged(format!(
+                    "access index piece {}",
+                    String::from_utf8_lossy(&k)
+                ))
+            })?;
+            out.extend(
+                piece
+                    .into_iter()
+                    .rev()
+                    .filter(|&o| o < before)
+                    .take(limit - out.len()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every stored access index key with its offsets, ascending (`""`: all of them).
+    pub fn access_all(&self) -> Result<BTreeMap<String, Vec<u64>>, ProjectionError> {
+        let mut all: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for kv in self.db.range(b"x".as_slice()..b"y".as_slice()) {
+            let (k, v) = kv?;
+            let bad = || {
+                damaged(format!(
+                    "access index piece {}",
+                    String::from_utf8_lossy(&k)
+                ))
+            };
+            let key = k
+                .get(1..k.len().saturating_sub(9))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or_else(bad)?;
+            let piece = decode_offsets(&v).ok_or_else(bad)?;
+            all.entry(key.to_string()).or_default().extend(piece);
+        }
+        Ok(all)
+    }
 }
 
 #[cfg(test)]
@@ -527,6 +675,73 @@ mod tests {
             Err(ProjectionError::Damaged(why)) => assert!(why.contains("checksum"), "{why}"),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("damage not seen"),
+        }
+    }
+
+    #[test]
+    fn the_access_index_is_stored_in_pieces_and_read_back_newest_first() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let s = holding(tmp.path(), b"[x]");
+        assert_eq!(s.access_spilled().expect("spilled"), 0);
+        // More offsets than a piece holds, and far apart ones; keys that are prefixes of
+        // each other.
+        let all: Vec<u64> = (0..ACCESS_PIECE as u64 + 100).map(|i| 3 * i).collect();
+        let far: Vec<u64> = vec![5, 1 << 20, 1 << 40, (1 << 40) + 1];
+        let near: Vec<u64> = vec![7, 8];
+        s.spill_access(
+            [
+                ("", all.as_slice()),
+                ("f/a", far.as_slice()),
+                ("f/ab", near.as_slice()),
+            ]
+            .into_iter(),
+            (1 << 40) + 2,
+        )
+        .expect("spill");
+        let later: Vec<u64> = vec![(1 << 40) + 10, (1 << 40) + 20];
+        s.spill_access(
+            [("", later.as_slice()), ("f/a", later.as_slice())].into_iter(),
+            (1 << 40) + 30,
+        )
+        .expect("spill");
+        assert_eq!(s.access_spilled().expect("spilled"), (1 << 40) + 30);
+        let newest = |v: &[u64], before: u64, limit: usize| -> Vec<u64> {
+            v.iter()
+                .rev()
+                .copied()
+                .filter(|&o| o < before)
+                .take(limit)
+                .collect()
+        };
+        let far_all: Vec<u64> = far.iter().chain(&later).copied().collect();
+        let every: Vec<u64> = all.iter().chain(&later).copied().collect();
+        for before in [0, 6, 1 << 20, (1 << 40) + 1, (1 << 40) + 15, u64::MAX] {
+            for limit in [1, 3, 100_000] {
+                let got = |k: &str| s.access_offsets(k, before, limit).expect("read");
+                assert_eq!(
+                    got("f/a"),
+                    newest(&far_all, before, limit),
+                    "{before} {limit}"
+                );
+                assert_eq!(got("f/ab"), newest(&near, before, limit));
+                assert_eq!(got(""), newest(&every, before, limit));
+                assert!(got("f/").is_empty());
+            }
+        }
+        let stored = s.access_all().expect("all");
+        assert_eq!(stored.keys().collect::<Vec<_>>(), ["", "f/a", "f/ab"]);
+        assert_eq!(stored[""], every);
+        assert_eq!(stored["f/a"], far_all);
+        s.clear().expect("clear");
+        assert_eq!(s.access_spilled().expect("spilled"), 0);
+        assert!(s.access_all().expect("all").is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn offsets_read_back_as_written(mut v in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..50)) {
+            v.sort_unstable();
+            proptest::prop_assert_eq!(decode_offsets(&encode_offsets(&v)), Some(v));
         }
     }
 }

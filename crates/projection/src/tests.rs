@@ -629,7 +629,9 @@ async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
         .expect("timeline");
     assert!(lapsed.reading.refused);
     assert_eq!(
-        p.access_offsets(&[format!("f/{fam}")], None, 10).len(),
+        p.access_offsets(&[format!("f/{fam}")], None, 10)
+            .expect("index")
+            .len(),
         1,
         "the access entry is indexed by family"
     );
@@ -1322,7 +1324,9 @@ async fn access_entries_leave_sled_alone_and_a_restart_still_resumes() {
     );
     let key = format!("f/{fam}");
     assert_eq!(
-        p.access_offsets(std::slice::from_ref(&key), None, 10).len(),
+        p.access_offsets(std::slice::from_ref(&key), None, 10)
+            .expect("index")
+            .len(),
         6
     );
     let digest = p.digest();
@@ -1339,7 +1343,13 @@ async fn access_entries_leave_sled_alone_and_a_restart_still_resumes() {
         .expect("reopen");
     assert_eq!(reopened.applied(), head, "resumes from the snapshot");
     assert_eq!(reopened.digest(), digest);
-    assert_eq!(reopened.access_offsets(&[key], None, 10).len(), 6);
+    assert_eq!(
+        reopened
+            .access_offsets(&[key], None, 10)
+            .expect("index")
+            .len(),
+        6
+    );
 }
 
 /// A timeline chunk whose bytes no longer match its checksum (a disk fault, or a crash
@@ -1634,4 +1644,162 @@ async fn access_entries_count_a_third_towards_the_next_snapshot() {
     );
     p.close().expect("close");
     assert_eq!(counts(&p), (0, 0), "the snapshot starts the count again");
+}
+
+/// The access-log queries a test compares: every key alone and together, and pages of them.
+fn access_answers(p: &Projection, keys: &[String], before: &[Option<u64>]) -> Vec<Vec<u64>> {
+    let mut asks: Vec<Vec<String>> = keys.iter().map(|k| vec![k.clone()]).collect();
+    asks.push(keys.to_vec());
+    asks.push(Vec::new());
+    let mut out = Vec::new();
+    for ask in &asks {
+        for &b in before {
+            for limit in [1, 7, 1_000] {
+                out.push(p.access_offsets(ask, b, limit).expect("access index"));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_access_index_moves_to_the_store_at_a_snapshot_and_answers_the_same() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    fill(log.as_ref(), 10, 300).await;
+    let dir = tmp.path().join("proj");
+    let p = open_caught_up(&dir, log.as_ref(), None).await;
+    let fams: Vec<String> = p.with_linker(|l| {
+        (0..3)
+            .map(|r| l.family_id(l.family_of(l.person_of(r * 40))))
+            .collect()
+    });
+    // Reads by two users of three families (two of whose ids share a prefix), in batches.
+    let mut n = 0u64;
+    let mut batch = |count: u64| {
+        let recs: Vec<Record> = (0..count)
+            .map(|_| {
+                n += 1;
+                let user = if n.is_multiple_of(3) { "sw-10" } else { "sw-1" };
+                let fam = &fams[(n % 3) as usize];
+                Record::Access(access_entry(
+                    format!("a-{n}"),
+                    Timestamp(END.0 + n as i64),
+                    user,
+                    fam,
+                    &["p-1"],
+                ))
+            })
+            .collect();
+        recs
+    };
+    let mut keys: Vec<String> = fams.iter().map(|f| format!("f/{f}")).collect();
+    keys.extend(["u/sw-1".into(), "u/sw-10".into(), "p/p-1".into()]);
+    record(&p, log.as_ref(), batch(40)).await;
+    let first_snapshot = log.head().next_offset;
+    p.snapshot(p.read_state()).expect("snapshot");
+    assert!(
+        p.access_index().accesses.is_empty(),
+        "memory holds none of it"
+    );
+    assert!(p.access_index().by.is_empty());
+    assert_eq!(p.store.access_spilled().expect("spilled"), first_snapshot);
+    let old_snapshot = std::fs::read(dir.join(SNAPSHOT_FILE)).expect("snapshot");
+    record(&p, log.as_ref(), batch(25)).await;
+    record(&p, log.as_ref(), batch(30)).await;
+    p.snapshot(p.read_state()).expect("snapshot");
+    record(&p, log.as_ref(), batch(20)).await;
+    let head = log.head().next_offset;
+
+    // The same answers as a projection that holds the whole index in memory.
+    let whole = rebuilt(&tmp.path().join("whole"), log.as_ref(), None).await;
+    assert_eq!(whole.access_index().spilled, 0);
+    let mid = first_snapshot + 30;
+    let before = [
+        None,
+        Some(head),
+        Some(mid),
+        Some(first_snapshot),
+        Some(first_snapshot - 5),
+    ];
+    let expected = access_answers(&whole, &keys, &before);
+    assert_eq!(access_answers(&p, &keys, &before), expected);
+    assert_eq!(
+        whole
+            .access_offsets(&[], None, usize::MAX)
+            .expect("all")
+            .len(),
+        115
+    );
+    assert_eq!(p.digest(), whole.digest());
+    assert_eq!(p.first_difference(&whole), None);
+    drop(p);
+
+    // Reopened from its last snapshot: the same.
+    let reopened = open_caught_up(&dir, log.as_ref(), None).await;
+    assert_eq!(access_answers(&reopened, &keys, &before), expected);
+    assert_eq!(reopened.digest(), whole.digest());
+    drop(reopened);
+
+    // A crash after the second move but before its snapshot was written: the older
+    // snapshot's entries that the store now holds are not counted twice.
+    std::fs::write(dir.join(SNAPSHOT_FILE), &old_snapshot).expect("older snapshot");
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
+    assert_eq!(
+        p.applied(),
+        first_snapshot,
+        "resumes from the older snapshot"
+    );
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(access_answers(&p, &keys, &before), expected);
+    assert_eq!(p.digest(), whole.digest());
+    drop(p);
+
+    // The same with the older snapshot as a version before this one wrote it: the whole
+    // index in it, none in the store. What the store now holds is dropped from memory.
+    let mut older: serde_json::Value = serde_json::from_slice(&old_snapshot).expect("json");
+    {
+        let index = whole.access_index();
+        let below =
+            |v: &[u64]| -> Vec<u64> { v.iter().copied().filter(|&o| o < first_snapshot).collect() };
+        let by: BTreeMap<&String, Vec<u64>> = index.by.iter().map(|(k, v)| (k, below(v))).collect();
+        older["access"]["accesses"] = serde_json::json!(below(&index.accesses));
+        older["access"]["access_by"] = serde_json::json!(by);
+        older
+            .as_object_mut()
+            .expect("object")
+            .remove("access_spilled");
+    }
+    std::fs::write(dir.join(SNAPSHOT_FILE), older.to_string()).expect("older snapshot");
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
+    assert_eq!(p.applied(), first_snapshot);
+    assert!(
+        p.access_index().accesses.is_empty(),
+        "the store holds those"
+    );
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(access_answers(&p, &keys, &before), expected);
+    assert_eq!(p.digest(), whole.digest());
+    drop(p);
+
+    // A snapshot that counts on more of the index in the store than the store has (sled
+    // lost a move): rebuilt from the log, and the same again.
+    let text = String::from_utf8(old_snapshot).expect("json");
+    let claims = text.replace(
+        &format!("\"access_spilled\":{first_snapshot}"),
+        &format!("\"access_spilled\":{}", head + 1),
+    );
+    assert_ne!(claims, text);
+    std::fs::write(dir.join(SNAPSHOT_FILE), claims).expect("snapshot");
+    let p = Projection::open(&dir, log.as_ref(), None)
+        .await
+        .expect("reopen");
+    assert_eq!(p.applied(), 0, "rebuilt: the store is behind the snapshot");
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    assert_eq!(access_answers(&p, &keys, &before), expected);
+    assert_eq!(p.digest(), whole.digest());
 }

@@ -544,7 +544,7 @@ impl AccessLogGrpc {
             0 => DEFAULT_PAGE,
             n => (n as usize).min(500),
         };
-        let offsets = q.projection.access_offsets(&keys, before, size + 1);
+        let offsets = q.projection.access_offsets(&keys, before, size + 1)?;
         let more = offsets.len() > size;
         let page = &offsets[..offsets.len().min(size)];
         let entries = q.projection.access_entries(q.log.as_ref(), page).await?;
@@ -607,7 +607,7 @@ impl AccessLogGrpc {
         }
         let mut keys = vec![format!("f/{}", reading.family_id)];
         keys.extend(reading.person_ids.iter().map(|p| format!("p/{p}")));
-        let offsets = q.projection.access_offsets(&keys, None, MAX_REPORT_ROWS);
+        let offsets = q.projection.access_offsets(&keys, None, MAX_REPORT_ROWS)?;
         let entries = q
             .projection
             .access_entries(q.log.as_ref(), &offsets)
@@ -666,7 +666,7 @@ impl AccessLogGrpc {
         let subject = q.projection.subject(q.log.as_ref(), &person_id).await?;
         let offsets = q
             .projection
-            .access_offsets(&[format!("p/{person_id}")], None, usize::MAX);
+            .access_offsets(&[format!("p/{person_id}")], None, usize::MAX)?;
         let accesses = q
             .projection
             .access_entries(q.log.as_ref(), &offsets)
