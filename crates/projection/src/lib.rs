@@ -3141,36 +3141,47 @@ impl Projection {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<u64>, ProjectionError> {
-        // Held while the store is read too, so the index cannot move there meanwhile.
-        let index = self.access_index();
         let before = before.unwrap_or(u64::MAX);
-        // The newest of one list: memory's (all at or above `spilled`), then the store's.
-        let newest = |key: &str, held: &[u64]| -> Result<Vec<u64>, ProjectionError> {
-            let mut out: Vec<u64> = held[..held.partition_point(|&o| o < before)]
-                .iter()
-                .rev()
-                .take(limit)
-                .copied()
-                .collect();
-            if out.len() < limit && index.spilled > 0 {
-                let below = before.min(index.spilled);
-                out.extend(self.store.access_offsets(key, below, limit - out.len())?);
-            }
-            Ok(out)
+        let lists: Vec<&str> = match keys.is_empty() {
+            true => vec![""],
+            false => keys.iter().map(String::as_str).collect(),
         };
-        let mut out = if keys.is_empty() {
-            newest("", &index.accesses)?
-        } else {
-            let mut all = Vec::new();
-            for k in keys {
-                all.extend(newest(k, index.by.get(k).map_or(&[], Vec::as_slice))?);
+        // Memory's part of each list (all at or above `spilled`), newest first, taken under
+        // the index's lock; the store's part is read after it is let go (the applier takes it
+        // while it holds the state's lock, so a long read must not hold it). A move to the store
+        // meanwhile only adds offsets at or above `spilled`, so reading below it sees the same.
+        let (mut newest, spilled) = {
+            let index = self.access_index();
+            let newest: Vec<Vec<u64>> = lists
+                .iter()
+                .map(|&k| {
+                    let held = match k {
+                        "" => &index.accesses,
+                        k => index.by.get(k).map_or(&[][..], Vec::as_slice),
+                    };
+                    held[..held.partition_point(|&o| o < before)]
+                        .iter()
+                        .rev()
+                        .take(limit)
+                        .copied()
+                        .collect()
+                })
+                .collect();
+            (newest, index.spilled)
+        };
+        for (k, out) in lists.iter().zip(&mut newest) {
+            if out.len() < limit && spilled > 0 {
+                let below = before.min(spilled);
+                out.extend(self.store.access_offsets(k, below, limit - out.len())?);
             }
+        }
+        let mut all: Vec<u64> = newest.into_iter().flatten().collect();
+        if lists.len() > 1 {
             all.sort_unstable_by(|a, b| b.cmp(a));
             all.dedup();
-            all
-        };
-        out.truncate(limit);
-        Ok(out)
+        }
+        all.truncate(limit);
+        Ok(all)
     }
 
     /// The access entries at `offsets`, read from the log.
