@@ -2153,9 +2153,14 @@ impl Projection {
         // `next_offset` is stored (under `applying`).
         let started = Instant::now();
         // The access log's index moves to the store (made durable with it just below), so
-        // the snapshot holds none of it.
-        let mut index = self.access_index();
-        index.spill(&self.store, st.next_offset)?;
+        // the snapshot holds none of it; its lock is let go at once, so access-log reads do not
+        // wait for the snapshot (only this thread, the applier, adds to it).
+        let spilled = {
+            let mut index = self.access_index();
+            index.spill(&self.store, st.next_offset)?;
+            index.spilled
+        };
+        let none = AccessIndex::default();
         self.store.sync(st.next_offset)?;
         let io = |e: std::io::Error| ProjectionError::Store(e.into());
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
@@ -2167,8 +2172,8 @@ impl Projection {
                 next_offset: st.next_offset,
                 last_hash: st.last_hash,
                 linker: &st.linker,
-                access: AccessSnapshotRef::of(&st.access, &index),
-                access_spilled: index.spilled,
+                access: AccessSnapshotRef::of(&st.access, &none),
+                access_spilled: spilled,
             },
         )
         .map_err(|e| ProjectionError::Damaged(e.to_string()))?;
