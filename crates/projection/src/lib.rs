@@ -180,6 +180,9 @@ struct AccessState {
     by_record: HashMap<String, Vec<String>>,
 }
 
+/// The access log index's key for every access entry (the others are `u/`, `f/` and `p/` keys).
+const ALL_ACCESSES: &str = "";
+
 /// The access log's index: offsets of access entries, in log order and by family id,
 /// person id and user id. Only access-log reads use it, so it is kept apart from the
 /// state's lock: applying access entries (one per read) neither waits for reads nor holds
@@ -219,7 +222,7 @@ impl AccessIndex {
     /// Moves every entry held to `store`, which then holds everything below `upto` (every
     /// access entry below `upto` was indexed), leaving memory empty.
     fn spill(&mut self, store: &LineStore, upto: u64) -> Result<(), ProjectionError> {
-        let by = std::iter::once(("", self.accesses.as_slice()))
+        let by = std::iter::once((ALL_ACCESSES, self.accesses.as_slice()))
             .chain(self.by.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
         store.spill_access(by, upto)?;
         self.accesses = Vec::new();
@@ -241,7 +244,7 @@ impl AccessIndex {
     /// The whole index, the line store's part and memory's (for digests and comparisons).
     fn whole(&self, store: &LineStore) -> Result<AccessIndex, ProjectionError> {
         let mut stored = store.access_all()?;
-        let mut accesses = stored.remove("").unwrap_or_default();
+        let mut accesses = stored.remove(ALL_ACCESSES).unwrap_or_default();
         accesses.extend_from_slice(&self.accesses);
         let mut by: HashMap<String, Vec<u64>> = stored.into_iter().collect();
         for (k, v) in &self.by {
@@ -2423,8 +2426,8 @@ impl Projection {
         let st = self.read_state();
         let mut h = Sha256::new();
         h.update(st.linker.digest());
-        match self.access_index().whole(&self.store) {
-            Ok(index) => AccessSnapshotRef::of(&st.access, &index).digest(&mut h),
+        match self.access_digest(&st.access) {
+            Ok(d) => h.update(d),
             Err(e) => h.update(format!("the access index could not be read: {e}")),
         }
         h.update(st.next_offset.to_be_bytes());
@@ -2458,6 +2461,15 @@ impl Projection {
             }
         }
         h.finalize().into()
+    }
+
+    /// A digest of `access` (this projection's access state) and the whole access log index,
+    /// the store's part and memory's: equal for equal ones, whatever moved to the store when.
+    fn access_digest(&self, access: &AccessState) -> Result<[u8; 32], ProjectionError> {
+        let index = self.access_index().whole(&self.store)?;
+        let mut h = Sha256::new();
+        AccessSnapshotRef::of(access, &index).digest(&mut h);
+        Ok(h.finalize().into())
     }
 
     /// Where this projection first differs from `other` (for an auditor comparing a stored
@@ -2507,21 +2519,16 @@ impl Projection {
         if a.linker.digest() != b.linker.digest() {
             return Some("identity links, persons or families".into());
         }
-        let (mut ha, mut hb) = (Sha256::new(), Sha256::new());
-        let whole = |p: &Projection| p.access_index().whole(&p.store);
-        match (whole(self), whole(other)) {
-            (Ok(ia), Ok(ib)) => {
-                AccessSnapshotRef::of(&a.access, &ia).digest(&mut ha);
-                AccessSnapshotRef::of(&b.access, &ib).digest(&mut hb);
-            }
+        match (
+            self.access_digest(&a.access),
+            other.access_digest(&b.access),
+        ) {
+            (Ok(da), Ok(db)) if da == db => None,
+            (Ok(_), Ok(_)) => Some("consents, break-glass grants or the access-log index".into()),
             (Err(e), _) | (_, Err(e)) => {
-                return Some(format!("the access-log index (could not be read: {e})"))
+                Some(format!("the access-log index (could not be read: {e})"))
             }
         }
-        if ha.finalize() != hb.finalize() {
-            return Some("consents, break-glass grants or the access-log index".into());
-        }
-        None
     }
 
     /// What erasing a person's content would take: the key-store names of their partner
@@ -3148,7 +3155,7 @@ impl Projection {
     ) -> Result<Vec<u64>, ProjectionError> {
         let before = before.unwrap_or(u64::MAX);
         let lists: Vec<&str> = match keys.is_empty() {
-            true => vec![""],
+            true => vec![ALL_ACCESSES],
             false => keys.iter().map(String::as_str).collect(),
         };
         // Memory's part of each list (all at or above `spilled`), newest first, taken under
@@ -3161,7 +3168,7 @@ impl Projection {
                 .iter()
                 .map(|&k| {
                     let held = match k {
-                        "" => &index.accesses,
+                        ALL_ACCESSES => &index.accesses,
                         k => index.by.get(k).map_or(&[][..], Vec::as_slice),
                     };
                     held[..held.partition_point(|&o| o < before)]
