@@ -186,15 +186,38 @@ pub fn decode(frame: &[u8], expected_offset: u64) -> Result<StoredEntry, LogErro
 /// Verifies a frame and returns a view of it without copying; `expected_offset` is checked
 /// against the stored one.
 pub fn view(frame: &[u8], expected_offset: u64) -> Result<FrameView<'_>, LogError> {
-    let corrupt = |what: &str| LogError::Corrupt {
-        offset: expected_offset,
-        detail: what.to_string(),
-    };
     match peek(frame) {
         Peek::Frame { len } if len == frame.len() => {}
-        Peek::Frame { .. } => return Err(corrupt("frame length mismatch")),
-        Peek::Short => return Err(corrupt("truncated entry")),
-        Peek::Invalid(why) => return Err(corrupt(why)),
+        Peek::Frame { .. } => return Err(corrupt(expected_offset, "frame length mismatch")),
+        Peek::Short => return Err(corrupt(expected_offset, "truncated entry")),
+        Peek::Invalid(why) => return Err(corrupt(expected_offset, why)),
+    }
+    view_peeked(frame, expected_offset, hash_of(frame))
+}
+
+fn corrupt(offset: u64, what: &str) -> LogError {
+    LogError::Corrupt {
+        offset,
+        detail: what.to_string(),
+    }
+}
+
+/// The hash of the entry in `frame` (a whole frame that [`peek`] accepted): SHA-256 of its
+/// stored bytes, which the next entry's `prev_hash` must equal.
+pub(crate) fn hash_of(frame: &[u8]) -> Hash {
+    Sha256::digest(frame.get(HEADER_LEN..).unwrap_or_default()).into()
+}
+
+/// [`view`] of a whole frame that [`peek`] has accepted (its checksum is not worked out
+/// again), whose hash [`hash_of`] gave: a log's open works the hashes out on several threads.
+pub(crate) fn view_peeked(
+    frame: &[u8],
+    expected_offset: u64,
+    hash: Hash,
+) -> Result<FrameView<'_>, LogError> {
+    let corrupt = |what: &str| corrupt(expected_offset, what);
+    if frame.len() < HEADER_LEN + FIXED_LEN {
+        return Err(corrupt("truncated entry"));
     }
     let rest = &frame[HEADER_LEN..];
     let u64_at = |i: usize| {
@@ -221,7 +244,7 @@ pub fn view(frame: &[u8], expected_offset: u64) -> Result<FrameView<'_>, LogErro
     Ok(FrameView {
         offset,
         prev_hash,
-        hash: Sha256::digest(rest).into(),
+        hash,
         recorded_at_ms,
         source,
         id,

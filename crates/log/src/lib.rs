@@ -158,24 +158,33 @@ pub trait Log: Send + Sync + 'static {
 pub fn verify_chain(prev: Head, entries: &[StoredEntry]) -> Result<Head, LogError> {
     let mut head = prev;
     for e in entries {
-        if e.offset != head.next_offset {
+        head.follow(e.offset, &e.prev_hash, e.hash)?;
+    }
+    Ok(head)
+}
+
+impl Head {
+    /// Moves past the entry at `offset` (whose previous hash is `prev_hash`, and its own
+    /// `hash`) if it continues the chain: the next offset, linked to the last hash.
+    pub fn follow(&mut self, offset: u64, prev_hash: &Hash, hash: Hash) -> Result<(), LogError> {
+        if offset != self.next_offset {
             return Err(LogError::Corrupt {
-                offset: head.next_offset,
-                detail: format!("expected offset {}, found {}", head.next_offset, e.offset),
+                offset: self.next_offset,
+                detail: format!("expected offset {}, found {offset}", self.next_offset),
             });
         }
-        if e.prev_hash != head.last_hash {
+        if *prev_hash != self.last_hash {
             return Err(LogError::Corrupt {
-                offset: e.offset,
+                offset,
                 detail: "hash chain broken: prev_hash does not match the previous entry".into(),
             });
         }
-        head = Head {
-            next_offset: e.offset + 1,
-            last_hash: e.hash,
+        *self = Head {
+            next_offset: offset + 1,
+            last_hash: hash,
         };
+        Ok(())
     }
-    Ok(head)
 }
 
 impl Head {

@@ -399,3 +399,79 @@ proptest! {
         });
     }
 }
+
+/// A segment big enough that opening it works out its hashes on several threads: it opens
+/// with the same head and keys as written, and an entry rewritten with a valid checksum
+/// (content changed on purpose, not by accident) breaks the chain at the entry after it.
+#[tokio::test]
+async fn a_large_segment_is_verified_on_several_threads() {
+    const N: u64 = 10_000;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let written = {
+        let (log, _) = EmbeddedLog::open(
+            FsDir::new(tmp.path()).expect("dir"),
+            EmbeddedOptions::default(),
+        )
+        .expect("open");
+        for chunk in 0..N / 1_000 {
+            let batch = (chunk * 1_000..(chunk + 1) * 1_000)
+                .map(|i| entry("school-001", &format!("x{i}")))
+                .collect();
+            log.append(batch).await.expect("append");
+        }
+        let head = log.head();
+        log.close();
+        head
+    };
+    assert_eq!(segments(tmp.path()).len(), 1, "one segment");
+    let (log, report) = EmbeddedLog::open(
+        FsDir::new(tmp.path()).expect("dir"),
+        EmbeddedOptions::default(),
+    )
+    .expect("reopen");
+    assert_eq!(report.entries, N);
+    assert_eq!(log.head(), written, "the same head, hash included");
+    let again = log
+        .append(vec![
+            entry("school-001", "x9999"),
+            entry("school-001", "x0"),
+        ])
+        .await
+        .expect("append");
+    assert_eq!(
+        again,
+        vec![AppendOutcome::Duplicate(9_999), AppendOutcome::Duplicate(0)]
+    );
+    log.close();
+    drop(log);
+
+    // Rewrite one byte of entry 7,500's body and its checksum.
+    let seg = last_segment(tmp.path());
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let mut at = 0usize;
+    for _ in 0..7_500 {
+        match tellonce_log::frame::peek(&bytes[at..]) {
+            tellonce_log::frame::Peek::Frame { len } => at += len,
+            _ => panic!("a frame at byte {at}"),
+        }
+    }
+    let tellonce_log::frame::Peek::Frame { len } = tellonce_log::frame::peek(&bytes[at..]) else {
+        panic!("entry 7,500 is a frame");
+    };
+    let last = at + len - 1;
+    bytes[last] ^= 0x01;
+    let crc = crc32c::crc32c(&bytes[at + tellonce_log::frame::HEADER_LEN..at + len]);
+    bytes[at + 8..at + 12].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&seg, &bytes).expect("write");
+    match EmbeddedLog::open(
+        FsDir::new(tmp.path()).expect("dir"),
+        EmbeddedOptions::default(),
+    ) {
+        Err(LogError::Corrupt { offset, detail }) => {
+            assert_eq!(offset, 7_501, "{detail}");
+            assert!(detail.contains("hash chain"), "{detail}");
+        }
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("expected corruption, the log opened"),
+    }
+}
