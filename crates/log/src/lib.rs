@@ -185,9 +185,7 @@ impl Head {
         };
         Ok(())
     }
-}
 
-impl Head {
     /// The head of an empty log.
     pub const EMPTY: Head = Head {
         next_offset: 0,
