@@ -159,7 +159,7 @@ const SCAN_THREADS: usize = 4;
 const SCAN_PARALLEL_FROM: usize = 4096;
 
 /// The hash of each frame at `spans` in `data`, in order, worked out on up to [`SCAN_THREADS`]
-/// threads: SHA-256 of every entry was almost half of opening a 1M log (profiled).
+/// threads: SHA-256 of every entry was about a third of opening a 1M log (profiled).
 fn hashes_of(data: &[u8], spans: &[(usize, usize)]) -> Vec<Hash> {
     let hash = |part: &[(usize, usize)]| -> Vec<Hash> {
         part.iter()
