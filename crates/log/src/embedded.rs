@@ -134,19 +134,26 @@ struct Scanned<F> {
     report: OpenReport,
 }
 
-/// Opens segment `name` and reads it whole into `data`. A running hub may give back the room
-/// after a full segment's last entry while a tool reads beside it: a read cut short by that is
-/// tried again (twice) on the file as it now is. One buffer serves every segment of an open,
-/// so its pages are faulted in once, not once per segment.
-fn read_segment<D: Dir>(dir: &D, name: &str, data: &mut Vec<u8>) -> Result<D::File, LogError> {
+/// Reads segment `name` (open as `file`) whole into `data`. A running hub may give back the
+/// room after a full segment's last entry while a tool reads beside it: a read cut short by
+/// that is tried again (twice) on the file opened anew. One buffer serves every segment of an
+/// open, so its pages are faulted in once, not once per segment.
+fn read_segment<D: Dir>(
+    dir: &D,
+    name: &str,
+    mut file: D::File,
+    data: &mut Vec<u8>,
+) -> Result<D::File, LogError> {
     let mut tries = 0;
     loop {
-        let file = dir.open(name)?;
         data.clear();
         data.resize(file.len()? as usize, 0);
         match file.read_exact_at(data, 0) {
             Ok(()) => return Ok(file),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && tries < 2 => tries += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && tries < 2 => {
+                tries += 1;
+                file = dir.open(name)?;
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -213,15 +220,20 @@ fn scan<D: Dir>(
     let mut segments = Vec::with_capacity(bases.len());
     let mut report = OpenReport::default();
     let count = bases.len();
+    // Every segment opened first: their sizes size the buffer and the key index.
+    let files = bases
+        .iter()
+        .map(|&base| dir.open(&segment_name(base)))
+        .collect::<Result<Vec<_>, _>>()?;
     let (mut total_bytes, mut largest) = (0u64, 0u64);
-    for &base in &bases {
-        let len = dir.open(&segment_name(base))?.len()?;
+    for file in &files {
+        let len = file.len()?;
         total_bytes += len;
         largest = largest.max(len);
     }
     // Room for the largest segment from the start: growing it later copies it whole.
     let mut data = Vec::with_capacity(usize::try_from(largest).unwrap_or(0));
-    for (i, &base) in bases.iter().enumerate() {
+    for (i, (&base, file)) in bases.iter().zip(files).enumerate() {
         let name = segment_name(base);
         let is_last = i + 1 == count;
         if base != head.next_offset {
@@ -233,7 +245,7 @@ fn scan<D: Dir>(
                 ),
             });
         }
-        let file = read_segment(dir, &name, &mut data)?;
+        let file = read_segment(dir, &name, file, &mut data)?;
         // First the frames' bounds, their checksums checked, in order; then their hashes, on
         // several threads; then the chain and the keys, in order. A damaged tail is cut off
         // only once everything before it has been verified.

@@ -3154,9 +3154,10 @@ impl Projection {
         limit: usize,
     ) -> Result<Vec<u64>, ProjectionError> {
         let before = before.unwrap_or(u64::MAX);
-        let lists: Vec<&str> = match keys.is_empty() {
-            true => vec![ALL_ACCESSES],
-            false => keys.iter().map(String::as_str).collect(),
+        let lists: Vec<&str> = if keys.is_empty() {
+            vec![ALL_ACCESSES]
+        } else {
+            keys.iter().map(String::as_str).collect()
         };
         // Memory's part of each list (all at or above `spilled`), newest first, taken under
         // the index's lock; the store's part is read after it is let go (the applier takes it

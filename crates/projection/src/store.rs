@@ -137,6 +137,14 @@ fn decode_offsets(bytes: &[u8]) -> Option<Vec<u64>> {
     (shift == 0).then_some(out)
 }
 
+/// The error for a stored piece of the access index (sled key `key`) that does not decode.
+fn bad_piece(key: &[u8]) -> ProjectionError {
+    damaged(format!(
+        "access index piece {}",
+        String::from_utf8_lossy(key)
+    ))
+}
+
 fn offset_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
@@ -473,12 +481,7 @@ impl LineStore {
                 break;
             }
             let (k, v) = kv?;
-            let piece = decode_offsets(&v).ok_or_else(|| {
-                damaged(format!(
-                    "access index piece {}",
-                    String::from_utf8_lossy(&k)
-                ))
-            })?;
+            let piece = decode_offsets(&v).ok_or_else(|| bad_piece(&k))?;
             out.extend(
                 piece
                     .into_iter()
@@ -495,17 +498,11 @@ impl LineStore {
         let mut all: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for kv in self.db.range(b"x".as_slice()..b"y".as_slice()) {
             let (k, v) = kv?;
-            let bad = || {
-                damaged(format!(
-                    "access index piece {}",
-                    String::from_utf8_lossy(&k)
-                ))
-            };
             let key = k
                 .get(1..k.len().saturating_sub(9))
                 .and_then(|b| std::str::from_utf8(b).ok())
-                .ok_or_else(bad)?;
-            let piece = decode_offsets(&v).ok_or_else(bad)?;
+                .ok_or_else(|| bad_piece(&k))?;
+            let piece = decode_offsets(&v).ok_or_else(|| bad_piece(&k))?;
             all.entry(key.to_string()).or_default().extend(piece);
         }
         Ok(all)
