@@ -59,6 +59,10 @@ pub struct SubjectRecord {
     pub upn: Option<String>,
     /// Given name, normalised.
     pub given: String,
+    /// The nickname groups `given` is in ([`names::nickname_groups_of`]), kept so that scoring
+    /// compares them with one `&`; worked out from `given`, never stored.
+    #[serde(skip)]
+    pub given_nicknames: u64,
     /// Middle names, normalised.
     pub middle: String,
     /// Family name, normalised.
@@ -356,6 +360,7 @@ fn record_from(source: &str, key: String, offset: u64, s: &Subject) -> SubjectRe
         first_offset: offset,
         nhs_number: s.nhs_number.clone(),
         upn: s.upn.clone(),
+        given_nicknames: names::nickname_groups_of(&given),
         given,
         middle,
         family,
@@ -383,7 +388,8 @@ fn given_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) 
     if a.given == b.given {
         return ("exact", 4.0);
     }
-    if names::are_nicknames(&a.given, &b.given) {
+    // Different names in a common group (`names::are_nicknames`).
+    if a.given_nicknames & b.given_nicknames != 0 {
         return ("nickname", 3.0);
     }
     if names::is_typo(&a.given, &b.given) {
@@ -703,13 +709,15 @@ impl Linker {
     /// Persons matching a name and date of birth, tolerant of typos, nicknames and swapped
     /// dates: everyone scoring at least [`REVIEW_THRESHOLD`], best first.
     pub fn find_by_name(&self, given: &str, family: &str, dob: Date) -> Vec<Found> {
+        let given = names::normalise(given);
         let probe = SubjectRecord {
             key: String::new(),
             source: String::new(),
             first_offset: 0,
             nhs_number: None,
             upn: None,
-            given: names::normalise(given),
+            given_nicknames: names::nickname_groups_of(&given),
+            given,
             middle: String::new(),
             family: names::normalise(family),
             display_name: String::new(),

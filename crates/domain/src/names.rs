@@ -95,14 +95,17 @@ const NICKNAMES: &[&[&str]] = &[
 
 /// Whether `a` and `b` are forms of the same given name (e.g. `william` and `bill`).
 pub fn are_nicknames(a: &str, b: &str) -> bool {
-    if a == b || !could_be_nickname(a) || !could_be_nickname(b) {
-        return false;
+    a != b && nickname_groups_of(a) & nickname_groups_of(b) != 0
+}
+
+/// The groups of [`NICKNAMES`] that `name` is in, one bit each (group `i` is bit `i`); 0 for
+/// most names. Two different names are nicknames of each other exactly when their groups
+/// overlap, so a record can keep this and compare it with one `&`.
+pub fn nickname_groups_of(name: &str) -> u64 {
+    if !could_be_nickname(name) {
+        return 0;
     }
-    let groups = nickname_groups();
-    match (groups.get(a), groups.get(b)) {
-        (Some(x), Some(y)) => x.iter().any(|g| y.contains(g)),
-        _ => false,
-    }
+    nickname_groups().get(name).copied().unwrap_or(0)
 }
 
 /// Whether `name` has the first byte and length of some name in [`NICKNAMES`]: most names
@@ -127,16 +130,18 @@ fn could_be_nickname(name: &str) -> bool {
     }
 }
 
-/// For each name in [`NICKNAMES`], the groups it belongs to (built once: a name compared
-/// against thousands of others should not scan every group each time).
-fn nickname_groups() -> &'static foldhash::HashMap<&'static str, Vec<usize>> {
-    static GROUPS: std::sync::OnceLock<foldhash::HashMap<&'static str, Vec<usize>>> =
+/// For each name in [`NICKNAMES`], the groups it belongs to as a bit set (built once: a name
+/// compared against thousands of others should not scan every group each time).
+fn nickname_groups() -> &'static foldhash::HashMap<&'static str, u64> {
+    // One bit per group.
+    const _: () = assert!(NICKNAMES.len() <= 64);
+    static GROUPS: std::sync::OnceLock<foldhash::HashMap<&'static str, u64>> =
         std::sync::OnceLock::new();
     GROUPS.get_or_init(|| {
-        let mut m: foldhash::HashMap<&'static str, Vec<usize>> = Default::default();
+        let mut m: foldhash::HashMap<&'static str, u64> = Default::default();
         for (i, g) in NICKNAMES.iter().enumerate() {
             for n in g.iter() {
-                m.entry(n).or_default().push(i);
+                *m.entry(n).or_default() |= 1 << i;
             }
         }
         m
@@ -210,13 +215,19 @@ fn osa_distance(a: &[char], b: &[char], limit: usize, rows: &mut [usize]) -> usi
 /// Whether two different spellings are close enough to be a typo of each other: one edit for
 /// names of 4 to 7 letters, two for longer ones, none for very short names.
 pub fn is_typo(a: &str, b: &str) -> bool {
-    let n = a.chars().count().min(b.chars().count());
-    let limit = match n {
+    // Letters, not bytes; for the usual ASCII names they are the same and need no counting.
+    let (la, lb) = if a.is_ascii() && b.is_ascii() {
+        (a.len(), b.len())
+    } else {
+        (a.chars().count(), b.chars().count())
+    };
+    let limit = match la.min(lb) {
         0..=3 => return false,
         4..=7 => 1,
         _ => 2,
     };
-    edit_distance(a, b, limit) <= limit
+    // More letters apart than the edits allowed: no need to align them.
+    la.abs_diff(lb) <= limit && edit_distance(a, b, limit) <= limit
 }
 
 /// American Soundex code of a name (first letter and three digits), for blocking.
