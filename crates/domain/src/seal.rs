@@ -86,13 +86,21 @@ fn event_key(keys: &[DataKey]) -> DataKey {
     h.finalize().into()
 }
 
-/// The associated data: the envelope fields a ciphertext is bound to.
+/// The associated data: the envelope fields a ciphertext is bound to, as
+/// `tellonce sealed payload v1\0{source}\0{event_id}\0{kind}\0{milliseconds}` (put
+/// together piece by piece: formatting it was about a tenth of opening a payload).
 fn aad(source: &str, event_id: &str, kind: &str, at: Timestamp) -> Vec<u8> {
-    format!(
-        "tellonce sealed payload v1\0{source}\0{event_id}\0{kind}\0{}",
-        at.0
-    )
-    .into_bytes()
+    use std::io::Write as _;
+    const LABEL: &[u8] = b"tellonce sealed payload v1\0";
+    let mut out = Vec::with_capacity(LABEL.len() + source.len() + event_id.len() + kind.len() + 24);
+    out.extend_from_slice(LABEL);
+    for part in [source, event_id, kind] {
+        out.extend_from_slice(part.as_bytes());
+        out.push(0);
+    }
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}", at.0);
+    out
 }
 
 /// Seals `event`'s payload under `keys` (id and key, one per distinct subject record) with
