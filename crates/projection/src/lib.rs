@@ -1019,7 +1019,7 @@ fn gather_keys(
 }
 
 /// Opens a sealed event with the keys in `keys`.
-fn open_sealed(se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened, String> {
+fn open_sealed(mut se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened, String> {
     let what = || format!("event {}/{}", se.source, se.event_id);
     let raw = match gather_keys(keys, &se.payload.keys, what)? {
         Ok(raw) => raw,
@@ -1027,7 +1027,8 @@ fn open_sealed(se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened, Str
     };
     match seal::open(&se, &raw) {
         Ok(payload) => {
-            let ids = se.payload.keys.clone();
+            // The sealed form is dropped here: its key ids move rather than being copied.
+            let ids = std::mem::take(&mut se.payload.keys);
             Ok(Opened::Event(se.with_payload(payload), ids, raw))
         }
         Err(e) => Err(format!("event {}/{}: {e}", se.source, se.event_id)),
