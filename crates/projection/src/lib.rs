@@ -7,8 +7,9 @@
 //! timeline lines (time, partner, kind, event id, summary, subject records) in chunks of up to
 //! 256, their bodies appended to a file and their index (first offset to place) and the
 //! applied offset in sled, each applied chunk of the log in one atomic sled batch. Every
-//! [`SNAPSHOT_EVERY`] entries (an access entry counting a third) and on close (unless the
-//! last one is recent) the linker is snapshotted to a file, and the access log's index held
+//! [`SNAPSHOT_EVERY`] entries (an access entry counting a third; in a large county
+//! [`SNAPSHOT_ENTRIES_PER_RECORD`] per subject record) and on close (unless the last one is
+//! recent) the linker is snapshotted to a file, and the access log's index held
 //! in memory moves to the line store (so neither grows with every read ever made). A restart loads
 //! the snapshot, rebuilds the in-memory index and lines from the stored lines below it, and
 //! re-applies the log from there (idempotent: the same lines again). Everything here
@@ -49,9 +50,17 @@ mod store;
 pub use keys::{KeyError, KeyState, KeyStore, Tombstone};
 use tracing::{info, warn};
 
-/// Entries between linker snapshots, counting an access entry as a third
-/// ([`ACCESS_ENTRY_THIRDS`]).
+/// Entries between linker snapshots at least, counting an access entry as a third
+/// ([`ACCESS_ENTRY_THIRDS`]); more in a large county ([`SNAPSHOT_ENTRIES_PER_RECORD`]).
 pub const SNAPSHOT_EVERY: u64 = 500_000;
+/// Entries between linker snapshots per subject record the linker holds, where that is more
+/// than [`SNAPSHOT_EVERY`]. A snapshot writes every record, so at a fixed interval its cost per
+/// entry grew with the county: at the 1M-event demo (169k records) the two snapshots of a
+/// rebuild took 0.84 s of its 9–10 s, and ten times the county would have spent most of its
+/// time applying on snapshots. Three entries a record keeps the demo's interval (507k entries)
+/// and the snapshots' share of applying at any size; a restart after a crash re-applies at most
+/// that many entries.
+pub const SNAPSHOT_ENTRIES_PER_RECORD: u64 = 3;
 /// What re-applying an access entry costs, in thirds of any other entry's cost (measured:
 /// 262k–267k access entries/s against 80k–87k sealed demo events/s, a ratio of 0.30–0.33).
 /// Every read writes one, and they change no linking: counted whole, a hub serving 10k
@@ -323,6 +332,8 @@ struct State {
     /// What re-applying those would cost, in thirds of an entry: an access entry counts
     /// [`ACCESS_ENTRY_THIRDS`], any other entry three.
     replay_since_snapshot: u64,
+    /// Access entries among them: the access index holds them in memory until a snapshot.
+    accesses_since_snapshot: u64,
     /// Per subject record: its events, sorted by (time, offset).
     by_record: Vec<Vec<Indexed>>,
     /// By log offset: what a timeline shows of the event there (`None` for other entries).
@@ -454,6 +465,17 @@ fn keys_of<'a>(l: &'a Linker, recs: &[u32]) -> Vec<&'a str> {
     recs.iter().map(|&r| l.record(r).key.as_str()).collect()
 }
 
+/// Whether a periodic snapshot is due, after entries whose re-applying costs
+/// `replay_thirds` (thirds of an entry), `accesses` of them access entries, with the linker
+/// holding `records` subject records: every [`SNAPSHOT_EVERY`] entries, or
+/// [`SNAPSHOT_ENTRIES_PER_RECORD`] a record if that is more; and, however many records, after
+/// as many access entries as [`SNAPSHOT_EVERY`] counts thirds of, so the access index that memory
+/// holds until a snapshot stays as small as in a small county.
+fn snapshot_due(replay_thirds: u64, accesses: u64, records: u64) -> bool {
+    let every = SNAPSHOT_EVERY.max(SNAPSHOT_ENTRIES_PER_RECORD.saturating_mul(records));
+    replay_thirds >= every.saturating_mul(3) || accesses >= 3 * SNAPSHOT_EVERY
+}
+
 impl State {
     fn empty() -> Self {
         State {
@@ -462,6 +484,7 @@ impl State {
             last_hash: [0; 32],
             since_snapshot: 0,
             replay_since_snapshot: 0,
+            accesses_since_snapshot: 0,
             by_record: Vec::new(),
             lines: Vec::new(),
             metas: Vec::new(),
@@ -2025,6 +2048,7 @@ impl Projection {
             st.last_hash = e.hash;
             st.since_snapshot += 1;
             st.replay_since_snapshot += if is_access { ACCESS_ENTRY_THIRDS } else { 3 };
+            st.accesses_since_snapshot += u64::from(is_access);
             n += 1;
         }
         match st.linker.take_changed_families() {
@@ -2096,7 +2120,12 @@ impl Projection {
         }
         {
             let st = self.read_state();
-            if st.replay_since_snapshot >= 3 * SNAPSHOT_EVERY {
+            let records = st.linker.record_count() as u64;
+            if snapshot_due(
+                st.replay_since_snapshot,
+                st.accesses_since_snapshot,
+                records,
+            ) {
                 self.snapshot(st)?;
             }
         }
@@ -2223,6 +2252,7 @@ impl Projection {
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
         st.since_snapshot = 0;
         st.replay_since_snapshot = 0;
+        st.accesses_since_snapshot = 0;
         Ok(())
     }
 

@@ -1629,9 +1629,13 @@ async fn access_entries_count_a_third_towards_the_next_snapshot() {
     let p = open_caught_up(&tmp.path().join("proj"), log.as_ref(), None).await;
     let counts = |p: &Projection| {
         let st = p.read_state();
-        (st.since_snapshot, st.replay_since_snapshot)
+        (
+            st.since_snapshot,
+            st.replay_since_snapshot,
+            st.accesses_since_snapshot,
+        )
     };
-    assert_eq!(counts(&p), (events, 3 * events));
+    assert_eq!(counts(&p), (events, 3 * events, 0));
     let fam = p.with_linker(|l| l.family_id(l.family_of(l.person_of(0))));
     let reads: Vec<Record> = (0..6)
         .map(|i| Record::Access(access_entry(format!("r-{i}"), END, "sw-1", &fam, &[])))
@@ -1639,11 +1643,36 @@ async fn access_entries_count_a_third_towards_the_next_snapshot() {
     record(&p, log.as_ref(), reads).await;
     assert_eq!(
         counts(&p),
-        (events + 6, 3 * events + 6),
+        (events + 6, 3 * events + 6, 6),
         "six reads cost two entries' worth of re-applying"
     );
     p.close().expect("close");
-    assert_eq!(counts(&p), (0, 0), "the snapshot starts the count again");
+    assert_eq!(counts(&p), (0, 0, 0), "the snapshot starts the count again");
+}
+
+/// A periodic snapshot comes every [`SNAPSHOT_EVERY`] entries in a small county, and every
+/// [`SNAPSHOT_ENTRIES_PER_RECORD`] entries a record in a large one (a snapshot writes every
+/// record), while access entries, which memory holds until a snapshot, bring one as often
+/// whatever the county's size.
+#[test]
+fn snapshots_come_less_often_as_the_county_grows_but_not_for_reads() {
+    let every = 3 * SNAPSHOT_EVERY;
+    // The 1M demo's county, and a small one: every 500,000 entries.
+    for records in [0, 1_000, SNAPSHOT_EVERY / SNAPSHOT_ENTRIES_PER_RECORD] {
+        assert!(!snapshot_due(every - 3, 0, records), "{records}");
+        assert!(snapshot_due(every, 0, records), "{records}");
+    }
+    // Ten times the demo's records: three entries a record.
+    let records = 1_690_000;
+    let due = 3 * SNAPSHOT_ENTRIES_PER_RECORD * records;
+    assert!(!snapshot_due(every, 0, records));
+    assert!(!snapshot_due(due - 3, 0, records));
+    assert!(snapshot_due(due, 0, records));
+    // Reads alone (a third each) bring a snapshot after as many as in a small county.
+    assert!(!snapshot_due(every - 1, every - 1, records));
+    assert!(snapshot_due(every, every, records));
+    // No overflow at absurd sizes.
+    assert!(!snapshot_due(u64::MAX - 1, 0, u64::MAX));
 }
 
 /// The access-log queries a test compares: every key alone and together, and pages of them.
