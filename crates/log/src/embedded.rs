@@ -165,17 +165,22 @@ const SCAN_THREADS: usize = 4;
 /// Segments with fewer entries than this are hashed on one thread.
 const SCAN_PARALLEL_FROM: usize = 4096;
 
-/// The hash of each frame at `spans` in `data`, in order, worked out on up to [`SCAN_THREADS`]
-/// threads: SHA-256 of every entry was about a third of opening a 1M log (profiled).
-fn hashes_of(data: &[u8], spans: &[(usize, usize)]) -> Vec<Hash> {
+/// How many threads [`hashes_of`] uses: the cores there are, up to [`SCAN_THREADS`]. Asked
+/// once per open (the standard library reads the cgroup's files each time it is asked).
+fn scan_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(SCAN_THREADS)
+}
+
+/// The hash of each frame at `spans` in `data`, in order, worked out on `threads` threads:
+/// SHA-256 of every entry was about a third of opening a 1M log (profiled).
+fn hashes_of(data: &[u8], spans: &[(usize, usize)], threads: usize) -> Vec<Hash> {
     let hash = |part: &[(usize, usize)]| -> Vec<Hash> {
         part.iter()
             .map(|&(at, len)| frame::hash_of(&data[at..at + len]))
             .collect()
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(SCAN_THREADS);
     if threads < 2 || spans.len() < SCAN_PARALLEL_FROM {
         return hash(spans);
     }
@@ -233,6 +238,7 @@ fn scan<D: Dir>(
     }
     // Room for the largest segment from the start: growing it later copies it whole.
     let mut data = Vec::with_capacity(usize::try_from(largest).unwrap_or(0));
+    let threads = scan_threads();
     for (i, (&base, file)) in bases.iter().zip(files).enumerate() {
         let name = segment_name(base);
         let is_last = i + 1 == count;
@@ -289,7 +295,7 @@ fn scan<D: Dir>(
             let estimate = spans.len() as u128 * u128::from(total_bytes) / pos as u128;
             let _ = keys.try_reserve(usize::try_from(estimate).unwrap_or(usize::MAX));
         }
-        let hashes = hashes_of(&data, &spans);
+        let hashes = hashes_of(&data, &spans, threads);
         let mut positions = Vec::with_capacity(spans.len());
         for (&(at, len), hash) in spans.iter().zip(hashes) {
             let entry = frame::view_peeked(&data[at..at + len], head.next_offset, hash)?;

@@ -329,9 +329,6 @@ struct State {
     last_hash: Hash,
     /// Entries applied since the last snapshot (or since empty).
     since_snapshot: u64,
-    /// What re-applying those would cost, in thirds of an entry: an access entry counts
-    /// [`ACCESS_ENTRY_THIRDS`], any other entry three.
-    replay_since_snapshot: u64,
     /// Access entries among them: the access index holds them in memory until a snapshot.
     accesses_since_snapshot: u64,
     /// Per subject record: its events, sorted by (time, offset).
@@ -477,13 +474,19 @@ fn snapshot_due(replay_thirds: u64, accesses: u64, records: u64) -> bool {
 }
 
 impl State {
+    /// What re-applying the entries since the last snapshot would cost, in thirds of an
+    /// entry: an access entry counts [`ACCESS_ENTRY_THIRDS`], any other entry three.
+    fn replay_since_snapshot(&self) -> u64 {
+        let others = self.since_snapshot - self.accesses_since_snapshot;
+        3 * others + ACCESS_ENTRY_THIRDS * self.accesses_since_snapshot
+    }
+
     fn empty() -> Self {
         State {
             linker: Linker::new(),
             next_offset: 0,
             last_hash: [0; 32],
             since_snapshot: 0,
-            replay_since_snapshot: 0,
             accesses_since_snapshot: 0,
             by_record: Vec::new(),
             lines: Vec::new(),
@@ -2047,7 +2050,6 @@ impl Projection {
             st.next_offset = e.offset + 1;
             st.last_hash = e.hash;
             st.since_snapshot += 1;
-            st.replay_since_snapshot += if is_access { ACCESS_ENTRY_THIRDS } else { 3 };
             st.accesses_since_snapshot += u64::from(is_access);
             n += 1;
         }
@@ -2122,7 +2124,7 @@ impl Projection {
             let st = self.read_state();
             let records = st.linker.record_count() as u64;
             if snapshot_due(
-                st.replay_since_snapshot,
+                st.replay_since_snapshot(),
                 st.accesses_since_snapshot,
                 records,
             ) {
@@ -2251,7 +2253,6 @@ impl Projection {
         drop(st);
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
         st.since_snapshot = 0;
-        st.replay_since_snapshot = 0;
         st.accesses_since_snapshot = 0;
         Ok(())
     }

@@ -1631,7 +1631,7 @@ async fn access_entries_count_a_third_towards_the_next_snapshot() {
         let st = p.read_state();
         (
             st.since_snapshot,
-            st.replay_since_snapshot,
+            st.replay_since_snapshot(),
             st.accesses_since_snapshot,
         )
     };
