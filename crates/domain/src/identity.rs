@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::event::{Event, RelationshipKind, Sex, Subject};
 use crate::names::{self, DateAgreement};
 use crate::time::{Date, Timestamp};
+use card::{Card, Given};
 
 /// At or above this score two records are linked without review.
 pub const LINK_THRESHOLD: f64 = 13.0;
@@ -43,6 +44,14 @@ pub const REVIEW_THRESHOLD: f64 = 9.0;
 const MAX_BLOCK_SCAN: usize = 64;
 /// Most match candidates one record opens (the best-scoring persons).
 const MAX_CANDIDATES_PER_RECORD: usize = 3;
+
+/// A record in a block: its index, and its date of birth (what a scan reads first), kept in
+/// the block's list so that scanning a block touches no record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Blocked {
+    record: u32,
+    dob: Date,
+}
 
 /// A person as one partner knows them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,7 +262,10 @@ pub struct Linker {
     by_upn: HashMap<String, u32>,
     /// Records by block key, each list in record order.
     #[serde(skip)]
-    blocks: HashMap<u64, Vec<u32>>,
+    blocks: HashMap<u64, Vec<Blocked>>,
+    /// Each record's [`Card`], in record order.
+    #[serde(skip)]
+    cards: Vec<Card>,
     person: Vec<u32>,
     members: HashMap<u32, Vec<u32>>,
     family: Vec<u32>,
@@ -382,21 +394,39 @@ fn first_word(s: &str) -> &str {
 }
 
 fn given_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) {
-    if a.given.is_empty() || b.given.is_empty() {
+    given_parts_agreement(Given::of(a), Given::of(b))
+}
+
+/// [`given_agreement`] of two records from their cards (`ac`, `bc`), reading a record only
+/// when its card could not keep a name.
+fn given_card_agreement(
+    (ac, a): (&Card, &SubjectRecord),
+    (bc, b): (&Card, &SubjectRecord),
+) -> (&'static str, f64) {
+    given_parts_agreement(
+        ac.given().unwrap_or_else(|| Given::of(a)),
+        bc.given().unwrap_or_else(|| Given::of(b)),
+    )
+}
+
+/// How two given names agree, from the parts of the records that decide it.
+fn given_parts_agreement(a: Given<'_>, b: Given<'_>) -> (&'static str, f64) {
+    if a.name.is_empty() || b.name.is_empty() {
         return ("missing", 0.0);
     }
-    if a.given == b.given {
+    if a.name == b.name {
         return ("exact", 4.0);
     }
     // Different names in a common group (`names::are_nicknames`).
-    if a.given_nicknames & b.given_nicknames != 0 {
+    if a.nicknames & b.nicknames != 0 {
         return ("nickname", 3.0);
     }
-    if names::is_typo(&a.given, &b.given) {
+    if names::is_typo(a.name, b.name) {
         return ("typo", 3.0);
     }
-    let a_is_bs_middle = !b.middle.is_empty() && a.given == first_word(&b.middle);
-    let b_is_as_middle = !a.middle.is_empty() && first_word(&a.middle) == b.given;
+    // The names are not empty, so an empty middle name never matches.
+    let a_is_bs_middle = a.name == b.middle_first;
+    let b_is_as_middle = a.middle_first == b.name;
     if a_is_bs_middle && b_is_as_middle {
         return ("first_middle_swap", 3.0);
     }
@@ -405,8 +435,8 @@ fn given_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) 
         // middle name, or a twin whose middle name is their sibling's name. Weak evidence.
         return ("given_is_middle", 1.0);
     }
-    let (ca, cb) = (a.given.chars().count(), b.given.chars().count());
-    if (ca == 1 || cb == 1) && a.given.chars().next() == b.given.chars().next() {
+    let (ca, cb) = (a.name.chars().count(), b.name.chars().count());
+    if (ca == 1 || cb == 1) && a.name.chars().next() == b.name.chars().next() {
         return ("initial", 1.0);
     }
     ("different", -5.0)
@@ -429,8 +459,18 @@ fn family_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64)
     ("different", -1.0)
 }
 
+/// Whether two dates of birth agree enough for a link.
+fn dates_agree(a: Date, b: Date) -> bool {
+    dates_agreement(Some(a), Some(b)).1 > 0.0
+}
+
 fn dob_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) {
-    match (a.dob, b.dob) {
+    dates_agreement(a.dob, b.dob)
+}
+
+/// How two dates of birth agree.
+fn dates_agreement(a: Option<Date>, b: Option<Date>) -> (&'static str, f64) {
+    match (a, b) {
         (Some(x), Some(y)) => match names::compare_dates(x, y) {
             DateAgreement::Exact => ("exact", 5.0),
             DateAgreement::Swapped => ("day_month_swapped", 3.0),
@@ -479,9 +519,13 @@ fn best_of<'a>(
     person: impl Iterator<Item = &'a SubjectRecord>,
     cmp: Cmp,
 ) -> (&'static str, f64) {
+    best(person.map(|m| cmp(r, m)))
+}
+
+/// The best of one field's agreements (the first of equals), `missing` for none.
+fn best(agreements: impl Iterator<Item = (&'static str, f64)>) -> (&'static str, f64) {
     let mut best: Option<(&'static str, f64)> = None;
-    for m in person {
-        let v = cmp(r, m);
+    for v in agreements {
         if best.is_none_or(|b| v.1 > b.1) {
             best = Some(v);
         }
@@ -520,20 +564,22 @@ pub fn score_against(r: &SubjectRecord, person: &[&SubjectRecord]) -> Score {
 
 /// [`score_against`] for a person who could be linked, else `None` (without comparing the
 /// other fields) once the date of birth or the given name does not agree; and `None` for a
-/// total below `at_least`, before any explanation is built.
+/// total below `at_least`, before any explanation is built. Each record comes with its
+/// [`Card`]: those two fields are read from the cards.
 fn eligible_score<'a>(
-    r: &SubjectRecord,
-    person: impl Iterator<Item = &'a SubjectRecord> + Clone,
+    (rc, r): (&Card, &SubjectRecord),
+    person: impl Iterator<Item = (&'a Card, &'a SubjectRecord)> + Clone,
     at_least: f64,
 ) -> Option<Score> {
-    let dob = best_of(r, person.clone(), dob_agreement);
+    let dob = best(person.clone().map(|(c, _)| dates_agreement(rc.dob, c.dob)));
     if dob.1 <= 0.0 {
         return None;
     }
-    let given = best_of(r, person.clone(), given_agreement);
+    let given = best(person.clone().map(|m| given_card_agreement((rc, r), m)));
     if given.1 <= 0.0 {
         return None;
     }
+    let person = person.map(|(_, m)| m);
     let family = best_of(r, person.clone(), family_agreement);
     let sex = best_of(r, person.clone(), sex_agreement);
     let postcode = best_of(r, person, postcode_agreement);
@@ -875,8 +921,15 @@ impl Linker {
         let hash = short_hash(&rec.key);
         self.by_hash.insert(hash.clone(), r);
         self.hashes.push(hash);
-        for k in Self::block_keys(rec, false) {
-            self.blocks.entry(k).or_default().push(r);
+        self.cards.push(Card::of(rec));
+        // Only records with a date of birth have block keys.
+        if let Some(dob) = rec.dob {
+            for k in Self::block_keys(rec, false) {
+                self.blocks
+                    .entry(k)
+                    .or_default()
+                    .push(Blocked { record: r, dob });
+            }
         }
     }
 
@@ -887,6 +940,7 @@ impl Linker {
         self.by_key = HashMap::default();
         self.by_hash = HashMap::default();
         self.hashes = Vec::with_capacity(records.len());
+        self.cards = Vec::with_capacity(records.len());
         self.blocks = HashMap::default();
         for (r, rec) in records.iter().enumerate() {
             self.index_record(r as u32, rec);
@@ -1036,13 +1090,15 @@ impl Linker {
         skip: Option<u32>,
         at_least: f64,
     ) -> Vec<(u32, Score)> {
+        let card = Card::of(r);
         let mut persons: Vec<u32> = Vec::new();
         for k in Self::block_keys(r, true) {
             if let Some(list) = self.blocks.get(&k) {
-                for &x in list.iter().rev().take(MAX_BLOCK_SCAN) {
-                    // A link needs an agreeing date of birth: skip the rest before scoring.
-                    if dob_agreement(r, &self.records[x as usize]).1 > 0.0 {
-                        persons.push(self.person[x as usize]);
+                for b in list.iter().rev().take(MAX_BLOCK_SCAN) {
+                    // A link needs an agreeing date of birth: skip the rest before scoring
+                    // (read from the block, not the record, which is elsewhere in memory).
+                    if r.dob.is_some_and(|d| dates_agree(d, b.dob)) {
+                        persons.push(self.person[b.record as usize]);
                     }
                 }
             }
@@ -1056,8 +1112,8 @@ impl Linker {
                 let recs = self
                     .person_records(p)
                     .iter()
-                    .map(|&x| &self.records[x as usize]);
-                eligible_score(r, recs, at_least).map(|s| (p, s))
+                    .map(|&x| (&self.cards[x as usize], &self.records[x as usize]));
+                eligible_score((&card, r), recs, at_least).map(|s| (p, s))
             })
             .collect();
         scored.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(&b.0)));
@@ -1273,6 +1329,7 @@ impl Linker {
     }
 }
 
+mod card;
 mod rows;
 #[cfg(test)]
 mod tests;

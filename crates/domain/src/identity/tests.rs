@@ -527,20 +527,26 @@ fn derived(
     Vec<(String, u32)>,
     Vec<(String, u32)>,
     Vec<String>,
-    Vec<(u64, Vec<u32>)>,
+    Vec<(u64, Vec<(u32, Date)>)>,
+    Vec<Card>,
 ) {
     let sorted = |m: &HashMap<String, u32>| {
         let mut v: Vec<(String, u32)> = m.iter().map(|(k, &r)| (k.clone(), r)).collect();
         v.sort();
         v
     };
-    let mut blocks: Vec<(u64, Vec<u32>)> = l.blocks.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let mut blocks: Vec<(u64, Vec<(u32, Date)>)> = l
+        .blocks
+        .iter()
+        .map(|(k, v)| (*k, v.iter().map(|b| (b.record, b.dob)).collect()))
+        .collect();
     blocks.sort();
     (
         sorted(&l.by_key),
         sorted(&l.by_hash),
         l.hashes.clone(),
         blocks,
+        l.cards.clone(),
     )
 }
 
@@ -632,8 +638,53 @@ proptest! {
         let refs: Vec<&SubjectRecord> = person.iter().collect();
         let full = score_against(&r, &refs);
         let expected = (full.eligible && full.total >= at_least).then_some(full);
-        prop_assert_eq!(eligible_score(&r, person.iter(), at_least), expected);
+        let cards: Vec<Card> = person.iter().map(Card::of).collect();
+        prop_assert_eq!(
+            eligible_score((&Card::of(&r), &r), cards.iter().zip(&person), at_least),
+            expected
+        );
     }
+
+    /// Given names compared from cards agree as compared from the records, whether or not a
+    /// card could keep the names (long ones, and names that are not ASCII, included).
+    #[test]
+    fn cards_compare_given_names_as_records_do(
+        a in arb_given(),
+        b in arb_given(),
+    ) {
+        let (a, b) = (given_record(&a.0, &a.1), given_record(&b.0, &b.1));
+        let (ac, bc) = (Card::of(&a), Card::of(&b));
+        prop_assert_eq!(given_card_agreement((&ac, &a), (&bc, &b)), given_agreement(&a, &b));
+    }
+}
+
+/// A given name and middle names: short and long, some alike, some not ASCII.
+fn arb_given() -> impl Strategy<Value = (String, String)> {
+    let name = prop::sample::select(vec![
+        "",
+        "a",
+        "mia",
+        "mya",
+        "ollie",
+        "oliver",
+        "zo\u{eb}",
+        "zoe",
+        "maximilian-alexander",
+        "maximilian-alexandra",
+        "maximilian-alexanders",
+        "\u{e9}l\u{e9}onore-marguerite-ang\u{e8}le",
+        "\u{e9}l\u{e9}onore-marguerite-ang\u{e8}la",
+    ]);
+    let middle = prop::collection::vec(name.clone(), 0..3).prop_map(|v| v.join(" "));
+    (name, middle).prop_map(|(n, m)| (n.to_string(), m))
+}
+
+/// A record with only these names.
+fn given_record(given: &str, middle: &str) -> SubjectRecord {
+    let mut s = subject("L1", "x", "Smith", "2015-06-01", "NN1 1AA");
+    s.given_name = Some(given.to_string());
+    s.middle_names = (!middle.is_empty()).then(|| middle.to_string());
+    record_from("police", "police/L1".into(), 0, &s)
 }
 
 /// The families the linker names as changed, once each.
