@@ -622,8 +622,15 @@ impl State {
                 self.by_record.resize_with(r + 1, Vec::new);
             }
             let list = &mut self.by_record[r];
-            // Events mostly arrive in time order: this is an append.
-            let at = list.partition_point(|x| (x.at, x.offset) <= (entry.at, entry.offset));
+            // Events mostly arrive in time order: this is an append, seen from the last entry
+            // alone (a search touched a cache line per step of a long list).
+            let key = (entry.at, entry.offset);
+            let at = match list.last() {
+                Some(x) if (x.at, x.offset) > key => {
+                    list.partition_point(|x| (x.at, x.offset) <= key)
+                }
+                _ => list.len(),
+            };
             if list
                 .get(at.wrapping_sub(1))
                 .is_none_or(|x| x.offset != offset)

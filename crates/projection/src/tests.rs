@@ -226,6 +226,47 @@ async fn timeline_pages_filters_and_withholding() {
     assert!(!view.members.is_empty());
 }
 
+#[tokio::test]
+async fn each_records_index_is_in_time_order_though_events_arrive_out_of_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = open_log(tmp.path());
+    // The county's events, every third chunk of 100 in reverse: many arrive before events
+    // that happened earlier (most partners send in time order, but not all, nor always).
+    let mut county = County::new(Settings {
+        seed: 11,
+        families: 20,
+        events: 2_000,
+        end: END,
+    });
+    let events: Vec<Event> = county.events().collect();
+    for (i, chunk) in events.chunks(100).enumerate() {
+        let mut chunk = chunk.to_vec();
+        if i % 3 == 0 {
+            chunk.reverse();
+        }
+        let entries = chunk
+            .iter()
+            .map(|e| NewEntry::of(&Record::PartnerEvent(e.clone()), END.0))
+            .collect();
+        log.append(entries).await.expect("append");
+    }
+    let p = open_caught_up(&tmp.path().join("proj"), log.as_ref(), None).await;
+    let st = p.read_state();
+    let key = |x: &Indexed| (x.at, x.offset);
+    assert!(
+        st.by_record
+            .iter()
+            .any(|l| l.windows(2).any(|w| w[0].offset > w[1].offset)),
+        "some record's events arrived out of time order"
+    );
+    for (r, list) in st.by_record.iter().enumerate() {
+        assert!(
+            list.windows(2).all(|w| key(&w[0]) < key(&w[1])),
+            "record {r}: in time order, each event once"
+        );
+    }
+}
+
 /// A police practitioner.
 fn police_officer() -> Viewer {
     Viewer {
