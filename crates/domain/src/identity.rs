@@ -34,7 +34,8 @@ use sha2::{Digest, Sha256};
 use crate::event::{Event, RelationshipKind, Sex, Subject};
 use crate::names::{self, DateAgreement};
 use crate::time::{Date, Timestamp};
-use card::{Card, Given};
+use card::{Card, Given, Seen};
+use inline::Key;
 
 /// At or above this score two records are linked without review.
 pub const LINK_THRESHOLD: f64 = 13.0;
@@ -252,7 +253,7 @@ pub struct Linker {
     )]
     records: Vec<SubjectRecord>,
     #[serde(skip)]
-    by_key: HashMap<String, u32>,
+    by_key: HashMap<Key, u32>,
     #[serde(skip)]
     by_hash: HashMap<String, u32>,
     /// The short hash of each record's key (ids are asked for on every query).
@@ -266,6 +267,10 @@ pub struct Linker {
     /// Each record's [`Card`], in record order.
     #[serde(skip)]
     cards: Vec<Card>,
+    /// What each record holds of what later events are compared with ([`Seen`]), in record
+    /// order.
+    #[serde(skip)]
+    seen: Vec<Seen>,
     person: Vec<u32>,
     members: HashMap<u32, Vec<u32>>,
     family: Vec<u32>,
@@ -624,6 +629,13 @@ impl Identifier {
         }
     }
 
+    fn of_seen(self, s: &Seen) -> Option<card::Id> {
+        match self {
+            Identifier::Nhs => s.nhs,
+            Identifier::Upn => s.upn,
+        }
+    }
+
     fn slot(self, r: &mut SubjectRecord) -> &mut Option<String> {
         match self {
             Identifier::Nhs => &mut r.nhs_number,
@@ -659,7 +671,7 @@ impl Linker {
 
     /// A record's index by key (`source/local_id`).
     pub fn record_by_key(&self, key: &str) -> Option<u32> {
-        self.by_key.get(key).copied()
+        self.by_key.get(key.as_bytes()).copied()
     }
 
     /// The person (cluster id: its earliest record) a record belongs to.
@@ -837,7 +849,7 @@ impl Linker {
                     let _ = write!(key, "@{offset}.{i}");
                 }
             }
-            let r = match self.by_key.get(key.as_str()) {
+            let r = match self.by_key.get(key.as_bytes()) {
                 Some(&r) => {
                     self.update_record(r, s, offset);
                     r
@@ -917,11 +929,12 @@ impl Linker {
 
     /// Adds record `r` (the next, `rec`) to the indexes worked out from records alone.
     fn index_record(&mut self, r: u32, rec: &SubjectRecord) {
-        self.by_key.insert(rec.key.clone(), r);
+        self.by_key.insert(Key::of(&rec.key), r);
         let hash = short_hash(&rec.key);
         self.by_hash.insert(hash.clone(), r);
         self.hashes.push(hash);
         self.cards.push(Card::of(rec));
+        self.seen.push(Seen::of(rec));
         // Only records with a date of birth have block keys.
         if let Some(dob) = rec.dob {
             for k in Self::block_keys(rec, false) {
@@ -941,6 +954,7 @@ impl Linker {
         self.by_hash = HashMap::default();
         self.hashes = Vec::with_capacity(records.len());
         self.cards = Vec::with_capacity(records.len());
+        self.seen = Vec::with_capacity(records.len());
         self.blocks = HashMap::default();
         for (r, rec) in records.iter().enumerate() {
             self.index_record(r as u32, rec);
@@ -975,14 +989,21 @@ impl Linker {
     fn update_record(&mut self, r: u32, s: &Subject, offset: u64) {
         let ri = r as usize;
         if let Some(p) = s.address.as_ref().map(|a| &a.postcode) {
-            if !p.is_empty() && !self.records[ri].postcodes.contains(p) {
+            // Most events give the postcode added last: the card says so without the record.
+            let known = Seen::holds(self.seen[ri].postcode, p);
+            if !p.is_empty() && !known && !self.records[ri].postcodes.contains(p) {
                 self.records[ri].postcodes.push(p.clone());
+                self.seen[ri] = Seen::of(&self.records[ri]);
                 // A new address may be what a partner that met the family after a move has.
                 self.link_by_score(r, offset);
             }
         }
         for id in [Identifier::Nhs, Identifier::Upn] {
             let Some(v) = id.of_subject(s) else { continue };
+            // Most events give the identifier the record holds: nothing to do.
+            if Seen::holds(id.of_seen(&self.seen[ri]), v) {
+                continue;
+            }
             match id.of_record(&self.records[ri]) {
                 None => {
                     let theirs = self.nhs_numbers(self.person[ri]);
@@ -996,6 +1017,7 @@ impl Linker {
                         continue;
                     }
                     *id.slot(&mut self.records[ri]) = Some(v.clone());
+                    self.seen[ri] = Seen::of(&self.records[ri]);
                     self.link_identifier(r, v.clone(), id, offset);
                 }
                 Some(held) if held != v => {
@@ -1330,6 +1352,7 @@ impl Linker {
 }
 
 mod card;
+mod inline;
 mod rows;
 #[cfg(test)]
 mod tests;

@@ -7,47 +7,9 @@
 //! those fields inline, one cache line per record, in a list beside the records; the record
 //! itself is read only for the persons that pass, and for names too long for a card.
 
+use super::inline::Short;
 use super::{first_word, SubjectRecord};
 use crate::time::Date;
-
-/// A name of up to [`Short::CAP`] bytes kept inline, or the mark that it is longer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Short {
-    len: u8,
-    bytes: [u8; Short::CAP],
-}
-
-impl Short {
-    /// The longest name kept inline, in bytes (normalised given names are mostly under 12).
-    pub(super) const CAP: usize = 20;
-    /// The length that marks a name too long to keep.
-    const LONG: u8 = u8::MAX;
-
-    /// `name` inline, or the mark that it is too long.
-    pub(super) fn of(name: &str) -> Short {
-        let mut bytes = [0; Short::CAP];
-        match bytes.get_mut(..name.len()) {
-            Some(room) => {
-                room.copy_from_slice(name.as_bytes());
-                Short {
-                    len: name.len() as u8,
-                    bytes,
-                }
-            }
-            None => Short {
-                len: Short::LONG,
-                bytes,
-            },
-        }
-    }
-
-    /// The name, or `None` when it was too long to keep.
-    pub(super) fn get(&self) -> Option<&str> {
-        let kept = self.bytes.get(..usize::from(self.len))?;
-        // The bytes are a whole `&str`, so this never fails.
-        std::str::from_utf8(kept).ok()
-    }
-}
 
 /// The parts of a record's names that decide whether given names agree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +33,18 @@ impl<'a> Given<'a> {
     }
 }
 
+/// The longest given or middle name a card keeps, in bytes (normalised given names are mostly
+/// under 12; the card then fits a cache line).
+const GIVEN_CAP: usize = 20;
+
 /// What scoring compares first of one record: date of birth and the given-name parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Card {
     nicknames: u64,
     /// The record's date of birth.
     pub(super) dob: Option<Date>,
-    given: Short,
-    middle_first: Short,
+    given: Short<GIVEN_CAP>,
+    middle_first: Short<GIVEN_CAP>,
 }
 
 impl Card {
@@ -104,22 +70,50 @@ impl Card {
     }
 }
 
+/// The longest postcode or identifier a [`Seen`] keeps, in bytes (NHS numbers have 10, UPNs 13).
+const ID_CAP: usize = 15;
+
+/// A postcode or identifier as a [`Seen`] keeps it.
+pub(super) type Id = Short<ID_CAP>;
+
+/// What an event about a known record is compared with first: the record's newest postcode
+/// and its identifiers, inline (`None` where it has none), so that an event that changes
+/// nothing of them reads no record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seen {
+    /// The postcode added last.
+    pub(super) postcode: Option<Id>,
+    /// The NHS number.
+    pub(super) nhs: Option<Id>,
+    /// The UPN.
+    pub(super) upn: Option<Id>,
+}
+
+impl Seen {
+    /// What record `r` holds.
+    pub(super) fn of(r: &SubjectRecord) -> Seen {
+        let short = |s: &String| Short::of(s);
+        Seen {
+            postcode: r.postcodes.last().map(short),
+            nhs: r.nhs_number.as_ref().map(short),
+            upn: r.upn.as_ref().map(short),
+        }
+    }
+
+    /// Whether `held` (one of these fields) is `s`, when it can tell (`None`: the record
+    /// holds none, or one too long to keep).
+    pub(super) fn holds(held: Option<Id>, s: &str) -> bool {
+        held.and_then(|k| k.is(s)) == Some(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_card_keeps_names_up_to_its_capacity_and_marks_longer_ones() {
-        for name in ["", "mia", "maximilian-alexander", "zo\u{eb}"] {
-            assert_eq!(Short::of(name).get(), Some(name), "{name:?}");
-        }
-        assert_eq!("maximilian-alexander".len(), Short::CAP);
-        assert_eq!(Short::of("maximilian-alexanders").get(), None);
-        assert_eq!(Short::of(&"\u{eb}".repeat(11)).get(), None, "22 bytes");
-    }
-
-    #[test]
     fn a_card_fits_a_cache_line() {
         assert!(std::mem::size_of::<Card>() <= 64);
+        assert!(std::mem::size_of::<Seen>() <= 64);
     }
 }

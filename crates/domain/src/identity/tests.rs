@@ -529,12 +529,19 @@ fn derived(
     Vec<String>,
     Vec<(u64, Vec<(u32, Date)>)>,
     Vec<Card>,
+    Vec<Seen>,
 ) {
     let sorted = |m: &HashMap<String, u32>| {
         let mut v: Vec<(String, u32)> = m.iter().map(|(k, &r)| (k.clone(), r)).collect();
         v.sort();
         v
     };
+    let mut by_key: Vec<(String, u32)> = l
+        .by_key
+        .iter()
+        .map(|(k, &r)| (String::from_utf8_lossy(k.as_bytes()).into_owned(), r))
+        .collect();
+    by_key.sort();
     let mut blocks: Vec<(u64, Vec<(u32, Date)>)> = l
         .blocks
         .iter()
@@ -542,11 +549,12 @@ fn derived(
         .collect();
     blocks.sort();
     (
-        sorted(&l.by_key),
+        by_key,
         sorted(&l.by_hash),
         l.hashes.clone(),
         blocks,
         l.cards.clone(),
+        l.seen.clone(),
     )
 }
 
