@@ -86,6 +86,24 @@ fn event_key(keys: &[DataKey]) -> DataKey {
     h.finalize().into()
 }
 
+/// An event's key, derived from its subjects' data keys: what [`open_keyed`] gives, so that
+/// text derived from the event is sealed without deriving the key again ([`seal_text_keyed`]).
+#[derive(Clone)]
+pub struct EventKey(DataKey);
+
+impl EventKey {
+    /// The key of an event sealed under `keys` (in the order of its key ids).
+    pub fn of(keys: &[DataKey]) -> EventKey {
+        EventKey(event_key(keys))
+    }
+}
+
+impl std::fmt::Debug for EventKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventKey(..)")
+    }
+}
+
 /// The associated data: the envelope fields a ciphertext is bound to, as
 /// `tellonce sealed payload v1\0{source}\0{event_id}\0{kind}\0{milliseconds}` (put
 /// together piece by piece: formatting it was about a tenth of opening a payload).
@@ -133,6 +151,14 @@ pub fn seal(event: Event, keys: &[(String, DataKey)], nonce: [u8; 12]) -> Event<
 
 /// Opens a sealed event with its data keys (in the order of `payload.keys`).
 pub fn open(event: &Event<Sealed>, keys: &[DataKey]) -> Result<Payload, OpenError> {
+    open_keyed(event, keys).map(|(payload, _)| payload)
+}
+
+/// [`open`], and the event's key.
+pub fn open_keyed(
+    event: &Event<Sealed>,
+    keys: &[DataKey],
+) -> Result<(Payload, EventKey), OpenError> {
     let s = &event.payload;
     if keys.len() != s.keys.len() {
         return Err(OpenError::KeyCount {
@@ -148,7 +174,8 @@ pub fn open(event: &Event<Sealed>, keys: &[DataKey]) -> Result<Payload, OpenErro
     let ct = B64
         .decode(&s.ciphertext)
         .map_err(|_| OpenError::Malformed("ciphertext"))?;
-    let cipher = Aes256Gcm::new(&event_key(keys).into());
+    let key = EventKey::of(keys);
+    let cipher = Aes256Gcm::new(&key.0.into());
     let aad = aad(&event.source, &event.event_id, &s.kind, event.occurred_at);
     let plain = cipher
         .decrypt(
@@ -170,15 +197,15 @@ pub fn open(event: &Event<Sealed>, keys: &[DataKey]) -> Result<Payload, OpenErro
             payload.kind()
         )));
     }
-    Ok(payload)
+    Ok((payload, key))
 }
 
 /// The key for derived text of an event (a projection's summary line), apart from the
 /// payload's key so their nonces never meet.
-fn text_key(keys: &[DataKey]) -> DataKey {
+fn text_key(key: &EventKey) -> DataKey {
     let mut h = Sha256::new();
     h.update(b"tellonce derived text key v1\0");
-    h.update(event_key(keys));
+    h.update(key.0);
     h.finalize().into()
 }
 
@@ -192,7 +219,12 @@ fn text_nonce(offset: u64) -> [u8; 12] {
 /// event's data keys, so a projection's store holds no readable content once a key is
 /// destroyed. Deterministic: the same text at the same offset gives the same ciphertext.
 pub fn seal_text(text: &str, keys: &[DataKey], offset: u64) -> String {
-    let cipher = Aes256Gcm::new(&text_key(keys).into());
+    seal_text_keyed(text, &EventKey::of(keys), offset)
+}
+
+/// [`seal_text`] with the event's key already derived.
+pub fn seal_text_keyed(text: &str, key: &EventKey, offset: u64) -> String {
+    let cipher = Aes256Gcm::new(&text_key(key).into());
     let ct = cipher
         .encrypt(
             &text_nonce(offset).into(),
@@ -210,7 +242,7 @@ pub fn open_text(sealed: &str, keys: &[DataKey], offset: u64) -> Result<String, 
     let ct = B64
         .decode(sealed)
         .map_err(|_| OpenError::Malformed("sealed text"))?;
-    let cipher = Aes256Gcm::new(&text_key(keys).into());
+    let cipher = Aes256Gcm::new(&text_key(&EventKey::of(keys)).into());
     let plain = cipher
         .decrypt(
             &text_nonce(offset).into(),

@@ -1002,8 +1002,8 @@ fn plain_event(ev: Event) -> Decoded {
 
 /// What opening a sealed event found.
 enum Opened {
-    /// Opened: the event, and its key ids and keys.
-    Event(Event, Vec<String>, Vec<DataKey>),
+    /// Opened: the event, its key ids, and its key (derived from its subjects' keys).
+    Event(Event, Vec<String>, seal::EventKey),
     /// Erased: the earliest erasure that destroyed one of its keys, and its label.
     Erased(Event<Sealed>, ErasedMark, String),
 }
@@ -1058,11 +1058,11 @@ fn open_sealed(mut se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened,
         Ok(raw) => raw,
         Err((mark, label)) => return Ok(Opened::Erased(se, mark, label)),
     };
-    match seal::open(&se, &raw) {
-        Ok(payload) => {
+    match seal::open_keyed(&se, &raw) {
+        Ok((payload, key)) => {
             // The sealed form is dropped here: its key ids move rather than being copied.
             let ids = std::mem::take(&mut se.payload.keys);
-            Ok(Opened::Event(se.with_payload(payload), ids, raw))
+            Ok(Opened::Event(se.with_payload(payload), ids, key))
         }
         Err(e) => Err(format!("event {}/{}: {e}", se.source, se.event_id)),
     }
@@ -1081,9 +1081,9 @@ fn decode_record(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Un
         match Record::decode(&e.body).map_err(Undecodable::Record)? {
             Record::PartnerEvent(ev) => plain_event(ev),
             Record::SealedEvent(se) => match open_sealed(se, keys).map_err(Undecodable::Keys)? {
-                Opened::Event(ev, ids, raw) => match plain_event(ev) {
+                Opened::Event(ev, ids, key) => match plain_event(ev) {
                     Decoded::Event(ev, mut line) => {
-                        line.seal_summary(e.offset, ids, &raw);
+                        line.seal_summary(e.offset, ids, &key);
                         Decoded::Event(ev, line)
                     }
                     other => other,
@@ -1397,10 +1397,10 @@ impl Line {
 
     /// Seals the summary of a sealed event at `offset` under its data keys (`ids`, `keys`),
     /// ready for the line store.
-    fn seal_summary(&mut self, offset: u64, ids: Vec<String>, keys: &[DataKey]) {
+    fn seal_summary(&mut self, offset: u64, ids: Vec<String>, key: &seal::EventKey) {
         self.sealed = Some(SealedLine {
             keys: ids,
-            text: seal::seal_text(&self.summary, keys, offset),
+            text: seal::seal_text_keyed(&self.summary, key, offset),
         });
     }
 

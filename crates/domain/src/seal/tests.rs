@@ -68,6 +68,19 @@ fn derived_text_is_bound_to_its_keys_and_offset() {
 }
 
 #[test]
+fn the_key_an_open_gives_seals_text_as_the_data_keys_do() {
+    let e = sample::ppn("police", "e1", 1, Timestamp(1_700_000_000_000));
+    let k = keys(2);
+    let sealed = seal(e.clone(), &k, [7; 12]);
+    let (payload, key) = open_keyed(&sealed, &raw(&k)).unwrap();
+    assert_eq!(payload, e.payload);
+    let text = seal_text_keyed("Referral to CAMHS", &key, 42);
+    assert_eq!(text, seal_text("Referral to CAMHS", &raw(&k), 42));
+    assert_eq!(open_text(&text, &raw(&k), 42).unwrap(), "Referral to CAMHS");
+    assert_eq!(format!("{key:?}"), "EventKey(..)", "a key is never printed");
+}
+
+#[test]
 fn key_names_follow_local_ids_or_the_event() {
     let mut e = sample::ppn("police", "e9", 1, Timestamp(1_700_000_000_000));
     e.subjects[0].local_id = Some("L1".into());
