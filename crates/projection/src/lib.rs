@@ -1395,8 +1395,8 @@ impl Line {
         });
     }
 
-    /// Seals the summary of a sealed event at `offset` under its data keys (`ids`, `keys`),
-    /// ready for the line store.
+    /// Seals the summary of a sealed event at `offset` under the event's key (derived from
+    /// the data keys `ids`), ready for the line store.
     fn seal_summary(&mut self, offset: u64, ids: Vec<String>, key: &seal::EventKey) {
         self.sealed = Some(SealedLine {
             keys: ids,
