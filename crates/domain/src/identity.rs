@@ -69,10 +69,6 @@ pub struct SubjectRecord {
     pub upn: Option<String>,
     /// Given name, normalised.
     pub given: String,
-    /// The nickname groups `given` is in ([`names::nickname_groups_of`]), kept so that scoring
-    /// compares them with one `&`; worked out from `given`, never stored.
-    #[serde(skip)]
-    pub given_nicknames: u64,
     /// Middle names, normalised.
     pub middle: String,
     /// Family name, normalised.
@@ -377,7 +373,6 @@ fn record_from(source: &str, key: String, offset: u64, s: &Subject) -> SubjectRe
         first_offset: offset,
         nhs_number: s.nhs_number.clone(),
         upn: s.upn.clone(),
-        given_nicknames: names::nickname_groups_of(&given),
         given,
         middle,
         family,
@@ -774,7 +769,6 @@ impl Linker {
             first_offset: 0,
             nhs_number: None,
             upn: None,
-            given_nicknames: names::nickname_groups_of(&given),
             given,
             middle: String::new(),
             family: names::normalise(family),

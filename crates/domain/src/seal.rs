@@ -74,27 +74,23 @@ pub fn key_names<P>(event: &Event<P>) -> Vec<String> {
         .collect()
 }
 
-/// The key an event's payload is sealed under: SHA-256 over a label and every subject key,
-/// so it can be derived only while all of them exist.
-fn event_key(keys: &[DataKey]) -> DataKey {
-    let mut h = Sha256::new();
-    h.update(b"tellonce event key v1\0");
-    h.update((keys.len() as u64).to_be_bytes());
-    for k in keys {
-        h.update(k);
-    }
-    h.finalize().into()
-}
-
-/// An event's key, derived from its subjects' data keys: what [`open_keyed`] gives, so that
-/// text derived from the event is sealed without deriving the key again ([`seal_text_keyed`]).
+/// The key an event's payload is sealed under, derived from its subjects' data keys: what
+/// [`open_keyed`] gives, so that text derived from the event is sealed without deriving the key
+/// again ([`seal_text_keyed`]).
 #[derive(Clone)]
 pub struct EventKey(DataKey);
 
 impl EventKey {
-    /// The key of an event sealed under `keys` (in the order of its key ids).
+    /// The key of an event sealed under `keys` (in the order of its key ids): SHA-256 over a
+    /// label and every subject key, so it can be derived only while all of them exist.
     pub fn of(keys: &[DataKey]) -> EventKey {
-        EventKey(event_key(keys))
+        let mut h = Sha256::new();
+        h.update(b"tellonce event key v1\0");
+        h.update((keys.len() as u64).to_be_bytes());
+        for k in keys {
+            h.update(k);
+        }
+        EventKey(h.finalize().into())
     }
 }
 
@@ -128,7 +124,7 @@ pub fn seal(event: Event, keys: &[(String, DataKey)], nonce: [u8; 12]) -> Event<
     // Serialising a payload to JSON cannot fail (plain data).
     let plain = serde_json::to_vec(&event.payload).unwrap_or_default();
     let raw: Vec<DataKey> = keys.iter().map(|(_, k)| *k).collect();
-    let cipher = Aes256Gcm::new(&event_key(&raw).into());
+    let cipher = Aes256Gcm::new(&EventKey::of(&raw).0.into());
     let aad = aad(&event.source, &event.event_id, &kind, event.occurred_at);
     // Encryption into a Vec fails only for messages beyond the cipher's 256 GiB limit.
     let ct = cipher

@@ -35,6 +35,16 @@ async fn rebuilt(dir: &Path, log: &dyn Log, keys: Option<Arc<KeyStore>>) -> Proj
     p
 }
 
+/// The demo county of `seed`, `families` and `events`, ending at [`END`].
+fn county(seed: u64, families: usize, events: u64) -> County {
+    County::new(Settings {
+        seed,
+        families,
+        events,
+        end: END,
+    })
+}
+
 async fn fill(log: &dyn Log, families: usize, events: u64) {
     fill_with(log, "", families, events).await
 }
@@ -42,12 +52,7 @@ async fn fill(log: &dyn Log, families: usize, events: u64) {
 /// Appends the demo county, with `tag` appended to every event id (the same tag twice gives
 /// duplicates, which the log drops).
 async fn fill_with(log: &dyn Log, tag: &str, families: usize, events: u64) {
-    let mut county = County::new(Settings {
-        seed: 11,
-        families,
-        events,
-        end: END,
-    });
+    let mut county = county(11, families, events);
     let entries: Vec<NewEntry> = county
         .events()
         .map(|mut e| {
@@ -232,12 +237,7 @@ async fn each_records_index_is_in_time_order_though_events_arrive_out_of_it() {
     let log = open_log(tmp.path());
     // The county's events, every third chunk of 100 in reverse: many arrive before events
     // that happened earlier (most partners send in time order, but not all, nor always).
-    let mut county = County::new(Settings {
-        seed: 11,
-        families: 20,
-        events: 2_000,
-        end: END,
-    });
+    let mut county = county(11, 20, 2_000);
     let events: Vec<Event> = county.events().collect();
     for (i, chunk) in events.chunks(100).enumerate() {
         let mut chunk = chunk.to_vec();
@@ -341,12 +341,7 @@ async fn view_from_the_log(
 
 #[test]
 fn a_fact_worked_out_from_the_kind_is_the_fact_of_the_payload() {
-    let mut county = County::new(Settings {
-        seed: 5,
-        families: 40,
-        events: 8_000,
-        end: END,
-    });
+    let mut county = county(5, 40, 8_000);
     let mut from_kind = std::collections::BTreeSet::new();
     let mut read = std::collections::BTreeSet::new();
     for e in county.events() {
@@ -467,12 +462,7 @@ async fn a_projection_of_another_log_is_rebuilt() {
 
     let other = tempfile::tempdir().expect("tmp");
     let log2 = open_log(other.path());
-    let mut county = County::new(Settings {
-        seed: 99,
-        families: 5,
-        events: 100,
-        end: END,
-    });
+    let mut county = county(99, 5, 100);
     let e = county.events().next().expect("an event");
     let rec = Record::PartnerEvent(e);
     let mut entries = Vec::new();
@@ -689,12 +679,7 @@ async fn consent_withdrawal_and_break_glass_change_what_a_viewer_sees() {
 
 /// A log of sealed demo events, with the key store they were sealed under.
 async fn fill_sealed(log: &dyn Log, keys: &KeyStore, families: usize, events: u64) {
-    let mut county = County::new(Settings {
-        seed: 5,
-        families,
-        events,
-        end: END,
-    });
+    let mut county = county(5, families, events);
     let mut n = 0u64;
     let entries: Vec<NewEntry> = county
         .events()

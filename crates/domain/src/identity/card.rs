@@ -9,6 +9,7 @@
 
 use super::inline::Short;
 use super::{first_word, SubjectRecord};
+use crate::names;
 use crate::time::Date;
 
 /// The parts of a record's names that decide whether given names agree.
@@ -23,11 +24,11 @@ pub(super) struct Given<'a> {
 }
 
 impl<'a> Given<'a> {
-    /// The parts of record `r`.
+    /// The parts of record `r` (its nickname groups looked up: a card keeps them).
     pub(super) fn of(r: &'a SubjectRecord) -> Given<'a> {
         Given {
             name: &r.given,
-            nicknames: r.given_nicknames,
+            nicknames: names::nickname_groups_of(&r.given),
             middle_first: first_word(&r.middle),
         }
     }

@@ -7,7 +7,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{FieldScore, Link, LinkWhy, Score, SubjectRecord};
 use crate::event::Sex;
-use crate::names;
 use crate::time::{Date, Timestamp};
 
 /// A record as written: the fields of [`SubjectRecord`] in declaration order.
@@ -75,7 +74,6 @@ pub(super) fn de_records<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SubjectR
             first_offset: r.2,
             nhs_number: r.3,
             upn: r.4,
-            given_nicknames: names::nickname_groups_of(&r.5),
             given: r.5,
             middle: r.6,
             family: r.7,
@@ -205,7 +203,6 @@ mod tests {
             nhs_number: Some("9434765919".into()),
             upn: i.is_multiple_of(2).then(|| "A123456789012".into()),
             given: "amelia".into(),
-            given_nicknames: names::nickname_groups_of("amelia"),
             middle: "rose \"rosie\"".into(),
             family: "smith-jones".into(),
             display_name: "Amelia Rose Smith-Jones".into(),
