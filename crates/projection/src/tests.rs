@@ -1858,3 +1858,36 @@ async fn the_access_index_moves_to_the_store_at_a_snapshot_and_answers_the_same(
     assert_eq!(access_answers(&p, &keys, &before), expected);
     assert_eq!(p.digest(), whole.digest());
 }
+
+mod record_events {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// However events arrive (out of time order, some again), a record's list holds each
+        /// once, sorted by (time, offset), and the kept last key is the list's last entry's.
+        #[test]
+        fn a_records_events_are_each_once_in_order_and_its_last_key_is_kept(
+            arrivals in proptest::collection::vec((0u64..40, 0usize..3), 0..80),
+        ) {
+            // An offset has one time; several offsets may share a time.
+            let at = |offset: u64| Timestamp(((offset * 7) % 13) as i64);
+            let mut events = RecordEvents::default();
+            let mut expected: Vec<(i64, u64)> = Vec::new();
+            for (offset, times) in arrivals {
+                for _ in 0..=times {
+                    events.add(Indexed { at: at(offset), offset, meta: 0 });
+                }
+                expected.push((at(offset).0, offset));
+            }
+            expected.sort_unstable();
+            expected.dedup();
+            let got: Vec<(i64, u64)> = events.iter().map(|x| (x.at.0, x.offset)).collect();
+            prop_assert_eq!(&got, &expected);
+            if let Some(&last) = expected.last() {
+                prop_assert_eq!(events.last, last);
+            }
+        }
+    }
+}
