@@ -778,7 +778,7 @@ impl Linker {
             postcodes: Vec::new(),
         };
         // Without sex and postcode a perfect match scores 12.
-        self.score_persons(&probe, None, REVIEW_THRESHOLD - 1.0)
+        self.score_persons((&Card::of(&probe), &probe), None, REVIEW_THRESHOLD - 1.0)
             .into_iter()
             .map(|(person, score)| Found {
                 person,
@@ -1098,15 +1098,15 @@ impl Linker {
         keys
     }
 
-    /// Scores `r` against every person sharing a block with it (other than `skip`) who could
-    /// be linked to it and scores at least `at_least`, best first.
+    /// Scores `r` (with its card: a record's own from `cards`, so it is not worked out again)
+    /// against every person sharing a block with it (other than `skip`) who could be linked
+    /// to it and scores at least `at_least`, best first.
     fn score_persons(
         &self,
-        r: &SubjectRecord,
+        (card, r): (&Card, &SubjectRecord),
         skip: Option<u32>,
         at_least: f64,
     ) -> Vec<(u32, Score)> {
-        let card = Card::of(r);
         let mut persons: Vec<u32> = Vec::new();
         for k in Self::block_keys(r, true) {
             if let Some(list) = self.blocks.get(&k) {
@@ -1129,7 +1129,7 @@ impl Linker {
                     .person_records(p)
                     .iter()
                     .map(|&x| (&self.cards[x as usize], &self.records[x as usize]));
-                eligible_score((&card, r), recs, at_least).map(|s| (p, s))
+                eligible_score((card, r), recs, at_least).map(|s| (p, s))
             })
             .collect();
         scored.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(&b.0)));
@@ -1137,8 +1137,12 @@ impl Linker {
     }
 
     fn link_by_score(&mut self, r: u32, offset: u64) {
-        let own = self.person[r as usize];
-        let scored = self.score_persons(&self.records[r as usize], Some(own), REVIEW_THRESHOLD);
+        let (ri, own) = (r as usize, self.person[r as usize]);
+        let scored = self.score_persons(
+            (&self.cards[ri], &self.records[ri]),
+            Some(own),
+            REVIEW_THRESHOLD,
+        );
         let above: Vec<&(u32, Score)> = scored
             .iter()
             .filter(|(_, s)| s.total >= LINK_THRESHOLD)

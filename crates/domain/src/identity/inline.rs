@@ -68,7 +68,7 @@ impl Key {
     /// The key `s`.
     pub(super) fn of(s: &str) -> Key {
         let short = Short::of(s);
-        match short.get() {
+        match short.kept() {
             Some(_) => Key::Inline(short),
             None => Key::Long(s.into()),
         }
