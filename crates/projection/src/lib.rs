@@ -303,7 +303,7 @@ impl AccessState {
             Decoded::Sharing(d) => self.sharing.push(d),
             Decoded::Access(_)
             | Decoded::Event(..)
-            | Decoded::Erased(..)
+            | Decoded::Sealed(..)
             | Decoded::Erasure(_)
             | Decoded::Decision(_)
             | Decoded::Other => {}
@@ -366,6 +366,9 @@ struct MemoEntry {
     text: Option<(u32, u32, u32)>,
     /// Whether its content was erased.
     erased: bool,
+    /// Whether its summary was deferred and not yet read when the memo was made (it is then
+    /// looked up on its line, or read from the log, when shown).
+    deferred: bool,
 }
 
 impl FamilyMemo {
@@ -524,7 +527,8 @@ impl State {
                 let start = texts.len() as u32;
                 texts.push_str(&line.event_id);
                 let id_end = texts.len() as u32;
-                texts.push_str(&line.summary);
+                // A deferred summary not yet read is looked up on the line when shown.
+                texts.push_str(line.summary.text().unwrap_or_default());
                 (start, id_end, texts.len() as u32)
             });
             entries.push(MemoEntry {
@@ -532,6 +536,7 @@ impl State {
                 people: (from, people.len() as u32),
                 text,
                 erased: line.is_some_and(|line| line.erased.is_some()),
+                deferred: line.is_some_and(|line| line.summary.text().is_none()),
             });
         }
         let bytes =
@@ -583,7 +588,12 @@ impl State {
         }
         self.lines[slot] = Some(Box::new(LineText {
             event_id: line.event_id.as_str().into(),
-            summary: line.summary.as_str().into(),
+            // (A deferred line's summary is empty: one with text, which only an altered
+            // store could give, keeps it, so a comparison with a rebuild shows the change.)
+            summary: match line.deferred && line.summary.is_empty() {
+                true => Summary::Deferred(std::sync::OnceLock::new()),
+                false => Summary::Text(line.summary.as_str().into()),
+            },
             records: line.records.as_slice().into(),
             fact: line.fact.clone().map(Box::new),
             erased: line.erased.clone().map(Box::new),
@@ -651,7 +661,7 @@ impl State {
         for &off in x.offsets.iter().filter(|&&o| o < at) {
             if let Some(Some(lt)) = self.lines.get_mut(off as usize) {
                 if mark.replaces(lt.erased.as_deref()) {
-                    lt.summary = seal::erased_marker(label, mark.at).into();
+                    lt.summary = Summary::Text(seal::erased_marker(label, mark.at).into());
                     lt.fact = None;
                     lt.erased = Some(Box::new(mark.clone()));
                 }
@@ -703,6 +713,31 @@ impl State {
             }
         }
         due
+    }
+
+    /// The summary of the line at `offset` where it is known: `None` when it is deferred and
+    /// not yet read (or there is no line).
+    fn summary_read(&self, offset: u64) -> Option<&str> {
+        self.line(offset).and_then(|lt| lt.summary.text())
+    }
+
+    /// Keeps `text`, read from the log, as the summary of the line at `offset`, if that was
+    /// deferred and not yet read (an erasure since has replaced it with its marker).
+    fn keep_summary(&self, offset: u64, text: impl FnOnce() -> String) {
+        if let Some(LineText {
+            summary: Summary::Deferred(cell),
+            ..
+        }) = self.line(offset)
+        {
+            if cell.get().is_none() {
+                let _ = cell.set(text().into());
+            }
+        }
+    }
+
+    /// The line at `offset`, if the entry there is an event.
+    fn line(&self, offset: u64) -> Option<&LineText> {
+        self.lines.get(offset as usize).and_then(|l| l.as_deref())
     }
 
     fn event_meta(&self, ix: &Indexed) -> EventMeta<'_> {
@@ -918,8 +953,9 @@ impl State {
 /// A log entry decoded, with the parts of its timeline line that need no linking.
 enum Decoded {
     Event(Event, Line),
-    /// A sealed event whose key an erasure destroyed: linked as usual, its content gone.
-    Erased(Event<Sealed>, Line),
+    /// A sealed event not opened here: linked as usual, its line's summary deferred to its
+    /// first read, or its content gone (a key an erasure destroyed).
+    Sealed(Event<Sealed>, Line),
     Decision(tellonce_domain::identity::MatchDecision),
     Consent(ConsentGiven),
     Withdrawn(ConsentWithdrawn),
@@ -935,6 +971,8 @@ enum Decoded {
 struct Spent {
     entries: Vec<Vec<StoredEntry>>,
     events: Vec<Event>,
+    /// Sealed events applied without opening them (most, in a rebuild).
+    sealed: Vec<Event<Sealed>>,
     lines: Vec<Vec<(u64, Line)>>,
 }
 
@@ -962,8 +1000,19 @@ fn line_of<P>(ev: &Event<P>, kind: &str, summary: String, fact: Option<LineFact>
         fact,
         erased: None,
         sealed: None,
+        deferred: false,
         head: None,
     }
+}
+
+/// Whether the standing facts need the payload of an event of this kind ([`LineFact`], as
+/// [`plain_event`] takes it): those of a sealed event are opened when it is applied, the rest
+/// are read the first time they are shown.
+fn standing_reads_payload(kind: &str) -> bool {
+    matches!(
+        kind,
+        "lead_practitioner_assigned" | "team_around_family_meeting"
+    )
 }
 
 fn plain_event(ev: Event) -> Decoded {
@@ -1036,6 +1085,23 @@ fn gather_keys(
     })
 }
 
+/// A sealed event whose summary is deferred to its first read: linked and indexed from its
+/// envelope, its payload not opened. Its keys are still checked, so that a key store that lost
+/// them stops the projection here, as opening would, and a key an erasure destroyed marks the
+/// line erased.
+fn deferred_event(se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Decoded, String> {
+    let what = || format!("event {}/{}", se.source, se.event_id);
+    let erased = gather_keys(keys, &se.payload.keys, what)?.err();
+    let mut line = line_of(&se, &se.payload.kind, String::new(), None);
+    match erased {
+        Some((mark, label)) => {
+            line.erase(&mark, &label);
+        }
+        None => line.deferred = true,
+    }
+    Ok(Decoded::Sealed(se, line))
+}
+
 /// Opens a sealed event with the keys in `keys`.
 fn open_sealed(mut se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened, String> {
     let what = || format!("event {}/{}", se.source, se.event_id);
@@ -1055,7 +1121,7 @@ fn open_sealed(mut se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened,
 
 fn decode_one(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undecodable> {
     let mut decoded = decode_record(e, keys)?;
-    if let Decoded::Event(_, line) | Decoded::Erased(_, line) = &mut decoded {
+    if let Decoded::Event(_, line) | Decoded::Sealed(_, line) = &mut decoded {
         line.write_head();
     }
     Ok(decoded)
@@ -1065,6 +1131,9 @@ fn decode_record(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Un
     Ok(
         match Record::decode(&e.body).map_err(Undecodable::Record)? {
             Record::PartnerEvent(ev) => plain_event(ev),
+            Record::SealedEvent(se) if !standing_reads_payload(&se.payload.kind) => {
+                deferred_event(se, keys).map_err(Undecodable::Keys)?
+            }
             Record::SealedEvent(se) => match open_sealed(se, keys).map_err(Undecodable::Keys)? {
                 Opened::Event(ev, ids, key) => match plain_event(ev) {
                     Decoded::Event(ev, mut line) => {
@@ -1076,7 +1145,7 @@ fn decode_record(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Un
                 Opened::Erased(se, mark, label) => {
                     let mut line = line_of(&se, &se.payload.kind, String::new(), None);
                     line.erase(&mark, &label);
-                    Decoded::Erased(se, line)
+                    Decoded::Sealed(se, line)
                 }
             },
             Record::MatchDecision(d) => Decoded::Decision(d),
@@ -1165,10 +1234,47 @@ fn decode_all(entries: &[StoredEntry], keys: Option<&KeyStore>) -> Vec<DecodeRes
 #[derive(Debug, Clone, PartialEq)]
 struct LineText {
     event_id: Box<str>,
-    summary: Box<str>,
+    summary: Summary,
     records: Box<[u32]>,
     fact: Option<Box<LineFact>>,
     erased: Option<Box<ErasedMark>>,
+}
+
+/// A timeline line's summary in memory.
+#[derive(Debug, Clone)]
+enum Summary {
+    /// Worked out when the entry was applied (a plain event, a lead practitioner or TAF
+    /// event, whose facts standing needs), or the erased marker.
+    Text(Box<str>),
+    /// A sealed event's, worked out from the log the first time a page of a timeline shows
+    /// it (or a family view reads the event), and kept from then on. A rebuild does not open
+    /// the payloads of such events: that was a quarter of its work.
+    Deferred(std::sync::OnceLock<Box<str>>),
+}
+
+impl Summary {
+    /// The summary, where it is known (`None`: deferred and not yet read).
+    fn text(&self) -> Option<&str> {
+        match self {
+            Summary::Text(t) => Some(t),
+            Summary::Deferred(cell) => cell.get().map(|t| &**t),
+        }
+    }
+
+    /// What a digest or a comparison of two projections takes of it: the text, or that it is
+    /// deferred (the same in a rebuild and an incremental projection, whatever was read since).
+    fn as_compared(&self) -> (bool, &str) {
+        match self {
+            Summary::Text(t) => (false, t),
+            Summary::Deferred(_) => (true, ""),
+        }
+    }
+}
+
+impl PartialEq for Summary {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_compared() == other.as_compared()
+    }
 }
 
 /// Which erasure made a line's content unreadable (the earliest, when several did).
@@ -1243,6 +1349,10 @@ struct Line {
     /// once a key is destroyed.
     #[serde(default)]
     sealed: Option<SealedLine>,
+    /// For a sealed event whose summary is worked out at its first read ([`Summary::Deferred`]):
+    /// its payload was not opened when it was applied, and `summary` is empty.
+    #[serde(default)]
+    deferred: bool,
     /// The stored JSON of the line without its records and closing brace, written when the
     /// entry is decoded (off the thread that applies); `None` once the content changes.
     #[serde(skip)]
@@ -1268,6 +1378,8 @@ struct StoredLine<'a> {
     erased: Option<&'a ErasedMark>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sealed: Option<&'a SealedLine>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deferred: bool,
 }
 
 impl Serialize for Line {
@@ -1350,6 +1462,7 @@ impl Line {
         self.fact = None;
         self.erased = Some(mark.clone());
         self.sealed = None;
+        self.deferred = false;
         self.head = None;
         true
     }
@@ -1369,6 +1482,7 @@ impl Line {
             fact: self.fact.as_ref(),
             erased: self.erased.as_ref(),
             sealed,
+            deferred: self.deferred,
         }
     }
 
@@ -1656,6 +1770,9 @@ pub struct TimelineItem {
     pub person_ids: Vec<String>,
     /// Whether its content was erased (`summary` is then the erased marker).
     pub erased: bool,
+    /// Whether its summary is still to be read from the log ([`Projection::open_summaries`]).
+    #[serde(skip)]
+    unread: bool,
 }
 
 /// A page of a timeline, newest first.
@@ -2049,7 +2166,7 @@ impl Projection {
             }
             all_stale |= !matches!(
                 record,
-                Ok(Decoded::Event(..) | Decoded::Erased(..) | Decoded::Access(_) | Decoded::Other)
+                Ok(Decoded::Event(..) | Decoded::Sealed(..) | Decoded::Access(_) | Decoded::Other)
             );
             let is_access = matches!(record, Ok(Decoded::Access(_)));
             match record {
@@ -2057,8 +2174,9 @@ impl Projection {
                     st.add_event(e.offset, &ev, line, &mut lines, &mut stale);
                     spent.events.push(ev);
                 }
-                Ok(Decoded::Erased(ev, line)) => {
+                Ok(Decoded::Sealed(ev, line)) => {
                     st.add_event(e.offset, &ev, line, &mut lines, &mut stale);
+                    spent.sealed.push(ev);
                 }
                 Ok(Decoded::Erasure(x)) => {
                     st.erase_lines(e.offset, &x, &mut lines);
@@ -2513,7 +2631,9 @@ impl Projection {
             if let Some(l) = line {
                 h.update((offset as u64).to_be_bytes());
                 h.update(l.event_id.as_bytes());
-                h.update(l.summary.as_bytes());
+                let (deferred, summary) = l.summary.as_compared();
+                h.update([u8::from(deferred)]);
+                h.update(summary.as_bytes());
                 for r in l.records.iter() {
                     h.update(r.to_be_bytes());
                 }
@@ -2833,9 +2953,49 @@ impl Projection {
         }
     }
 
+    /// Reads from the log the summaries of `page`'s items that were deferred and not yet read
+    /// (sealed events' summaries are worked out at their first read, not when applied), and
+    /// keeps them on their lines for later reads. [`Projection::timeline`] decides the page
+    /// from memory; call this once the read is decided and logged, as a family view reads its
+    /// events after.
+    pub async fn open_summaries(
+        &self,
+        log: &dyn Log,
+        page: &mut TimelinePage,
+    ) -> Result<(), ProjectionError> {
+        let mut read = Vec::new();
+        for item in page.items.iter_mut().filter(|i| i.unread) {
+            match self.load_event(log, item.offset).await? {
+                Ok(ev) if ev.event_id != item.event_id => {
+                    return Err(ProjectionError::Damaged(format!(
+                        "the log has event {} at offset {}, the timeline {}",
+                        ev.event_id, item.offset, item.event_id
+                    )));
+                }
+                Ok(ev) => {
+                    item.summary = view::summary_line(&ev);
+                    read.push(item.offset);
+                }
+                // Its keys were destroyed since it was applied: the erasure's own entry
+                // marks the line when the projection reaches it.
+                Err(marker) => {
+                    item.summary = marker;
+                    item.erased = true;
+                }
+            }
+            item.unread = false;
+        }
+        let st = self.read_state();
+        for item in page.items.iter().filter(|i| read.contains(&i.offset)) {
+            st.keep_summary(item.offset, || item.summary.clone());
+        }
+        Ok(())
+    }
+
     /// A page of the timeline of a family or person, newest first, showing only the events
     /// the access rule lets the reader see and counting the others. A refused read gives an
-    /// empty page with `reading.refused` set.
+    /// empty page with `reading.refused` set. Summaries not yet read are left empty: fill
+    /// them with [`Projection::open_summaries`].
     pub fn timeline(
         &self,
         scope: &Scope,
@@ -2905,13 +3065,20 @@ impl Projection {
                 ProjectionError::Damaged(format!("no timeline line at {}", ix.offset))
             })?;
             let text = |from: u32, to: u32| String::from(&memo.texts[from as usize..to as usize]);
+            // Read since the memo was made, or still to be read (`open_summaries`).
+            let deferred = e.deferred.then(|| st.summary_read(ix.offset));
             page.items.push(TimelineItem {
                 offset: ix.offset,
                 occurred_at: ix.at,
                 source: String::from(m.source),
                 event_id: text(start, id_end),
                 kind: String::from(m.kind),
-                summary: text(id_end, end),
+                summary: match &deferred {
+                    Some(Some(read)) => String::from(*read),
+                    Some(None) => String::new(),
+                    None => text(id_end, end),
+                },
+                unread: matches!(deferred, Some(None)),
                 person_ids: people
                     .iter()
                     .map(|&p| match memo.persons.iter().find(|(q, _)| *q == p) {
@@ -3084,6 +3251,12 @@ impl Projection {
         }
         let st = self.read_state();
         let l = &st.linker;
+        // The events read for the view give the summaries a timeline would read later.
+        for (e, event) in memo.entries.iter().zip(&loaded) {
+            if let Some(event) = event {
+                st.keep_summary(e.ix.offset, || view::summary_line(event));
+            }
+        }
         let mut bytes = std::mem::size_of::<ViewCache>();
         let facts = needs
             .into_iter()

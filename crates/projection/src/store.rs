@@ -28,9 +28,11 @@ use crate::ProjectionError;
 
 /// sled key of the applied offset (big-endian u64).
 pub(crate) const K_APPLIED: &[u8] = b"m/applied";
-/// sled key naming this layout; a store without it (chunks inside sled) is rebuilt.
+/// sled key naming this layout; a store without it (chunks inside sled), or with an older one
+/// (`lines-file-1`: every sealed event's summary stored sealed, where sealed events' summaries
+/// are now read from the log when first shown), is rebuilt.
 const K_FORMAT: &[u8] = b"m/format";
-const FORMAT: &[u8] = b"lines-file-1";
+const FORMAT: &[u8] = b"lines-file-2";
 /// sled key of the offset below which the access index is stored here (big-endian u64).
 const K_ACCESS_SPILLED: &[u8] = b"m/access-spilled";
 /// Most offsets in one stored piece of the access index.
@@ -201,9 +203,7 @@ impl LineStore {
         let end = file.metadata().map_err(io)?.len();
         let current = db.get(K_FORMAT)?.is_some_and(|v| v.as_ref() == FORMAT);
         if !current && !db.is_empty() {
-            tracing::warn!(
-                "projection store has an older layout (timeline lines inside sled); rebuilding"
-            );
+            tracing::warn!("projection store has an older layout; rebuilding");
         }
         Ok((
             LineStore {

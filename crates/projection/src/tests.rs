@@ -696,6 +696,26 @@ async fn fill_sealed(log: &dyn Log, keys: &KeyStore, families: usize, events: u6
     }
 }
 
+/// In `tmp`: a log of sealed demo events, its key store, and a projection (in `proj`) caught
+/// up with it.
+async fn sealed_projection(
+    tmp: &Path,
+    families: usize,
+    events: u64,
+) -> (
+    Arc<EmbeddedLog<FsDir>>,
+    Arc<KeyStore>,
+    std::path::PathBuf,
+    Projection,
+) {
+    let log = open_log(tmp);
+    let keys = Arc::new(KeyStore::open(&tmp.join("keys")).expect("keys"));
+    fill_sealed(log.as_ref(), &keys, families, events).await;
+    let dir = tmp.join("proj");
+    let p = open_caught_up(&dir, log.as_ref(), Some(keys.clone())).await;
+    (log, keys, dir, p)
+}
+
 fn erasure_of(p: &Projection, keys: &KeyStore, person: &str, id: &str) -> Record {
     let plan = p.erasure_plan(person).expect("plan");
     Record::Erasure(seal::Erasure {
@@ -715,11 +735,7 @@ fn erasure_of(p: &Projection, keys: &KeyStore, person: &str, id: &str) -> Record
 #[tokio::test]
 async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let log = open_log(tmp.path());
-    let keys = Arc::new(KeyStore::open(&tmp.path().join("keys")).expect("keys"));
-    fill_sealed(log.as_ref(), &keys, 30, 1_500).await;
-    let dir = tmp.path().join("proj");
-    let p = open_caught_up(&dir, log.as_ref(), Some(keys.clone())).await;
+    let (log, keys, dir, p) = sealed_projection(tmp.path(), 30, 1_500).await;
     let counts = p.counts();
 
     // The person with the most events, and their family.
@@ -730,19 +746,15 @@ async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
             .expect("a person")
     });
     let scope = Scope::Person(person.clone());
-    let all = |p: &Projection, scope: &Scope| {
-        p.timeline(scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
-            .expect("timeline")
-            .items
-    };
-    let before = all(&p, &scope);
+    let all = async |p: &Projection, scope: &Scope| read_all(p, log.as_ref(), scope).await;
+    let before = all(&p, &scope).await;
     assert!(before.len() >= 3 && before.iter().all(|i| !i.erased));
     let family = Scope::Family(
         p.find_person(&PersonQuery::Id(person.clone()))[0]
             .family_id
             .clone(),
     );
-    let family_before = all(&p, &family);
+    let family_before = all(&p, &family).await;
 
     let x = erasure_of(&p, &keys, &person, "x-1");
     let Record::Erasure(plan) = &x else {
@@ -755,7 +767,7 @@ async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
     p.catch_up(log.as_ref()).await.expect("apply erasure");
 
     // Every event about the person now shows the marker; their keys are destroyed.
-    let after = all(&p, &scope);
+    let after = all(&p, &scope).await;
     assert_eq!(after.len(), before.len(), "events stay, content goes");
     for i in &after {
         assert!(i.erased, "{i:?}");
@@ -765,7 +777,7 @@ async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
         assert!(matches!(keys.get(id), KeyState::Erased(_)));
     }
     // The rest of the family keeps what is not about the person.
-    let family_after = all(&p, &family);
+    let family_after = all(&p, &family).await;
     let untouched = family_after.iter().filter(|i| !i.erased).count();
     let about: std::collections::HashSet<u64> = after.iter().map(|i| i.offset).collect();
     assert_eq!(
@@ -807,7 +819,7 @@ async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
     .await
     .expect("append");
     p.catch_up(log.as_ref()).await.expect("apply");
-    let newest = all(&p, &scope);
+    let newest = all(&p, &scope).await;
     assert!(newest
         .iter()
         .any(|i| i.event_id == "after-erasure" && !i.erased));
@@ -832,6 +844,111 @@ async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
             entry.display()
         );
     }
+}
+
+#[tokio::test]
+async fn sealed_summaries_are_read_from_the_log_when_first_shown_and_kept() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (log, keys, dir, p) = sealed_projection(tmp.path(), 12, 600).await;
+    let digest = p.digest();
+    // The family with the most events.
+    let family = {
+        let st = p.read_state();
+        let l = &st.linker;
+        let f = (0..l.record_count() as u32)
+            .map(|r| l.family_of(r))
+            .max_by_key(|&f| st.entries_of(l.family_records(f)).len())
+            .expect("a family");
+        l.family_id(f)
+    };
+    let scope = Scope::Family(family);
+    let page = |p: &Projection| {
+        p.timeline(&scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
+            .expect("timeline")
+    };
+    // Applying opened only the payloads standing reads (lead practitioners, TAF meetings).
+    let first = page(&p);
+    assert!(first.items.len() >= 20, "{} events", first.items.len());
+    for i in &first.items {
+        assert_eq!(i.unread, !standing_reads_payload(&i.kind), "{i:?}");
+        assert_eq!(i.unread, i.summary.is_empty(), "{i:?}");
+    }
+    assert!(first.items.iter().any(|i| i.unread));
+    assert!(first.items.iter().any(|i| !i.unread));
+
+    // Read from the log: each is the summary line of the event there.
+    let mut read = first.clone();
+    p.open_summaries(log.as_ref(), &mut read)
+        .await
+        .expect("summaries");
+    for i in &read.items {
+        let event = p.load_event(log.as_ref(), i.offset).await.expect("read");
+        let event = event.expect("not erased");
+        assert_eq!(i.summary, view::summary_line(&event));
+        assert!(!i.unread && !i.erased);
+    }
+    // Kept on the lines: the next read has them without the log.
+    assert_eq!(page(&p).items, read.items);
+    // Reading them changes nothing an audit compares: the digest is a rebuild's.
+    assert_eq!(p.digest(), digest);
+    let q = rebuilt(&tmp.path().join("proj2"), log.as_ref(), Some(keys.clone())).await;
+    assert_eq!(q.digest(), digest);
+    assert_eq!(q.first_difference(&p), None);
+
+    // A family view reads the events its fold needs, and keeps their summaries too.
+    let unread = |p: &Projection| page(p).items.iter().filter(|i| i.unread).count();
+    let before = unread(&q);
+    q.family(log.as_ref(), &scope, END, &ALL)
+        .await
+        .expect("family view");
+    assert!(
+        unread(&q) < before,
+        "{} of {before} still unread",
+        unread(&q)
+    );
+    let mut again = page(&q);
+    q.open_summaries(log.as_ref(), &mut again)
+        .await
+        .expect("summaries");
+    assert_eq!(again.items, read.items);
+
+    // A restart keeps them deferred (the store never held them), and reads them the same.
+    p.close().expect("close");
+    drop(p);
+    let p = open_caught_up(&dir, log.as_ref(), Some(keys.clone())).await;
+    assert_eq!(p.digest(), digest);
+    let mut restarted = page(&p);
+    assert_eq!(restarted.items, first.items);
+    p.open_summaries(log.as_ref(), &mut restarted)
+        .await
+        .expect("summaries");
+    assert_eq!(restarted.items, read.items);
+}
+
+#[test]
+fn only_the_kinds_standing_reads_are_opened_when_applied() {
+    // Every kind the county publishes: the payload gives a standing fact exactly when
+    // `standing_reads_payload` says it must be opened to find one.
+    let mut kinds = std::collections::BTreeMap::new();
+    for e in county(9, 40, 3_000).events() {
+        let kind = e.payload.kind();
+        let Decoded::Event(_, line) = plain_event(e) else {
+            panic!("an event decodes as one");
+        };
+        kinds.insert(kind, line.fact.is_some());
+        assert_eq!(line.fact.is_some(), standing_reads_payload(kind), "{kind}");
+    }
+    assert_eq!(kinds.len(), 14, "every kind: {kinds:?}");
+}
+
+/// The whole timeline of `scope` as a reader gets it: decided from memory, then the summaries
+/// not yet read read from `log`.
+async fn read_all(p: &Projection, log: &dyn Log, scope: &Scope) -> Vec<TimelineItem> {
+    let mut page = p
+        .timeline(scope, &TimelineFilter::default(), MAX_PAGE, "", &ALL)
+        .expect("timeline");
+    p.open_summaries(log, &mut page).await.expect("summaries");
+    page.items
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -1135,14 +1252,21 @@ mod stored_lines {
             safeguarding in any::<bool>(),
             fact in 0u8..3,
             sealed in proptest::option::of((proptest::collection::vec("[0-9a-f]{16}", 1..3), any::<String>())),
+            deferred in any::<bool>(),
             erase in 0u8..3,
         ) -> Line {
+            // A deferred line (a sealed event not opened when applied) has neither summary nor
+            // sealed summary.
+            let (summary, sealed) = match deferred {
+                true => (String::new(), None),
+                false => (texts[3].clone(), sealed),
+            };
             let mut line = Line {
                 at,
                 source: texts[0].clone(),
                 kind: texts[1].clone(),
                 event_id: texts[2].clone(),
-                summary: texts[3].clone(),
+                summary,
                 records: Vec::new(),
                 category: Category::ALL[usize::from(cat % 6)],
                 safeguarding,
@@ -1153,6 +1277,7 @@ mod stored_lines {
                 },
                 erased: None,
                 sealed: sealed.map(|(keys, text)| SealedLine { keys, text }),
+                deferred,
                 head: None,
             };
             let mark = ErasedMark { at: Timestamp(at / 2), erasure_id: texts[2].clone() };

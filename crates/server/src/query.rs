@@ -682,7 +682,7 @@ impl Query {
             reason: &req.reason,
         };
         let size = page_size(req.page_size);
-        let (page, _, access) = self
+        let (mut page, _, access) = self
             .guarded(caller, &asked, &req.break_glass_reason, |read| {
                 let page = self
                     .projection
@@ -691,6 +691,10 @@ impl Query {
                 let (shown, withheld) = (page.items.len() as u64, page.withheld);
                 Ok((page, reading, shown, withheld))
             })
+            .await?;
+        // Decided and logged from memory; summaries not read before come from the log now.
+        self.projection
+            .open_summaries(self.log.as_ref(), &mut page)
             .await?;
         Ok(pb::GetTimelineResponse {
             items: page
