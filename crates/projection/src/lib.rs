@@ -357,6 +357,7 @@ struct Memos {
 }
 
 /// One event of a [`FamilyMemo`].
+#[derive(Clone)]
 struct MemoEntry {
     ix: Indexed,
     /// Where its people are in [`FamilyMemo::people`].
@@ -381,9 +382,17 @@ impl FamilyMemo {
     fn held(&self) -> usize {
         self.bytes + self.view.get().map_or(0, |v| v.bytes)
     }
+
+    /// Roughly the bytes of its own parts (what [`FamilyMemo::bytes`] holds).
+    fn own_bytes(&self) -> usize {
+        self.texts.len()
+            + self.entries.len() * std::mem::size_of::<MemoEntry>()
+            + self.people.len() * 4
+    }
 }
 
 /// What every read of a family needs that only its events, links and consents change.
+#[derive(Clone)]
 struct FamilyMemo {
     /// The family's events, newest first.
     entries: Vec<MemoEntry>,
@@ -539,8 +548,6 @@ impl State {
                 deferred: line.is_some_and(|line| line.summary.text().is_none()),
             });
         }
-        let bytes =
-            texts.len() + entries.len() * std::mem::size_of::<MemoEntry>() + people.len() * 4;
         let named = self.consents_naming(l.family_records(fam));
         let persons: Vec<(u32, String)> = l
             .family_persons(fam)
@@ -558,7 +565,7 @@ impl State {
                     .collect()
             })
             .collect();
-        let memo = Arc::new(FamilyMemo {
+        let mut memo = FamilyMemo {
             entries,
             people,
             facts,
@@ -567,10 +574,13 @@ impl State {
             family_id: l.family_id(fam),
             persons,
             texts,
-            bytes,
+            bytes: 0,
             family: fam,
             view: std::sync::OnceLock::new(),
-        });
+        };
+        memo.bytes = memo.own_bytes();
+        let bytes = memo.bytes;
+        let memo = Arc::new(memo);
         let mut kept = self.memo.lock().unwrap_or_else(|p| p.into_inner());
         if kept.by_family.len() >= MEMO_FAMILIES || kept.bytes + bytes > MEMO_BYTES {
             *kept = Memos::default();
@@ -578,6 +588,45 @@ impl State {
         kept.bytes += bytes;
         kept.by_family.insert(fam, memo.clone());
         memo
+    }
+
+    /// Replaces the kept memo of family `fam`, if some of its deferred summaries were read
+    /// since it was made, with one holding them in its texts (a page is copied from there:
+    /// looking each up on its line is a few cache misses per event). Its view cache is kept.
+    fn refresh_texts(&self, fam: u32) {
+        let mut kept = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(old) = kept.by_family.get(&fam).cloned() else {
+            return;
+        };
+        let read = |e: &MemoEntry| e.deferred.then(|| self.summary_read(e.ix.offset)).flatten();
+        if !old.entries.iter().any(|e| read(e).is_some()) {
+            return;
+        }
+        let mut fresh = FamilyMemo::clone(&old);
+        fresh.texts = String::with_capacity(old.texts.len());
+        for (e, was) in fresh.entries.iter_mut().zip(&old.entries) {
+            let Some((start, id_end, end)) = was.text else {
+                continue;
+            };
+            let from = fresh.texts.len() as u32;
+            fresh
+                .texts
+                .push_str(&old.texts[start as usize..id_end as usize]);
+            let id = fresh.texts.len() as u32;
+            match read(was) {
+                Some(summary) => {
+                    fresh.texts.push_str(summary);
+                    e.deferred = false;
+                }
+                None => fresh
+                    .texts
+                    .push_str(&old.texts[id_end as usize..end as usize]),
+            }
+            e.text = Some((from, id, fresh.texts.len() as u32));
+        }
+        fresh.bytes = fresh.own_bytes();
+        kept.bytes = kept.bytes.saturating_sub(old.held()) + fresh.held();
+        kept.by_family.insert(fam, Arc::new(fresh));
     }
 
     /// Adds a line to the in-memory index.
@@ -1788,6 +1837,10 @@ pub struct TimelinePage {
     pub total: u64,
     /// What the read decided about access.
     pub reading: Reading,
+    /// The family whose memo held deferred summaries for this page (to be refreshed once
+    /// [`Projection::open_summaries`] has read them).
+    #[serde(skip)]
+    deferred_in: Option<u32>,
 }
 
 /// Whose timeline.
@@ -2989,6 +3042,9 @@ impl Projection {
         for item in page.items.iter().filter(|i| read.contains(&i.offset)) {
             st.keep_summary(item.offset, || item.summary.clone());
         }
+        if let Some(fam) = page.deferred_in.take() {
+            st.refresh_texts(fam);
+        }
         Ok(())
     }
 
@@ -3012,6 +3068,7 @@ impl Projection {
             withheld: 0,
             total: 0,
             reading: Reading::default(),
+            deferred_in: None,
         };
         let st = self.read_state();
         let l = &st.linker;
@@ -3067,6 +3124,9 @@ impl Projection {
             let text = |from: u32, to: u32| String::from(&memo.texts[from as usize..to as usize]);
             // Read since the memo was made, or still to be read (`open_summaries`).
             let deferred = e.deferred.then(|| st.summary_read(ix.offset));
+            if e.deferred {
+                page.deferred_in = Some(fam);
+            }
             page.items.push(TimelineItem {
                 offset: ix.offset,
                 occurred_at: ix.at,

@@ -887,8 +887,10 @@ async fn sealed_summaries_are_read_from_the_log_when_first_shown_and_kept() {
         assert_eq!(i.summary, view::summary_line(&event));
         assert!(!i.unread && !i.erased);
     }
-    // Kept on the lines: the next read has them without the log.
-    assert_eq!(page(&p).items, read.items);
+    // Kept: the next read has them without the log, from the family's memo.
+    let next = page(&p);
+    assert_eq!(next.items, read.items);
+    assert_eq!(next.deferred_in, None, "the memo holds them now");
     // Reading them changes nothing an audit compares: the digest is a rebuild's.
     assert_eq!(p.digest(), digest);
     let q = rebuilt(&tmp.path().join("proj2"), log.as_ref(), Some(keys.clone())).await;
