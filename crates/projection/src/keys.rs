@@ -89,6 +89,25 @@ pub enum KeyState {
     Missing,
 }
 
+/// A read view of a [`KeyStore`] ([`KeyStore::view`]).
+pub struct KeyView<'a>(RwLockReadGuard<'a, Inner>);
+
+impl KeyView<'_> {
+    /// What the store holds for key `id`.
+    pub fn get(&self, id: &str) -> KeyState {
+        let Some(raw) = parse_id(id) else {
+            return KeyState::Missing;
+        };
+        if let Some((_, key, _)) = self.0.by_id.get(&raw) {
+            return KeyState::Live(*key);
+        }
+        match self.0.erased.get(&raw) {
+            Some(t) => KeyState::Erased(t.clone()),
+            None => KeyState::Missing,
+        }
+    }
+}
+
 struct Inner {
     keys: File,
     tombs: File,
@@ -383,17 +402,14 @@ impl KeyStore {
 
     /// What the store holds for key `id`.
     pub fn get(&self, id: &str) -> KeyState {
-        let Some(raw) = parse_id(id) else {
-            return KeyState::Missing;
-        };
-        let inner = self.read();
-        if let Some((_, key, _)) = inner.by_id.get(&raw) {
-            return KeyState::Live(*key);
-        }
-        match inner.erased.get(&raw) {
-            Some(t) => KeyState::Erased(t.clone()),
-            None => KeyState::Missing,
-        }
+        self.view().get(id)
+    }
+
+    /// A read view of the store, for looking up many keys under one lock (a batch of log
+    /// entries: the two threads decoding a rebuild took the lock per key, contending for it).
+    /// Keys cannot be added or destroyed while it is held, so hold it briefly.
+    pub fn view(&self) -> KeyView<'_> {
+        KeyView(self.read())
     }
 
     /// The live key ids of `names` (names without one are left out).

@@ -47,7 +47,7 @@ use store::LineStore;
 
 pub mod keys;
 mod store;
-pub use keys::{KeyError, KeyState, KeyStore, Tombstone};
+pub use keys::{KeyError, KeyState, KeyStore, KeyView, Tombstone};
 use tracing::{info, warn};
 
 /// Entries between linker snapshots at least, counting an access entry as a third
@@ -1096,7 +1096,7 @@ enum Opened {
 /// erasing it, or there is no key store.
 #[allow(clippy::type_complexity)]
 fn gather_keys(
-    keys: Option<&KeyStore>,
+    keys: Option<&KeyView<'_>>,
     ids: &[String],
     what: impl Fn() -> String,
 ) -> Result<Result<Vec<DataKey>, (ErasedMark, String)>, String> {
@@ -1138,7 +1138,7 @@ fn gather_keys(
 /// envelope, its payload not opened. Its keys are still checked, so that a key store that lost
 /// them stops the projection here, as opening would, and a key an erasure destroyed marks the
 /// line erased.
-fn deferred_event(se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Decoded, String> {
+fn deferred_event(se: Event<Sealed>, keys: Option<&KeyView<'_>>) -> Result<Decoded, String> {
     let what = || format!("event {}/{}", se.source, se.event_id);
     let erased = gather_keys(keys, &se.payload.keys, what)?.err();
     let mut line = line_of(&se, &se.payload.kind, String::new(), None);
@@ -1152,7 +1152,7 @@ fn deferred_event(se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Decoded,
 }
 
 /// Opens a sealed event with the keys in `keys`.
-fn open_sealed(mut se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened, String> {
+fn open_sealed(mut se: Event<Sealed>, keys: Option<&KeyView<'_>>) -> Result<Opened, String> {
     let what = || format!("event {}/{}", se.source, se.event_id);
     let raw = match gather_keys(keys, &se.payload.keys, what)? {
         Ok(raw) => raw,
@@ -1168,7 +1168,7 @@ fn open_sealed(mut se: Event<Sealed>, keys: Option<&KeyStore>) -> Result<Opened,
     }
 }
 
-fn decode_one(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undecodable> {
+fn decode_one(e: &StoredEntry, keys: Option<&KeyView<'_>>) -> Result<Decoded, Undecodable> {
     let mut decoded = decode_record(e, keys)?;
     if let Decoded::Event(_, line) | Decoded::Sealed(_, line) = &mut decoded {
         line.write_head();
@@ -1176,7 +1176,7 @@ fn decode_one(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undec
     Ok(decoded)
 }
 
-fn decode_record(e: &StoredEntry, keys: Option<&KeyStore>) -> Result<Decoded, Undecodable> {
+fn decode_record(e: &StoredEntry, keys: Option<&KeyView<'_>>) -> Result<Decoded, Undecodable> {
     Ok(
         match Record::decode(&e.body).map_err(Undecodable::Record)? {
             Record::PartnerEvent(ev) => plain_event(ev),
@@ -1237,12 +1237,14 @@ fn check_continues(
     Ok(())
 }
 
-/// Decodes entries one after another on this thread: one result per entry, in order.
+/// Decodes entries one after another on this thread: one result per entry, in order. The
+/// key store is read under one lock for all of them.
 fn decode_each<'a>(
     entries: &'a [StoredEntry],
     keys: Option<&'a KeyStore>,
 ) -> impl Iterator<Item = DecodeResult> + 'a {
-    entries.iter().map(move |e| decode_one(e, keys))
+    let view = keys.map(KeyStore::view);
+    entries.iter().map(move |e| decode_one(e, view.as_ref()))
 }
 
 /// Runs `f`, which keeps its thread busy (decoding, applying), without holding up the other
@@ -1553,7 +1555,7 @@ impl Line {
     }
 
     /// Opens a summary sealed for the line store, or marks the line erased if a key was destroyed.
-    fn open_from_store(&mut self, offset: u64, keys: Option<&KeyStore>) -> Result<(), String> {
+    fn open_from_store(&mut self, offset: u64, keys: Option<&KeyView<'_>>) -> Result<(), String> {
         let Some(sealed) = self.sealed.take() else {
             return Ok(());
         };
@@ -2075,8 +2077,9 @@ impl Projection {
                 // Written as stored: before the sealed summaries are opened.
                 cut = Some(chunk_bytes(&lines)?);
             }
+            let view = keys.map(KeyStore::view);
             for (offset, line) in &mut lines {
-                line.open_from_store(*offset, keys)
+                line.open_from_store(*offset, view.as_ref())
                     .map_err(ProjectionError::Keys)?;
             }
             Ok((lines, cut))
@@ -2994,11 +2997,15 @@ impl Projection {
             })?;
         match Record::decode(&entry.body) {
             Ok(Record::PartnerEvent(e)) => Ok(Ok(e)),
-            Ok(Record::SealedEvent(se)) => match open_sealed(se, self.keys.as_deref()) {
-                Ok(Opened::Event(e, ..)) => Ok(Ok(e)),
-                Ok(Opened::Erased(_, mark, label)) => Ok(Err(seal::erased_marker(&label, mark.at))),
-                Err(why) => Err(ProjectionError::Keys(why)),
-            },
+            Ok(Record::SealedEvent(se)) => {
+                match open_sealed(se, self.keys.as_deref().map(KeyStore::view).as_ref()) {
+                    Ok(Opened::Event(e, ..)) => Ok(Ok(e)),
+                    Ok(Opened::Erased(_, mark, label)) => {
+                        Ok(Err(seal::erased_marker(&label, mark.at)))
+                    }
+                    Err(why) => Err(ProjectionError::Keys(why)),
+                }
+            }
             Ok(_) => Err(ProjectionError::Damaged(format!(
                 "offset {offset} is not an event"
             ))),
