@@ -3,7 +3,10 @@
 //! [`Projection`] holds in memory the identity linker
 //! ([`tellonce_domain::identity::Linker`]) and a timeline index: for every subject record, its
 //! events as `(time, offset, source and kind)`, sorted by time, and each event's event id,
-//! summary line and subject records. The durable copy is the line store (`store.rs`): the
+//! summary line and subject records. A sealed event's payload is opened when it is applied
+//! only where standing needs a fact from it (a lead practitioner, a TAF meeting); the others'
+//! summaries are read from the log the first time a timeline shows them
+//! ([`Projection::open_summaries`]) and kept from then on. The durable copy is the line store (`store.rs`): the
 //! timeline lines (time, partner, kind, event id, summary, subject records) in chunks of up to
 //! 256, their bodies appended to a file and their index (first offset to place) and the
 //! applied offset in sled, each applied chunk of the log in one atomic sled batch. Every
@@ -19,7 +22,7 @@
 //!
 //! Reads take a visibility predicate: the server's access policy decides, per event, what a
 //! viewer sees, and the projection counts what it withheld. Timelines are answered from memory
-//! alone; the family view folds full events, read from the log.
+//! (but for summaries not yet read); the family view folds full events, read from the log.
 
 use std::collections::BTreeMap;
 use std::path::Path;
