@@ -88,6 +88,89 @@ pub struct Subject {
     pub role: Option<SubjectRole>,
 }
 
+/// The fields of a subject that identity linking reads: a [`Subject`], or another form of one
+/// (the projection reads them in place in a log entry, without copying them).
+pub trait SubjectFields {
+    /// [`Subject::local_id`].
+    fn local_id(&self) -> Option<&str>;
+    /// [`Subject::nhs_number`].
+    fn nhs_number(&self) -> Option<&str>;
+    /// [`Subject::upn`].
+    fn upn(&self) -> Option<&str>;
+    /// [`Subject::given_name`].
+    fn given_name(&self) -> Option<&str>;
+    /// [`Subject::middle_names`].
+    fn middle_names(&self) -> Option<&str>;
+    /// [`Subject::family_name`].
+    fn family_name(&self) -> Option<&str>;
+    /// [`Subject::date_of_birth`].
+    fn date_of_birth(&self) -> Option<Date>;
+    /// [`Subject::sex`].
+    fn sex(&self) -> Option<Sex>;
+    /// The postcode of [`Subject::address`] (`None` without an address).
+    fn postcode(&self) -> Option<&str>;
+}
+
+impl<T: SubjectFields + ?Sized> SubjectFields for &T {
+    fn local_id(&self) -> Option<&str> {
+        (**self).local_id()
+    }
+    fn nhs_number(&self) -> Option<&str> {
+        (**self).nhs_number()
+    }
+    fn upn(&self) -> Option<&str> {
+        (**self).upn()
+    }
+    fn given_name(&self) -> Option<&str> {
+        (**self).given_name()
+    }
+    fn middle_names(&self) -> Option<&str> {
+        (**self).middle_names()
+    }
+    fn family_name(&self) -> Option<&str> {
+        (**self).family_name()
+    }
+    fn date_of_birth(&self) -> Option<Date> {
+        (**self).date_of_birth()
+    }
+    fn sex(&self) -> Option<Sex> {
+        (**self).sex()
+    }
+    fn postcode(&self) -> Option<&str> {
+        (**self).postcode()
+    }
+}
+
+impl SubjectFields for Subject {
+    fn local_id(&self) -> Option<&str> {
+        self.local_id.as_deref()
+    }
+    fn nhs_number(&self) -> Option<&str> {
+        self.nhs_number.as_deref()
+    }
+    fn upn(&self) -> Option<&str> {
+        self.upn.as_deref()
+    }
+    fn given_name(&self) -> Option<&str> {
+        self.given_name.as_deref()
+    }
+    fn middle_names(&self) -> Option<&str> {
+        self.middle_names.as_deref()
+    }
+    fn family_name(&self) -> Option<&str> {
+        self.family_name.as_deref()
+    }
+    fn date_of_birth(&self) -> Option<Date> {
+        self.date_of_birth
+    }
+    fn sex(&self) -> Option<Sex> {
+        self.sex
+    }
+    fn postcode(&self) -> Option<&str> {
+        self.address.as_ref().map(|a| a.postcode.as_str())
+    }
+}
+
 /// Recorded sex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -31,7 +31,7 @@ use foldhash::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::event::{Event, RelationshipKind, Sex, Subject};
+use crate::event::{Event, Relationship, RelationshipKind, Sex, SubjectFields};
 use crate::names::{self, DateAgreement};
 use crate::time::{Date, Timestamp};
 use card::{Card, Given, Seen};
@@ -346,44 +346,31 @@ fn date_bytes(d: Date) -> [u8; 4] {
     [y[2], y[3], d.month, d.day]
 }
 
-fn record_from(source: &str, key: String, offset: u64, s: &Subject) -> SubjectRecord {
-    let given = s
-        .given_name
-        .as_deref()
-        .map(names::normalise)
-        .unwrap_or_default();
-    let middle = s
-        .middle_names
-        .as_deref()
-        .map(names::normalise)
-        .unwrap_or_default();
-    let family = s
-        .family_name
-        .as_deref()
-        .map(names::normalise)
-        .unwrap_or_default();
-    let display_name = [&s.given_name, &s.middle_names, &s.family_name]
-        .iter()
-        .filter_map(|p| p.as_deref())
+fn record_from(source: &str, key: String, offset: u64, s: &impl SubjectFields) -> SubjectRecord {
+    let given = s.given_name().map(names::normalise).unwrap_or_default();
+    let middle = s.middle_names().map(names::normalise).unwrap_or_default();
+    let family = s.family_name().map(names::normalise).unwrap_or_default();
+    let display_name = [s.given_name(), s.middle_names(), s.family_name()]
+        .into_iter()
+        .flatten()
         .collect::<Vec<_>>()
         .join(" ");
     SubjectRecord {
         key,
         source: source.to_string(),
         first_offset: offset,
-        nhs_number: s.nhs_number.clone(),
-        upn: s.upn.clone(),
+        nhs_number: s.nhs_number().map(String::from),
+        upn: s.upn().map(String::from),
         given,
         middle,
         family,
         display_name,
-        dob: s.date_of_birth,
-        sex: s.sex,
+        dob: s.date_of_birth(),
+        sex: s.sex(),
         postcodes: s
-            .address
-            .as_ref()
-            .map(|a| a.postcode.clone())
+            .postcode()
             .filter(|p| !p.is_empty())
+            .map(String::from)
             .into_iter()
             .collect(),
     }
@@ -610,10 +597,10 @@ impl Identifier {
         }
     }
 
-    fn of_subject(self, s: &Subject) -> Option<&String> {
+    fn of_subject(self, s: &impl SubjectFields) -> Option<&str> {
         match self {
-            Identifier::Nhs => s.nhs_number.as_ref(),
-            Identifier::Upn => s.upn.as_ref(),
+            Identifier::Nhs => s.nhs_number(),
+            Identifier::Upn => s.upn(),
         }
     }
 
@@ -826,15 +813,29 @@ impl Linker {
 
     /// Applies one partner event at `offset`; returns the record of each subject, in order.
     pub fn apply_event<P>(&mut self, offset: u64, event: &Event<P>) -> Vec<u32> {
+        self.apply_subjects(offset, &event.source, &event.subjects, &event.relationships)
+    }
+
+    /// Applies the subjects and relationships of an event of `source` at `offset`, as
+    /// [`Linker::apply_event`] does (in whatever form the subjects come); returns the record
+    /// of each subject, in order.
+    pub fn apply_subjects<S: SubjectFields>(
+        &mut self,
+        offset: u64,
+        source: &str,
+        subjects: impl IntoIterator<Item = S>,
+        relationships: &[Relationship],
+    ) -> Vec<u32> {
         use std::fmt::Write as _;
-        let mut recs = Vec::with_capacity(event.subjects.len());
+        let subjects = subjects.into_iter();
+        let mut recs = Vec::with_capacity(subjects.size_hint().0);
         // One key buffer for the event's subjects: most are known records, looked up only.
-        let mut key = String::with_capacity(event.source.len() + 24);
-        for (i, s) in event.subjects.iter().enumerate() {
+        let mut key = String::with_capacity(source.len() + 24);
+        for (i, s) in subjects.enumerate() {
             key.clear();
-            match &s.local_id {
+            match s.local_id() {
                 Some(l) => {
-                    key.push_str(&event.source);
+                    key.push_str(source);
                     key.push('/');
                     key.push_str(l);
                 }
@@ -845,14 +846,14 @@ impl Linker {
             }
             let r = match self.by_key.get(key.as_bytes()) {
                 Some(&r) => {
-                    self.update_record(r, s, offset);
+                    self.update_record(r, &s, offset);
                     r
                 }
-                None => self.new_record(record_from(&event.source, key.clone(), offset, s), offset),
+                None => self.new_record(record_from(source, key.clone(), offset, &s), offset),
             };
             recs.push(r);
         }
-        for rel in &event.relationships {
+        for rel in relationships {
             let (Some(&a), Some(&b)) = (recs.get(rel.from as usize), recs.get(rel.to as usize))
             else {
                 continue;
@@ -980,13 +981,13 @@ impl Linker {
         r
     }
 
-    fn update_record(&mut self, r: u32, s: &Subject, offset: u64) {
+    fn update_record(&mut self, r: u32, s: &impl SubjectFields, offset: u64) {
         let ri = r as usize;
-        if let Some(p) = s.address.as_ref().map(|a| &a.postcode) {
+        if let Some(p) = s.postcode() {
             // Most events give the postcode added last: the card says so without the record.
             let known = Seen::holds(self.seen[ri].postcode, p);
-            if !p.is_empty() && !known && !self.records[ri].postcodes.contains(p) {
-                self.records[ri].postcodes.push(p.clone());
+            if !p.is_empty() && !known && !self.records[ri].postcodes.iter().any(|x| x == p) {
+                self.records[ri].postcodes.push(p.to_string());
                 self.seen[ri] = Seen::of(&self.records[ri]);
                 // A new address may be what a partner that met the family after a move has.
                 self.link_by_score(r, offset);
@@ -1001,7 +1002,7 @@ impl Linker {
             match id.of_record(&self.records[ri]) {
                 None => {
                     let theirs = self.nhs_numbers(self.person[ri]);
-                    if id == Identifier::Nhs && !theirs.is_empty() && !theirs.contains(v.as_str()) {
+                    if id == Identifier::Nhs && !theirs.is_empty() && !theirs.contains(v) {
                         let detail = format!(
                             "record {} now gives NHS number {v}, but its person has {}; not added",
                             self.records[ri].key,
@@ -1010,11 +1011,11 @@ impl Linker {
                         self.flag_conflict(r, r, detail, offset);
                         continue;
                     }
-                    *id.slot(&mut self.records[ri]) = Some(v.clone());
+                    *id.slot(&mut self.records[ri]) = Some(v.to_string());
                     self.seen[ri] = Seen::of(&self.records[ri]);
-                    self.link_identifier(r, v.clone(), id, offset);
+                    self.link_identifier(r, v.to_string(), id, offset);
                 }
-                Some(held) if held != v => {
+                Some(held) if held.as_str() != v => {
                     let detail = format!(
                         "record {} changed {} from {held} to {v}; kept the first",
                         self.records[ri].key,

@@ -48,6 +48,7 @@ use tokio::sync::watch;
 
 use store::LineStore;
 
+mod inplace;
 pub mod keys;
 mod store;
 pub use keys::{KeyError, KeyState, KeyStore, KeyView, Tombstone};
@@ -307,6 +308,7 @@ impl AccessState {
             Decoded::Access(_)
             | Decoded::Event(..)
             | Decoded::Sealed(..)
+            | Decoded::InPlace(..)
             | Decoded::Erasure(_)
             | Decoded::Decision(_)
             | Decoded::Other => {}
@@ -693,11 +695,40 @@ impl State {
         &mut self,
         offset: u64,
         ev: &Event<P>,
+        line: Line,
+        lines: &mut Vec<(u64, Line)>,
+        stale: &mut Vec<u32>,
+    ) {
+        let records = self.linker.apply_event(offset, ev);
+        self.add_line(offset, records, line, lines, stale);
+    }
+
+    /// [`State::add_event`] for a sealed event read in place from `body`.
+    fn add_in_place(
+        &mut self,
+        offset: u64,
+        (body, ev): (&[u8], &inplace::SealedAt),
+        line: Line,
+        lines: &mut Vec<(u64, Line)>,
+        stale: &mut Vec<u32>,
+    ) {
+        let records =
+            self.linker
+                .apply_subjects(offset, &line.source, ev.subjects(body), &ev.relationships);
+        self.add_line(offset, records, line, lines, stale);
+    }
+
+    /// Indexes `line` of the event at `offset` about `records` (as the linker gave them) and
+    /// queues it for the store; notes the families it is about in `stale`.
+    fn add_line(
+        &mut self,
+        offset: u64,
+        records: Vec<u32>,
         mut line: Line,
         lines: &mut Vec<(u64, Line)>,
         stale: &mut Vec<u32>,
     ) {
-        line.records = self.linker.apply_event(offset, ev);
+        line.records = records;
         line.records.sort_unstable();
         line.records.dedup();
         stale.extend(line.records.iter().map(|&r| self.linker.family_of(r)));
@@ -1008,6 +1039,8 @@ enum Decoded {
     /// A sealed event not opened here: linked as usual, its line's summary deferred to its
     /// first read, or its content gone (a key an erasure destroyed).
     Sealed(Event<Sealed>, Line),
+    /// The same, read in place ([`inplace`]): its subjects are in its entry's body.
+    InPlace(inplace::SealedAt, Line),
     Decision(tellonce_domain::identity::MatchDecision),
     Consent(ConsentGiven),
     Withdrawn(ConsentWithdrawn),
@@ -1023,8 +1056,10 @@ enum Decoded {
 struct Spent {
     entries: Vec<Vec<StoredEntry>>,
     events: Vec<Event>,
-    /// Sealed events applied without opening them (most, in a rebuild).
+    /// Sealed events applied without opening them, read the general way.
     sealed: Vec<Event<Sealed>>,
+    /// Sealed events applied without opening them, read in place (most, in a rebuild).
+    in_place: Vec<inplace::SealedAt>,
     lines: Vec<Vec<(u64, Line)>>,
 }
 
@@ -1040,20 +1075,46 @@ enum Undecodable {
 }
 
 fn line_of<P>(ev: &Event<P>, kind: &str, summary: String, fact: Option<LineFact>) -> Line {
-    Line {
-        at: ev.occurred_at.0,
-        source: ev.source.clone(),
-        kind: kind.to_string(),
-        event_id: ev.event_id.clone(),
-        summary,
-        records: Vec::new(),
-        category: access::category_of(kind, ev.category),
+    let meta = LineMeta {
+        at: ev.occurred_at,
+        source: &ev.source,
+        kind,
+        event_id: &ev.event_id,
+        category: ev.category,
         safeguarding: access::is_safeguarding(ev.lawful_basis.as_ref()),
-        fact,
-        erased: None,
-        sealed: None,
-        deferred: false,
-        head: None,
+    };
+    meta.line(summary, fact)
+}
+
+/// What a line says of its event besides its summary and facts.
+struct LineMeta<'a> {
+    at: Timestamp,
+    source: &'a str,
+    kind: &'a str,
+    event_id: &'a str,
+    /// The category the event states.
+    category: Option<Category>,
+    safeguarding: bool,
+}
+
+impl LineMeta<'_> {
+    /// The line, with `summary` and `fact`.
+    fn line(&self, summary: String, fact: Option<LineFact>) -> Line {
+        Line {
+            at: self.at.0,
+            source: self.source.to_string(),
+            kind: self.kind.to_string(),
+            event_id: self.event_id.to_string(),
+            summary,
+            records: Vec::new(),
+            category: access::category_of(self.kind, self.category),
+            safeguarding: self.safeguarding,
+            fact,
+            erased: None,
+            sealed: None,
+            deferred: false,
+            head: None,
+        }
     }
 }
 
@@ -1100,7 +1161,7 @@ enum Opened {
 #[allow(clippy::type_complexity)]
 fn gather_keys(
     keys: Option<&KeyView<'_>>,
-    ids: &[String],
+    ids: &[impl AsRef<str>],
     what: impl Fn() -> String,
 ) -> Result<Result<Vec<DataKey>, (ErasedMark, String)>, String> {
     let Some(ks) = keys else {
@@ -1111,7 +1172,7 @@ fn gather_keys(
     };
     let mut raw = Vec::with_capacity(ids.len());
     let mut erased: Option<(ErasedMark, String)> = None;
-    for id in ids {
+    for id in ids.iter().map(AsRef::as_ref) {
         match ks.get(id) {
             KeyState::Live(k) => raw.push(k),
             KeyState::Erased(t) => {
@@ -1142,16 +1203,44 @@ fn gather_keys(
 /// them stops the projection here, as opening would, and a key an erasure destroyed marks the
 /// line erased.
 fn deferred_event(se: Event<Sealed>, keys: Option<&KeyView<'_>>) -> Result<Decoded, String> {
-    let what = || format!("event {}/{}", se.source, se.event_id);
-    let erased = gather_keys(keys, &se.payload.keys, what)?.err();
-    let mut line = line_of(&se, &se.payload.kind, String::new(), None);
-    match erased {
+    let line = line_of(&se, &se.payload.kind, String::new(), None);
+    let line = deferred_line(line, keys, &se.payload.keys)?;
+    Ok(Decoded::Sealed(se, line))
+}
+
+/// [`deferred_event`] for a sealed event read in place from `body`.
+fn deferred_in_place(
+    ev: inplace::EventRef<'_>,
+    body: &[u8],
+    keys: Option<&KeyView<'_>>,
+) -> Result<Decoded, String> {
+    let meta = LineMeta {
+        at: ev.occurred_at,
+        source: ev.source.as_str(),
+        kind: ev.payload.kind.as_str(),
+        event_id: ev.event_id.as_str(),
+        category: ev.category,
+        safeguarding: ev.safeguarding(),
+    };
+    let line = deferred_line(meta.line(String::new(), None), keys, &ev.payload.keys)?;
+    Ok(Decoded::InPlace(ev.kept(body), line))
+}
+
+/// `line` (of a sealed event, without a summary) deferred, or erased where an erasure
+/// destroyed one of its keys `ids`; `Err` where a key is missing.
+fn deferred_line(
+    mut line: Line,
+    keys: Option<&KeyView<'_>>,
+    ids: &[impl AsRef<str>],
+) -> Result<Line, String> {
+    let what = || format!("event {}/{}", line.source, line.event_id);
+    match gather_keys(keys, ids, what)?.err() {
         Some((mark, label)) => {
             line.erase(&mark, &label);
         }
         None => line.deferred = true,
     }
-    Ok(Decoded::Sealed(se, line))
+    Ok(line)
 }
 
 /// Opens a sealed event with the keys in `keys`.
@@ -1173,13 +1262,21 @@ fn open_sealed(mut se: Event<Sealed>, keys: Option<&KeyView<'_>>) -> Result<Open
 
 fn decode_one(e: &StoredEntry, keys: Option<&KeyView<'_>>) -> Result<Decoded, Undecodable> {
     let mut decoded = decode_record(e, keys)?;
-    if let Decoded::Event(_, line) | Decoded::Sealed(_, line) = &mut decoded {
+    if let Decoded::Event(_, line) | Decoded::Sealed(_, line) | Decoded::InPlace(_, line) =
+        &mut decoded
+    {
         line.write_head();
     }
     Ok(decoded)
 }
 
 fn decode_record(e: &StoredEntry, keys: Option<&KeyView<'_>>) -> Result<Decoded, Undecodable> {
+    // Most entries are sealed events applied without opening their payloads: read in place.
+    if let Some(ev) = inplace::EventRef::read(&e.body) {
+        if !standing_reads_payload(ev.payload.kind.as_str()) {
+            return deferred_in_place(ev, &e.body, keys).map_err(Undecodable::Keys);
+        }
+    }
     Ok(
         match Record::decode(&e.body).map_err(Undecodable::Record)? {
             Record::PartnerEvent(ev) => plain_event(ev),
@@ -2225,7 +2322,11 @@ impl Projection {
             }
             all_stale |= !matches!(
                 record,
-                Ok(Decoded::Event(..) | Decoded::Sealed(..) | Decoded::Access(_) | Decoded::Other)
+                Ok(Decoded::Event(..)
+                    | Decoded::Sealed(..)
+                    | Decoded::InPlace(..)
+                    | Decoded::Access(_)
+                    | Decoded::Other)
             );
             let is_access = matches!(record, Ok(Decoded::Access(_)));
             match record {
@@ -2236,6 +2337,10 @@ impl Projection {
                 Ok(Decoded::Sealed(ev, line)) => {
                     st.add_event(e.offset, &ev, line, &mut lines, &mut stale);
                     spent.sealed.push(ev);
+                }
+                Ok(Decoded::InPlace(ev, line)) => {
+                    st.add_in_place(e.offset, (&e.body, &ev), line, &mut lines, &mut stale);
+                    spent.in_place.push(ev);
                 }
                 Ok(Decoded::Erasure(x)) => {
                     st.erase_lines(e.offset, &x, &mut lines);

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::{Address, LawfulBasis, Payload, Relationship};
+use crate::event::{Address, LawfulBasis, Payload, Subject};
 
 fn subject(local: &str, given: &str, family: &str, dob: &str, postcode: &str) -> Subject {
     Subject {

@@ -1,0 +1,476 @@
+//! Sealed events read in place: what applying a sealed event whose payload it does not open
+//! needs (most entries of a rebuild), read from the entry's body without copying its strings.
+//!
+//! [`EventRef`] mirrors `Event<Sealed>` field for field (the same names, defaults and refusals
+//! of unknown fields), with its strings borrowed from the body; [`SealedAt`] keeps the
+//! subjects' fields as places in the body ([`Text`]), so the decoded event can travel with
+//! its entry to the thread that applies it, and [`SubjectIn`] reads them there. Decoding the
+//! owned event allocated about twenty strings per event, and freeing them again after
+//! applying, on memory the applying thread had last touched, cost as much: most of the
+//! decoding threads' time.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use tellonce_domain::access::Category;
+use tellonce_domain::event::{Relationship, Sex, SubjectFields, SubjectRole};
+use tellonce_domain::time::{Date, Timestamp};
+
+/// A JSON string of the body: borrowed where it has no escapes, else unescaped into a copy.
+#[derive(Debug)]
+pub(crate) struct Str<'a>(pub(crate) Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+impl Str<'_> {
+    /// The string.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Str<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `Event<Sealed>` as read in place.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventRef<'a> {
+    #[serde(borrow)]
+    pub(crate) event_id: Str<'a>,
+    #[serde(borrow)]
+    pub(crate) source: Str<'a>,
+    pub(crate) occurred_at: Timestamp,
+    #[serde(borrow)]
+    subjects: Vec<SubjectRef<'a>>,
+    #[serde(default)]
+    relationships: Vec<Relationship>,
+    #[serde(borrow)]
+    lawful_basis: Option<LawfulBasisRef<'a>>,
+    #[serde(default)]
+    pub(crate) category: Option<Category>,
+    #[serde(borrow)]
+    pub(crate) payload: SealedRef<'a>,
+}
+
+/// `Subject` as read in place.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectRef<'a> {
+    #[serde(default, borrow)]
+    local_id: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    nhs_number: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    upn: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    given_name: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    middle_names: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    family_name: Option<Str<'a>>,
+    #[serde(default)]
+    date_of_birth: Option<Date>,
+    #[serde(default)]
+    sex: Option<Sex>,
+    #[serde(default, borrow)]
+    address: Option<AddressRef<'a>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    role: Option<SubjectRole>,
+}
+
+/// `Address` as read in place (only its postcode is kept).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct AddressRef<'a> {
+    #[serde(default, borrow)]
+    line1: Str<'a>,
+    #[serde(default, borrow)]
+    line2: Str<'a>,
+    #[serde(default, borrow)]
+    town: Str<'a>,
+    #[serde(default, borrow)]
+    postcode: Str<'a>,
+}
+
+impl Default for Str<'_> {
+    fn default() -> Self {
+        Str(Cow::Borrowed(""))
+    }
+}
+
+/// `LawfulBasis` as read in place (only which one it is is kept).
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[allow(dead_code)]
+enum LawfulBasisRef<'a> {
+    Consent {
+        #[serde(borrow)]
+        consent_reference: Str<'a>,
+    },
+    Safeguarding {
+        #[serde(borrow)]
+        statutory_basis: Str<'a>,
+        #[serde(borrow)]
+        reason: Str<'a>,
+    },
+}
+
+/// `Sealed` as read in place (its nonce and ciphertext only checked to be strings).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct SealedRef<'a> {
+    #[serde(borrow)]
+    pub(crate) kind: Str<'a>,
+    #[serde(borrow)]
+    pub(crate) keys: Vec<Str<'a>>,
+    #[serde(borrow)]
+    nonce: Str<'a>,
+    #[serde(borrow)]
+    ciphertext: Str<'a>,
+}
+
+impl<'a> EventRef<'a> {
+    /// The sealed event in `body`, if it is one whose tag comes first (as the log's records
+    /// are written); `None` for anything else, which the general decoder then reads (and
+    /// refuses what this refuses).
+    pub(crate) fn read(body: &'a [u8]) -> Option<EventRef<'a>> {
+        if !body.starts_with(br#"{"record":"sealed_event","#) {
+            return None;
+        }
+        let text = std::str::from_utf8(body).ok()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let event = serde::Deserializer::deserialize_map(&mut de, TagThenEvent).ok()?;
+        de.end().ok()?;
+        Some(event)
+    }
+
+    /// Whether its basis is safeguarding (`access::is_safeguarding` of the owned event).
+    pub(crate) fn safeguarding(&self) -> bool {
+        matches!(self.lawful_basis, Some(LawfulBasisRef::Safeguarding { .. }))
+    }
+
+    /// What applying keeps of it: its subjects' fields as places in `body` (the body it was
+    /// read from), and its relationships.
+    pub(crate) fn kept(self, body: &[u8]) -> SealedAt {
+        let text = |s: Option<Str<'_>>| s.map(|s| Text::of(body, s));
+        SealedAt {
+            subjects: self
+                .subjects
+                .into_iter()
+                .map(|s| SubjectAt {
+                    local_id: text(s.local_id),
+                    nhs_number: text(s.nhs_number),
+                    upn: text(s.upn),
+                    given_name: text(s.given_name),
+                    middle_names: text(s.middle_names),
+                    family_name: text(s.family_name),
+                    date_of_birth: s.date_of_birth,
+                    sex: s.sex,
+                    postcode: s.address.map(|a| Text::of(body, a.postcode)),
+                })
+                .collect(),
+            relationships: self.relationships,
+        }
+    }
+}
+
+/// Reads the tag (the first field, checked by [`EventRef::read`]), then the rest of the same
+/// object as the event, as the domain's tag-first decoding does.
+struct TagThenEvent;
+
+impl<'de> serde::de::Visitor<'de> for TagThenEvent {
+    type Value = EventRef<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a sealed event")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let tag = map.next_entry::<Str<'de>, Str<'de>>()?;
+        if !tag.is_some_and(|(k, v)| k.as_str() == "record" && v.as_str() == "sealed_event") {
+            return Err(A::Error::custom("not a sealed event"));
+        }
+        EventRef::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+/// A string of an entry's body, as applying keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Text {
+    /// Where it is in the body (start, end).
+    At(u32, u32),
+    /// A copy (it was escaped in the JSON).
+    Copy(Box<str>),
+    /// The empty string.
+    Empty,
+}
+
+impl Text {
+    /// `s`, read from `body`: its place there where it was borrowed from it.
+    fn of(body: &[u8], s: Str<'_>) -> Text {
+        if s.0.is_empty() {
+            return Text::Empty;
+        }
+        if let Cow::Borrowed(b) = &s.0 {
+            let start = (b.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+            let end = start.wrapping_add(b.len());
+            if end <= body.len() && start <= end {
+                if let (Ok(a), Ok(z)) = (u32::try_from(start), u32::try_from(end)) {
+                    return Text::At(a, z);
+                }
+            }
+        }
+        Text::Copy(s.0.into_owned().into_boxed_str())
+    }
+
+    /// The string, from `body` (the body it was read from).
+    fn get<'b>(&'b self, body: &'b [u8]) -> Option<&'b str> {
+        match self {
+            Text::At(a, z) => body
+                .get(*a as usize..*z as usize)
+                .and_then(|b| std::str::from_utf8(b).ok()),
+            Text::Copy(s) => Some(s),
+            Text::Empty => Some(""),
+        }
+    }
+}
+
+/// What applying needs of a sealed event it does not open, with its strings left in the
+/// entry's body.
+#[derive(Debug)]
+pub(crate) struct SealedAt {
+    subjects: Vec<SubjectAt>,
+    pub(crate) relationships: Vec<Relationship>,
+}
+
+impl SealedAt {
+    /// Its subjects, read from `body` (the body it was read from).
+    pub(crate) fn subjects<'b>(&'b self, body: &'b [u8]) -> impl Iterator<Item = SubjectIn<'b>> {
+        self.subjects.iter().map(move |at| SubjectIn { body, at })
+    }
+}
+
+/// A subject's fields as places in the body.
+#[derive(Debug)]
+struct SubjectAt {
+    local_id: Option<Text>,
+    nhs_number: Option<Text>,
+    upn: Option<Text>,
+    given_name: Option<Text>,
+    middle_names: Option<Text>,
+    family_name: Option<Text>,
+    date_of_birth: Option<Date>,
+    sex: Option<Sex>,
+    postcode: Option<Text>,
+}
+
+/// A subject read in place: its fields, from its entry's body.
+pub(crate) struct SubjectIn<'b> {
+    body: &'b [u8],
+    at: &'b SubjectAt,
+}
+
+impl SubjectFields for SubjectIn<'_> {
+    fn local_id(&self) -> Option<&str> {
+        self.at.local_id.as_ref()?.get(self.body)
+    }
+    fn nhs_number(&self) -> Option<&str> {
+        self.at.nhs_number.as_ref()?.get(self.body)
+    }
+    fn upn(&self) -> Option<&str> {
+        self.at.upn.as_ref()?.get(self.body)
+    }
+    fn given_name(&self) -> Option<&str> {
+        self.at.given_name.as_ref()?.get(self.body)
+    }
+    fn middle_names(&self) -> Option<&str> {
+        self.at.middle_names.as_ref()?.get(self.body)
+    }
+    fn family_name(&self) -> Option<&str> {
+        self.at.family_name.as_ref()?.get(self.body)
+    }
+    fn date_of_birth(&self) -> Option<Date> {
+        self.at.date_of_birth
+    }
+    fn sex(&self) -> Option<Sex> {
+        self.at.sex
+    }
+    fn postcode(&self) -> Option<&str> {
+        self.at.postcode.as_ref()?.get(self.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tellonce_domain::event::{Address, Event, LawfulBasis};
+    use tellonce_domain::record::Record;
+    use tellonce_domain::seal::{self, Sealed};
+
+    use super::*;
+
+    /// What `Record::decode` reads of `body`, if a sealed event.
+    fn general(body: &[u8]) -> Option<Event<Sealed>> {
+        match Record::decode(body) {
+            Ok(Record::SealedEvent(se)) => Some(se),
+            _ => None,
+        }
+    }
+
+    /// Reading `body` in place agrees with the general decoder: it reads exactly the sealed
+    /// events whose tag comes first, and then the same fields.
+    fn agrees(body: &[u8]) -> bool {
+        let read = EventRef::read(body);
+        let se = general(body);
+        let first = body.starts_with(br#"{"record":"sealed_event","#);
+        let Some(ev) = read else {
+            assert!(se.is_none() || !first, "{}", String::from_utf8_lossy(body));
+            return false;
+        };
+        let se = se.expect("read in place, so the general decoder reads it");
+        assert_eq!(ev.event_id.as_str(), se.event_id);
+        assert_eq!(ev.source.as_str(), se.source);
+        assert_eq!(ev.occurred_at, se.occurred_at);
+        assert_eq!(ev.category, se.category);
+        let safeguarding = tellonce_domain::access::is_safeguarding(se.lawful_basis.as_ref());
+        assert_eq!(ev.safeguarding(), safeguarding);
+        assert_eq!(ev.payload.kind.as_str(), se.payload.kind);
+        let keys: Vec<&str> = ev.payload.keys.iter().map(Str::as_str).collect();
+        assert_eq!(keys, se.payload.keys);
+        let kept = ev.kept(body);
+        assert_eq!(kept.relationships, se.relationships);
+        let subjects: Vec<SubjectIn<'_>> = kept.subjects(body).collect();
+        assert_eq!(subjects.len(), se.subjects.len());
+        for (a, b) in subjects.iter().zip(&se.subjects) {
+            assert_eq!(a.local_id(), b.local_id());
+            assert_eq!(a.nhs_number(), b.nhs_number());
+            assert_eq!(a.upn(), b.upn());
+            assert_eq!(a.given_name(), b.given_name());
+            assert_eq!(a.middle_names(), b.middle_names());
+            assert_eq!(a.family_name(), b.family_name());
+            assert_eq!(a.date_of_birth(), b.date_of_birth());
+            assert_eq!(a.sex(), b.sex());
+            assert_eq!(a.postcode(), b.postcode());
+        }
+        true
+    }
+
+    fn sealed(e: Event) -> String {
+        let keys: Vec<(String, seal::DataKey)> = seal::key_names(&e)
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, [i as u8; 32]))
+            .collect();
+        String::from_utf8(Record::SealedEvent(seal::seal(e, &keys, [5; 12])).encode())
+            .expect("JSON")
+    }
+
+    #[test]
+    fn what_is_read_in_place_is_what_the_general_decoder_reads() {
+        let mut county = tellonce_demo::County::new(tellonce_demo::Settings {
+            seed: 11,
+            families: 30,
+            events: 2_000,
+            end: tellonce_domain::time::Timestamp(1_790_000_000_000),
+        });
+        let mut read = 0;
+        for e in county.events() {
+            read += usize::from(agrees(sealed(e).as_bytes()));
+        }
+        assert_eq!(
+            read, 2_000,
+            "every sealed event the log holds is read in place"
+        );
+    }
+
+    #[test]
+    fn bodies_changed_in_every_way_that_matters_are_read_as_the_general_decoder_reads_them() {
+        let at = tellonce_domain::time::Timestamp(1_700_000_000_000);
+        let mut e = tellonce_domain::sample::ppn("police", "ppn-1", 1, at);
+        // Escapes (copied, not borrowed), an address without a postcode, a safeguarding
+        // basis and a stated category.
+        e.subjects[0].given_name = Some("Zoë \"Jo\" \\ Ann".into());
+        e.subjects[1].address = Some(Address {
+            line1: "1 High St".into(),
+            ..Address::default()
+        });
+        e.lawful_basis = Some(LawfulBasis::Safeguarding {
+            statutory_basis: "s47".into(),
+            reason: "risk".into(),
+        });
+        e.category = Some(Category::Police);
+        let good = sealed(e);
+        assert!(agrees(good.as_bytes()));
+        let changed = [
+            good.replace(r#""given_name":"Zo"#, r#""given_name":null,"x":"Zo"#),
+            good.replacen(r#""sex":""#, r#""sex":"x"#, 1),
+            good.replacen(r#""sex":""#, r#""sex":null,"s":""#, 1),
+            good.replace(
+                r#""line1":"1 High St""#,
+                r#""line1":"1 High St","postcode":null"#,
+            ),
+            good.replace(
+                r#""line1":"1 High St""#,
+                r#""line1":"1 High St","county":"X""#,
+            ),
+            good.replace(r#""role":"child""#, r#""role":"child","extra":1"#),
+            good.replace(r#""nonce":""#, r#""nonce":7,"was":""#),
+            good.replace(r#""keys":["#, r#""keys":[1,"#),
+            good.replace(r#""category":"police""#, r#""category":"nope""#),
+            good.replace(r#""statutory_basis":"s47","#, ""),
+            good.replacen(
+                r#""record":"sealed_event","#,
+                r#""record":"sealed_event","record":"sealed_event","#,
+                1,
+            ),
+            {
+                // The tag last: the general decoder reads it, reading in place does not.
+                let mut last = good.replacen(r#""record":"sealed_event","#, "", 1);
+                last.pop();
+                last + r#","record":"sealed_event"}"#
+            },
+            good.replace(r#""event_id":"ppn-1""#, r#""event_id":"ppn\u002d1""#),
+            good.replace(
+                r#""relationships":["#,
+                r#""relationships":[{"from":0,"to":1,"kind":"sibling_of"},"#,
+            ),
+            format!("{good} "),
+            format!("{good}x"),
+        ];
+        let read: Vec<bool> = changed.iter().map(|b| agrees(b.as_bytes())).collect();
+        // Events still, read in place: an escaped id, another relationship, a space after.
+        let n = changed.len();
+        assert_eq!(read[n - 4..], [true, true, true, false], "{read:?}");
+        assert!(
+            general(changed[n - 5].as_bytes()).is_some(),
+            "the tag last is an event"
+        );
+        assert!(read[..n - 4].iter().all(|r| !r), "{read:?}");
+        let mut bytes = good.into_bytes();
+        let i = bytes.iter().position(|&b| b == b'Z').expect("a Z");
+        bytes[i] = 0xff;
+        assert!(!agrees(&bytes));
+    }
+}
