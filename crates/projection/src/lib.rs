@@ -4,11 +4,11 @@
 //! ([`tellonce_domain::identity::Linker`]) and a timeline index: for every subject record, its
 //! events as `(time, offset, source and kind)`, sorted by time, and each event's event id,
 //! summary line and subject records. A sealed event's payload is opened when it is applied
-//! only where standing needs a fact from it (a lead practitioner, a TAF meeting); the others'
-//! summaries are read from the log the first time a timeline shows them
-//! ([`Projection::open_summaries`]) and kept from then on. The durable copy is the line store (`store.rs`): the
-//! timeline lines (time, partner, kind, event id, summary, subject records) in chunks of up to
-//! 256, their bodies appended to a file and their index (first offset to place) and the
+//! only where standing needs a fact from it (a lead practitioner, a TAF meeting); the others
+//! are read in place (`inplace.rs`), and their summaries read from the log the first time a
+//! timeline shows them ([`Projection::open_summaries`]) and kept from then on. The durable
+//! copy is the line store (`store.rs`): the timeline lines (time, partner, kind, event id,
+//! summary, subject records) in chunks of up to 256, their bodies appended to a file and their index (first offset to place) and the
 //! applied offset in sled, each applied chunk of the log in one atomic sled batch. Every
 //! [`SNAPSHOT_EVERY`] entries (an access entry counting a third; in a large county
 //! [`SNAPSHOT_ENTRIES_PER_RECORD`] per subject record) and on close (unless the last one is
