@@ -5,9 +5,9 @@
 //! of unknown fields), with its strings borrowed from the body; [`SealedAt`] keeps the
 //! subjects' fields as places in the body ([`Text`]), so the decoded event can travel with
 //! its entry to the thread that applies it, and [`SubjectIn`] reads them there. Decoding the
-//! owned event allocated about twenty strings per event, and freeing them again after
-//! applying, on memory the applying thread had last touched, cost as much: most of the
-//! decoding threads' time.
+//! owned event allocated about twenty strings per event, and freeing them after applying (on
+//! memory the other core had last touched) cost about as much again: together about half of
+//! the decoding threads' time.
 
 use std::borrow::Cow;
 
