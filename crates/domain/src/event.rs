@@ -88,8 +88,8 @@ pub struct Subject {
     pub role: Option<SubjectRole>,
 }
 
-/// The fields of a subject that identity linking reads: a [`Subject`], or another form of one
-/// (the projection reads them in place in a log entry, without copying them).
+/// The fields of a subject that identity linking reads: a [`Subject`] (borrowed), or another
+/// form of one (the projection reads them in place in a log entry, without copying them).
 pub trait SubjectFields {
     /// [`Subject::local_id`].
     fn local_id(&self) -> Option<&str>;
@@ -111,37 +111,8 @@ pub trait SubjectFields {
     fn postcode(&self) -> Option<&str>;
 }
 
-impl<T: SubjectFields + ?Sized> SubjectFields for &T {
-    fn local_id(&self) -> Option<&str> {
-        (**self).local_id()
-    }
-    fn nhs_number(&self) -> Option<&str> {
-        (**self).nhs_number()
-    }
-    fn upn(&self) -> Option<&str> {
-        (**self).upn()
-    }
-    fn given_name(&self) -> Option<&str> {
-        (**self).given_name()
-    }
-    fn middle_names(&self) -> Option<&str> {
-        (**self).middle_names()
-    }
-    fn family_name(&self) -> Option<&str> {
-        (**self).family_name()
-    }
-    fn date_of_birth(&self) -> Option<Date> {
-        (**self).date_of_birth()
-    }
-    fn sex(&self) -> Option<Sex> {
-        (**self).sex()
-    }
-    fn postcode(&self) -> Option<&str> {
-        (**self).postcode()
-    }
-}
-
-impl SubjectFields for Subject {
+/// For a borrowed subject, as an event's list of them gives it.
+impl SubjectFields for &Subject {
     fn local_id(&self) -> Option<&str> {
         self.local_id.as_deref()
     }

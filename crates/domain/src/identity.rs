@@ -346,7 +346,7 @@ fn date_bytes(d: Date) -> [u8; 4] {
     [y[2], y[3], d.month, d.day]
 }
 
-fn record_from(source: &str, key: String, offset: u64, s: &impl SubjectFields) -> SubjectRecord {
+fn record_from(source: &str, key: String, offset: u64, s: impl SubjectFields) -> SubjectRecord {
     let given = s.given_name().map(names::normalise).unwrap_or_default();
     let middle = s.middle_names().map(names::normalise).unwrap_or_default();
     let family = s.family_name().map(names::normalise).unwrap_or_default();
@@ -846,10 +846,10 @@ impl Linker {
             }
             let r = match self.by_key.get(key.as_bytes()) {
                 Some(&r) => {
-                    self.update_record(r, &s, offset);
+                    self.update_record(r, s, offset);
                     r
                 }
-                None => self.new_record(record_from(source, key.clone(), offset, &s), offset),
+                None => self.new_record(record_from(source, key.clone(), offset, s), offset),
             };
             recs.push(r);
         }
@@ -981,7 +981,7 @@ impl Linker {
         r
     }
 
-    fn update_record(&mut self, r: u32, s: &impl SubjectFields, offset: u64) {
+    fn update_record(&mut self, r: u32, s: impl SubjectFields, offset: u64) {
         let ri = r as usize;
         if let Some(p) = s.postcode() {
             // Most events give the postcode added last: the card says so without the record.
@@ -994,7 +994,7 @@ impl Linker {
             }
         }
         for id in [Identifier::Nhs, Identifier::Upn] {
-            let Some(v) = id.of_subject(s) else { continue };
+            let Some(v) = id.of_subject(&s) else { continue };
             // Most events give the identifier the record holds: nothing to do.
             if Seen::holds(id.of_seen(&self.seen[ri]), v) {
                 continue;

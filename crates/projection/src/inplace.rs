@@ -293,24 +293,31 @@ pub(crate) struct SubjectIn<'b> {
     at: &'b SubjectAt,
 }
 
+impl SubjectIn<'_> {
+    /// A field's string, from the body.
+    fn text<'s>(&'s self, field: &'s Option<Text>) -> Option<&'s str> {
+        field.as_ref()?.get(self.body)
+    }
+}
+
 impl SubjectFields for SubjectIn<'_> {
     fn local_id(&self) -> Option<&str> {
-        self.at.local_id.as_ref()?.get(self.body)
+        self.text(&self.at.local_id)
     }
     fn nhs_number(&self) -> Option<&str> {
-        self.at.nhs_number.as_ref()?.get(self.body)
+        self.text(&self.at.nhs_number)
     }
     fn upn(&self) -> Option<&str> {
-        self.at.upn.as_ref()?.get(self.body)
+        self.text(&self.at.upn)
     }
     fn given_name(&self) -> Option<&str> {
-        self.at.given_name.as_ref()?.get(self.body)
+        self.text(&self.at.given_name)
     }
     fn middle_names(&self) -> Option<&str> {
-        self.at.middle_names.as_ref()?.get(self.body)
+        self.text(&self.at.middle_names)
     }
     fn family_name(&self) -> Option<&str> {
-        self.at.family_name.as_ref()?.get(self.body)
+        self.text(&self.at.family_name)
     }
     fn date_of_birth(&self) -> Option<Date> {
         self.at.date_of_birth
@@ -319,7 +326,7 @@ impl SubjectFields for SubjectIn<'_> {
         self.at.sex
     }
     fn postcode(&self) -> Option<&str> {
-        self.at.postcode.as_ref()?.get(self.body)
+        self.text(&self.at.postcode)
     }
 }
 

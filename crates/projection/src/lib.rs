@@ -3131,8 +3131,9 @@ impl Projection {
         log: &dyn Log,
         page: &mut TimelinePage,
     ) -> Result<(), ProjectionError> {
+        // The items read (indices), whose summaries their lines keep.
         let mut read = Vec::new();
-        for item in page.items.iter_mut().filter(|i| i.unread) {
+        for (i, item) in page.items.iter_mut().enumerate().filter(|(_, i)| i.unread) {
             match self.load_event(log, item.offset).await? {
                 Ok(ev) if ev.event_id != item.event_id => {
                     return Err(ProjectionError::Damaged(format!(
@@ -3142,7 +3143,7 @@ impl Projection {
                 }
                 Ok(ev) => {
                     item.summary = view::summary_line(&ev);
-                    read.push(item.offset);
+                    read.push(i);
                 }
                 // Its keys were destroyed since it was applied: the erasure's own entry
                 // marks the line when the projection reaches it.
@@ -3154,7 +3155,7 @@ impl Projection {
             item.unread = false;
         }
         let st = self.read_state();
-        for item in page.items.iter().filter(|i| read.contains(&i.offset)) {
+        for item in read.into_iter().map(|i| &page.items[i]) {
             st.keep_summary(item.offset, || item.summary.clone());
         }
         if let Some(fam) = page.deferred_in.take() {
@@ -3237,23 +3238,26 @@ impl Projection {
                 ProjectionError::Damaged(format!("no timeline line at {}", ix.offset))
             })?;
             let text = |from: u32, to: u32| String::from(&memo.texts[from as usize..to as usize]);
-            // Read since the memo was made, or still to be read (`open_summaries`).
-            let deferred = e.deferred.then(|| st.summary_read(ix.offset));
-            if e.deferred {
-                page.deferred_in = Some(fam);
-            }
+            // A deferred summary: read since the memo was made, or still to be read
+            // (`open_summaries`), which then makes the memo again with it.
+            let (summary, unread) = match e.deferred {
+                false => (text(id_end, end), false),
+                true => {
+                    page.deferred_in = Some(fam);
+                    match st.summary_read(ix.offset) {
+                        Some(read) => (String::from(read), false),
+                        None => (String::new(), true),
+                    }
+                }
+            };
             page.items.push(TimelineItem {
                 offset: ix.offset,
                 occurred_at: ix.at,
                 source: String::from(m.source),
                 event_id: text(start, id_end),
                 kind: String::from(m.kind),
-                summary: match &deferred {
-                    Some(Some(read)) => String::from(*read),
-                    Some(None) => String::new(),
-                    None => text(id_end, end),
-                },
-                unread: matches!(deferred, Some(None)),
+                summary,
+                unread,
                 person_ids: people
                     .iter()
                     .map(|&p| match memo.persons.iter().find(|(q, _)| *q == p) {
