@@ -703,18 +703,18 @@ impl State {
         self.add_line(offset, records, line, lines, stale);
     }
 
-    /// [`State::add_event`] for a sealed event read in place from `body`.
+    /// [`State::add_event`] for a sealed event read in place.
     fn add_in_place(
         &mut self,
         offset: u64,
-        (body, ev): (&[u8], &inplace::SealedAt),
+        ev: &inplace::SealedAt,
         line: Line,
         lines: &mut Vec<(u64, Line)>,
         stale: &mut Vec<u32>,
     ) {
         let records =
             self.linker
-                .apply_subjects(offset, &line.source, ev.subjects(body), &ev.relationships);
+                .apply_subjects(offset, &line.source, ev.subjects(), &ev.relationships);
         self.add_line(offset, records, line, lines, stale);
     }
 
@@ -1208,10 +1208,9 @@ fn deferred_event(se: Event<Sealed>, keys: Option<&KeyView<'_>>) -> Result<Decod
     Ok(Decoded::Sealed(se, line))
 }
 
-/// [`deferred_event`] for a sealed event read in place from `body`.
+/// [`deferred_event`] for a sealed event read in place.
 fn deferred_in_place(
     ev: inplace::EventRef<'_>,
-    body: &[u8],
     keys: Option<&KeyView<'_>>,
 ) -> Result<Decoded, String> {
     let meta = LineMeta {
@@ -1223,7 +1222,7 @@ fn deferred_in_place(
         safeguarding: ev.safeguarding(),
     };
     let line = deferred_line(meta.line(String::new(), None), keys, &ev.payload.keys)?;
-    Ok(Decoded::InPlace(ev.kept(body), line))
+    Ok(Decoded::InPlace(ev.kept(), line))
 }
 
 /// `line` (of a sealed event, without a summary) deferred, or erased where an erasure
@@ -1274,7 +1273,7 @@ fn decode_record(e: &StoredEntry, keys: Option<&KeyView<'_>>) -> Result<Decoded,
     // Most entries are sealed events applied without opening their payloads: read in place.
     if let Some(ev) = inplace::EventRef::read(&e.body) {
         if !standing_reads_payload(ev.payload.kind.as_str()) {
-            return deferred_in_place(ev, &e.body, keys).map_err(Undecodable::Keys);
+            return deferred_in_place(ev, keys).map_err(Undecodable::Keys);
         }
     }
     Ok(
@@ -2339,7 +2338,7 @@ impl Projection {
                     spent.sealed.push(ev);
                 }
                 Ok(Decoded::InPlace(ev, line)) => {
-                    st.add_in_place(e.offset, (&e.body, &ev), line, &mut lines, &mut stale);
+                    st.add_in_place(e.offset, &ev, line, &mut lines, &mut stale);
                     spent.in_place.push(ev);
                 }
                 Ok(Decoded::Erasure(x)) => {
