@@ -99,15 +99,20 @@ pub struct EmbeddedLog<D: Dir> {
     shared: Arc<Shared<D::File>>,
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// The buffer reads read segment bytes into, kept between reads (up to
-    /// [`SCRATCH_KEEP`]): a fresh one is zeroed and faulted in by the kernel on every read,
-    /// which was a quarter of a rebuild's reading.
-    scratch: Mutex<Vec<u8>>,
+    /// The buffers reads read segment bytes into, kept between reads (up to
+    /// [`SCRATCHES_KEPT`] of them, each up to [`SCRATCH_KEEP`]): a fresh one is zeroed and
+    /// faulted in by the kernel on every read, which was a quarter of a rebuild's reading. A
+    /// rebuild reads on two threads at once, so one kept buffer left the other a fresh one each
+    /// time.
+    scratch: Mutex<Vec<Vec<u8>>>,
 }
 
 /// The largest read buffer [`EmbeddedLog`] keeps for the next read (a rebuild reads about
 /// 2.5 MiB at a time).
 const SCRATCH_KEEP: usize = 16 << 20;
+
+/// How many read buffers [`EmbeddedLog`] keeps (as many as reads at once in a rebuild and more).
+const SCRATCHES_KEPT: usize = 4;
 
 fn segment_name(base: u64) -> String {
     format!("{base:020}.seg")
@@ -404,7 +409,7 @@ impl<D: Dir> EmbeddedLog<D> {
             .spawn(move || writer.run(rx))?;
         Ok((
             EmbeddedLog {
-                scratch: Mutex::new(Vec::new()),
+                scratch: Mutex::new(Vec::with_capacity(SCRATCHES_KEPT)),
                 shared,
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
@@ -450,13 +455,10 @@ impl<D: Dir> EmbeddedLog<D> {
             }
         }
         let mut out = Vec::with_capacity(plan.iter().map(|(_, _, rel, _)| rel.len()).sum());
-        // One caller at a time reuses the kept buffer; any other gets a fresh one.
-        let mut kept = self.scratch.try_lock().ok();
-        let mut fresh = Vec::new();
-        let data = match kept.as_deref_mut() {
-            Some(buf) => buf,
-            None => &mut fresh,
-        };
+        // A kept buffer if there is one, else a fresh one; kept again after.
+        let scratch = || self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = scratch().pop().unwrap_or_default();
+        let data = &mut buf;
         for (file, first_offset, rel, stop) in plan {
             let start = u64::from(rel[0]);
             let len = (stop - start) as usize;
@@ -474,8 +476,11 @@ impl<D: Dir> EmbeddedLog<D> {
                 out.push(frame::decode(&span[a..b], first_offset + i as u64)?);
             }
         }
-        if data.capacity() > SCRATCH_KEEP {
-            *data = Vec::new();
+        if buf.capacity() <= SCRATCH_KEEP {
+            let mut kept = scratch();
+            if kept.len() < SCRATCHES_KEPT {
+                kept.push(buf);
+            }
         }
         Ok(out)
     }

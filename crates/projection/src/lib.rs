@@ -1051,7 +1051,9 @@ enum Decoded {
     Other,
 }
 
-/// What applying batches leaves behind: freed by the caller, off the thread that applies.
+/// What applying a batch leaves behind: freed by the caller, off the thread that applies.
+/// In a rebuild its emptied lists go back to the applying thread for the next batch, and the
+/// decoded batch's list to the thread that decodes the next (see [`Spent::clear`]).
 #[derive(Default)]
 struct Spent {
     entries: Vec<Vec<StoredEntry>>,
@@ -1060,7 +1062,23 @@ struct Spent {
     sealed: Vec<Event<Sealed>>,
     /// Sealed events applied without opening them, read in place (most, in a rebuild).
     in_place: Vec<inplace::SealedAt>,
-    lines: Vec<Vec<(u64, Line)>>,
+    lines: Vec<(u64, Line)>,
+    /// The batch's decoded entries' list, emptied.
+    decoded: Vec<DecodeResult>,
+}
+
+impl Spent {
+    /// Frees what it holds, keeping its lists' room, and hands over the decoded entries'
+    /// list. A list of a batch's size is large enough that a fresh one was memory the kernel
+    /// zeroed and faulted in: reusing them saved that on every batch.
+    fn clear(&mut self) -> Vec<DecodeResult> {
+        self.entries.clear();
+        self.events.clear();
+        self.sealed.clear();
+        self.in_place.clear();
+        self.lines.clear();
+        std::mem::take(&mut self.decoded)
+    }
 }
 
 /// What decoding one entry gave.
@@ -2279,7 +2297,7 @@ impl Projection {
     fn apply_decoded(
         &self,
         entries: &[StoredEntry],
-        decoded: Vec<DecodeResult>,
+        mut decoded: Vec<DecodeResult>,
         spent: &mut Spent,
     ) -> Result<usize, ProjectionError> {
         let mut chunk_buf = self.applying.lock().unwrap_or_else(|p| p.into_inner());
@@ -2304,8 +2322,9 @@ impl Projection {
             return Err(ProjectionError::Damaged(why.clone()));
         }
         check_continues(entries, st.next_offset, st.last_hash)?;
-        let mut lines: Vec<(u64, Line)> = Vec::with_capacity(decoded.len());
-        spent.events.reserve(decoded.len());
+        let mut lines = std::mem::take(&mut spent.lines);
+        lines.clear();
+        lines.reserve(decoded.len());
         // Erasures in this batch (their earlier, stored lines are rewritten below).
         let mut erasures: Vec<Erasure> = Vec::new();
         let mut n = 0;
@@ -2315,7 +2334,7 @@ impl Projection {
         // or all of them (for anything but events and access entries).
         let mut stale: Vec<u32> = Vec::new();
         let mut all_stale = false;
-        for (e, record) in entries.iter().zip(decoded) {
+        for (e, record) in entries.iter().zip(decoded.drain(..)) {
             if e.offset < st.next_offset {
                 continue;
             }
@@ -2368,6 +2387,7 @@ impl Projection {
             st.accesses_since_snapshot += u64::from(is_access);
             n += 1;
         }
+        spent.decoded = decoded;
         match st.linker.take_changed_families() {
             ChangedFamilies::All => all_stale = true,
             ChangedFamilies::Some(merged) => stale.extend(merged),
@@ -2426,7 +2446,7 @@ impl Projection {
                 .collect();
             self.store.store(&fresh, &rewritten, &[], Some(next))
         })();
-        spent.lines.push(lines);
+        spent.lines = lines;
         if let Err(err) = stored {
             // Memory is now ahead of the store: refuse to go on; a restart rebuilds.
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -2677,7 +2697,10 @@ impl Projection {
             let mut ahead = Vec::with_capacity(2);
             let mut garbage = Vec::with_capacity(2);
             let mut helpers = Vec::with_capacity(2);
+            // Emptied leftovers, back from the helpers for the next batches (`Spent::clear`).
+            let (recycle, recycled) = std::sync::mpsc::channel::<Spent>();
             for h in 0..2u64 {
+                let recycle = recycle.clone();
                 // A helper keeps up to two decoded batches waiting besides the one it hands
                 // over: with none (a rendezvous), the cores idled while the applying thread
                 // and a helper waited on each other, and rebuilds were ~8% slower.
@@ -2687,16 +2710,19 @@ impl Projection {
                 garbage.push(spend);
                 helpers.push(scope.spawn(move || {
                     let mut k = h + 1;
+                    let mut spare = Vec::new();
                     loop {
-                        while let Ok(g) = spent.try_recv() {
-                            drop(g);
+                        while let Ok(mut g) = spent.try_recv() {
+                            spare = g.clear();
+                            let _ = recycle.send(g);
                         }
                         let from = start + k * APPLY_BATCH as u64;
                         let read = log
                             .read_blocking(from, APPLY_BATCH)
                             .unwrap_or(Ok(Vec::new()));
                         let batch = read.map(|entries| {
-                            let decoded = decode_each(&entries, keys).collect();
+                            let mut decoded = std::mem::take(&mut spare);
+                            decoded.extend(decode_each(&entries, keys));
                             (entries, decoded)
                         });
                         let full = matches!(&batch, Ok((e, _)) if e.len() == APPLY_BATCH);
@@ -2717,7 +2743,7 @@ impl Projection {
             let apply = || loop {
                 let (batch, decoded) = current;
                 let full = batch.len() == APPLY_BATCH;
-                let mut left = Spent::default();
+                let mut left = recycled.try_recv().unwrap_or_default();
                 let applied = self.apply_decoded(&batch, decoded, &mut left);
                 left.entries.push(batch);
                 // Batch k (k >= 1) came from helper (k - 1) % 2; the first from the caller.
