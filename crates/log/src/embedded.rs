@@ -437,6 +437,19 @@ impl<D: Dir> EmbeddedLog<D> {
     }
 
     fn read_sync(&self, from: u64, max: usize) -> Result<Vec<StoredEntry>, LogError> {
+        let mut out = Vec::new();
+        self.read_each(from, max, &mut |e| out.push(e.to_entry()))?;
+        Ok(out)
+    }
+
+    /// Reads up to `max` entries from `from`, handing each to `each` as a view of the bytes
+    /// read (checked as [`frame::view`] checks them). Returns how many.
+    fn read_each(
+        &self,
+        from: u64,
+        max: usize,
+        each: &mut dyn FnMut(crate::EntryView<'_>),
+    ) -> Result<usize, LogError> {
         // Plan the reads under the lock, then read without it.
         let mut plan = Vec::new();
         {
@@ -454,7 +467,7 @@ impl<D: Dir> EmbeddedLog<D> {
                 offset = seg.base + last as u64;
             }
         }
-        let mut out = Vec::with_capacity(plan.iter().map(|(_, _, rel, _)| rel.len()).sum());
+        let mut n = 0;
         // A kept buffer if there is one, else a fresh one; kept again after.
         let scratch = || self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let mut buf = scratch().pop().unwrap_or_default();
@@ -473,7 +486,8 @@ impl<D: Dir> EmbeddedLog<D> {
                 let b = rel
                     .get(i + 1)
                     .map_or(len, |&q| (u64::from(q) - start) as usize);
-                out.push(frame::decode(&span[a..b], first_offset + i as u64)?);
+                each(frame::view(&span[a..b], first_offset + i as u64)?.entry);
+                n += 1;
             }
         }
         if buf.capacity() <= SCRATCH_KEEP {
@@ -482,7 +496,7 @@ impl<D: Dir> EmbeddedLog<D> {
                 kept.push(buf);
             }
         }
-        Ok(out)
+        Ok(n)
     }
 }
 
@@ -519,6 +533,15 @@ impl<D: Dir> Log for EmbeddedLog<D> {
 
     fn read_blocking(&self, from: u64, max: usize) -> Option<Result<Vec<StoredEntry>, LogError>> {
         Some(self.read_sync(from, max))
+    }
+
+    fn read_blocking_each(
+        &self,
+        from: u64,
+        max: usize,
+        each: &mut dyn FnMut(crate::EntryView<'_>),
+    ) -> Option<Result<usize, LogError>> {
+        Some(self.read_each(from, max, each))
     }
 
     fn head(&self) -> Head {

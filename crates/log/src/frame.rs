@@ -11,7 +11,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::{Hash, LogError, NewEntry, StoredEntry};
+use crate::{EntryView, Hash, LogError, NewEntry, StoredEntry};
 
 /// The four bytes that open every entry.
 pub const MAGIC: [u8; 4] = *b"TOE1";
@@ -137,25 +137,21 @@ pub fn peek(data: &[u8]) -> Peek {
     }
 }
 
-/// A verified frame, borrowing its bytes.
+/// A verified frame, borrowing its bytes: its entry (whose fields it derefs to) and the
+/// bytes its checksum and hash cover.
 #[derive(Debug)]
 pub struct FrameView<'a> {
-    /// Its offset.
-    pub offset: u64,
-    /// The previous entry's hash.
-    pub prev_hash: Hash,
-    /// This entry's hash.
-    pub hash: Hash,
-    /// When it was recorded.
-    pub recorded_at_ms: i64,
-    /// Who published it.
-    pub source: &'a str,
-    /// Their id for it.
-    pub id: &'a str,
-    /// The body.
-    pub body: &'a [u8],
+    /// The entry.
+    pub entry: EntryView<'a>,
     /// The stored bytes its checksum and hash cover (see [`stored_bytes`]).
     pub stored: &'a [u8],
+}
+
+impl<'a> std::ops::Deref for FrameView<'a> {
+    type Target = EntryView<'a>;
+    fn deref(&self) -> &EntryView<'a> {
+        &self.entry
+    }
 }
 
 impl FrameView<'_> {
@@ -166,15 +162,7 @@ impl FrameView<'_> {
 
     /// An owned copy.
     pub fn to_entry(&self) -> StoredEntry {
-        StoredEntry {
-            offset: self.offset,
-            prev_hash: self.prev_hash,
-            hash: self.hash,
-            recorded_at_ms: self.recorded_at_ms,
-            source: self.source.to_string(),
-            id: self.id.to_string(),
-            body: self.body.to_vec(),
-        }
+        self.entry.to_entry()
     }
 }
 
@@ -242,13 +230,15 @@ pub(crate) fn view_peeked(
         std::str::from_utf8(&key[..source_len]).map_err(|_| corrupt("source not UTF-8"))?;
     let id = std::str::from_utf8(&key[source_len..]).map_err(|_| corrupt("id not UTF-8"))?;
     Ok(FrameView {
-        offset,
-        prev_hash,
-        hash,
-        recorded_at_ms,
-        source,
-        id,
-        body: &rest[FIXED_LEN + source_len + id_len..],
+        entry: EntryView {
+            offset,
+            prev_hash,
+            hash,
+            recorded_at_ms,
+            source,
+            id,
+            body: &rest[FIXED_LEN + source_len + id_len..],
+        },
         stored: rest,
     })
 }

@@ -71,6 +71,56 @@ pub struct StoredEntry {
     pub body: Vec<u8>,
 }
 
+impl StoredEntry {
+    /// A view of it, as [`Log::read_blocking_each`] gives entries.
+    pub fn view(&self) -> EntryView<'_> {
+        EntryView {
+            offset: self.offset,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            recorded_at_ms: self.recorded_at_ms,
+            source: &self.source,
+            id: &self.id,
+            body: &self.body,
+        }
+    }
+}
+
+/// An entry read back from the log, borrowed from where it was read (a [`StoredEntry`]
+/// without its copies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryView<'a> {
+    /// Its position in the log, from 0, dense.
+    pub offset: u64,
+    /// The hash of the entry before it (zeros for the first).
+    pub prev_hash: Hash,
+    /// This entry's hash.
+    pub hash: Hash,
+    /// When the hub recorded it.
+    pub recorded_at_ms: i64,
+    /// Who published it.
+    pub source: &'a str,
+    /// The publisher's id for it.
+    pub id: &'a str,
+    /// The encoded record.
+    pub body: &'a [u8],
+}
+
+impl EntryView<'_> {
+    /// The entry, copied.
+    pub fn to_entry(&self) -> StoredEntry {
+        StoredEntry {
+            offset: self.offset,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            recorded_at_ms: self.recorded_at_ms,
+            source: self.source.to_string(),
+            id: self.id.to_string(),
+            body: self.body.to_vec(),
+        }
+    }
+}
+
 /// What happened to one appended entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -150,6 +200,21 @@ pub trait Log: Send + Sync + 'static {
     /// catch-up uses it to read the next batch on a helper thread.
     fn read_blocking(&self, _from: u64, _max: usize) -> Option<Result<Vec<StoredEntry>, LogError>> {
         None
+    }
+    /// Reads like [`Log::read_blocking`], handing each entry in order to `each` as a view of
+    /// the bytes read (the embedded engine copies nothing: a rebuild decodes the entries
+    /// where they were read); `None` where the engine cannot read without the runtime.
+    /// Returns how many entries it read. On an error, the entries before it were handed over.
+    fn read_blocking_each(
+        &self,
+        from: u64,
+        max: usize,
+        each: &mut dyn FnMut(EntryView<'_>),
+    ) -> Option<Result<usize, LogError>> {
+        Some(self.read_blocking(from, max)?.map(|entries| {
+            entries.iter().for_each(|e| each(e.view()));
+            entries.len()
+        }))
     }
 }
 

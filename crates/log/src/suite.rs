@@ -152,6 +152,13 @@ pub async fn reads(log: &dyn Log) {
             let blocking = log.read_blocking(from, max).expect("can").expect("read");
             let read = log.read(from, max).await.expect("read");
             assert_eq!(blocking, read, "read_blocking({from}, {max})");
+            let mut each = Vec::new();
+            let n = log
+                .read_blocking_each(from, max, &mut |e| each.push(e.to_entry()))
+                .expect("can")
+                .expect("read");
+            assert_eq!(n, read.len());
+            assert_eq!(each, read, "read_blocking_each({from}, {max})");
         }
     }
 }

@@ -43,7 +43,7 @@ use tellonce_domain::record::DecodeError;
 use tellonce_domain::seal::{self, DataKey, Erasure, Sealed};
 use tellonce_domain::view::{self, FamilyView, Member, ViewEvent, ViewFact};
 use tellonce_domain::{Date, Event, Payload, Record, Timestamp};
-use tellonce_log::{Hash, Log, LogError, StoredEntry};
+use tellonce_log::{EntryView, Hash, Log, LogError, StoredEntry};
 use tokio::sync::watch;
 
 use store::LineStore;
@@ -1057,6 +1057,8 @@ enum Decoded {
 #[derive(Default)]
 struct Spent {
     entries: Vec<Vec<StoredEntry>>,
+    /// The batch's entries' places.
+    heads: Vec<EntryAt>,
     events: Vec<Event>,
     /// Sealed events applied without opening them, read the general way.
     sealed: Vec<Event<Sealed>>,
@@ -1068,16 +1070,43 @@ struct Spent {
 }
 
 impl Spent {
-    /// Frees what it holds, keeping its lists' room, and hands over the decoded entries'
-    /// list. A list of a batch's size is large enough that a fresh one was memory the kernel
-    /// zeroed and faulted in: reusing them saved that on every batch.
-    fn clear(&mut self) -> Vec<DecodeResult> {
+    /// Frees what it holds, keeping its lists' room, and hands over the lists of the batch's
+    /// entries' places and decoded entries, emptied, for the next batch read. A list of a
+    /// batch's size is large enough that a fresh one was memory the kernel zeroed and faulted
+    /// in: reusing them saved that on every batch.
+    fn clear(&mut self) -> (Vec<EntryAt>, Vec<DecodeResult>) {
         self.entries.clear();
         self.events.clear();
         self.sealed.clear();
         self.in_place.clear();
         self.lines.clear();
-        std::mem::take(&mut self.decoded)
+        let mut heads = std::mem::take(&mut self.heads);
+        heads.clear();
+        (heads, std::mem::take(&mut self.decoded))
+    }
+}
+
+/// Where an entry is in the log: what applying it needs besides what decoding it gave (so
+/// a rebuild decodes entries where the log read them, and copies none).
+#[derive(Debug, Clone, Copy)]
+struct EntryAt {
+    offset: u64,
+    prev_hash: Hash,
+    hash: Hash,
+}
+
+impl EntryAt {
+    fn of(e: EntryView<'_>) -> Self {
+        EntryAt {
+            offset: e.offset,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+        }
+    }
+
+    /// The places of `entries`.
+    fn all(entries: &[StoredEntry]) -> Vec<EntryAt> {
+        entries.iter().map(|e| EntryAt::of(e.view())).collect()
     }
 }
 
@@ -1277,7 +1306,7 @@ fn open_sealed(mut se: Event<Sealed>, keys: Option<&KeyView<'_>>) -> Result<Open
     }
 }
 
-fn decode_one(e: &StoredEntry, keys: Option<&KeyView<'_>>) -> Result<Decoded, Undecodable> {
+fn decode_one(e: EntryView<'_>, keys: Option<&KeyView<'_>>) -> Result<Decoded, Undecodable> {
     let mut decoded = decode_record(e, keys)?;
     if let Decoded::Event(_, line) | Decoded::Sealed(_, line) | Decoded::InPlace(_, line) =
         &mut decoded
@@ -1287,42 +1316,40 @@ fn decode_one(e: &StoredEntry, keys: Option<&KeyView<'_>>) -> Result<Decoded, Un
     Ok(decoded)
 }
 
-fn decode_record(e: &StoredEntry, keys: Option<&KeyView<'_>>) -> Result<Decoded, Undecodable> {
+fn decode_record(e: EntryView<'_>, keys: Option<&KeyView<'_>>) -> Result<Decoded, Undecodable> {
     // Most entries are sealed events applied without opening their payloads: read in place.
-    if let Some(ev) = inplace::EventRef::read(&e.body) {
+    if let Some(ev) = inplace::EventRef::read(e.body) {
         if !standing_reads_payload(ev.payload.kind.as_str()) {
             return deferred_in_place(ev, keys).map_err(Undecodable::Keys);
         }
     }
-    Ok(
-        match Record::decode(&e.body).map_err(Undecodable::Record)? {
-            Record::PartnerEvent(ev) => plain_event(ev),
-            Record::SealedEvent(se) if !standing_reads_payload(&se.payload.kind) => {
-                deferred_event(se, keys).map_err(Undecodable::Keys)?
-            }
-            Record::SealedEvent(se) => match open_sealed(se, keys).map_err(Undecodable::Keys)? {
-                Opened::Event(ev, ids, key) => match plain_event(ev) {
-                    Decoded::Event(ev, mut line) => {
-                        line.seal_summary(e.offset, ids, &key);
-                        Decoded::Event(ev, line)
-                    }
-                    other => other,
-                },
-                Opened::Erased(se, mark, label) => {
-                    let mut line = line_of(&se, &se.payload.kind, String::new(), None);
-                    line.erase(&mark, &label);
-                    Decoded::Sealed(se, line)
+    Ok(match Record::decode(e.body).map_err(Undecodable::Record)? {
+        Record::PartnerEvent(ev) => plain_event(ev),
+        Record::SealedEvent(se) if !standing_reads_payload(&se.payload.kind) => {
+            deferred_event(se, keys).map_err(Undecodable::Keys)?
+        }
+        Record::SealedEvent(se) => match open_sealed(se, keys).map_err(Undecodable::Keys)? {
+            Opened::Event(ev, ids, key) => match plain_event(ev) {
+                Decoded::Event(ev, mut line) => {
+                    line.seal_summary(e.offset, ids, &key);
+                    Decoded::Event(ev, line)
                 }
+                other => other,
             },
-            Record::MatchDecision(d) => Decoded::Decision(d),
-            Record::ConsentGiven(c) => Decoded::Consent(c),
-            Record::ConsentWithdrawn(w) => Decoded::Withdrawn(w),
-            Record::SharingDecision(d) => Decoded::Sharing(d),
-            Record::Access(a) => Decoded::Access(a),
-            Record::Erasure(x) => Decoded::Erasure(x),
-            Record::Checkpoint(_) => Decoded::Other,
+            Opened::Erased(se, mark, label) => {
+                let mut line = line_of(&se, &se.payload.kind, String::new(), None);
+                line.erase(&mark, &label);
+                Decoded::Sealed(se, line)
+            }
         },
-    )
+        Record::MatchDecision(d) => Decoded::Decision(d),
+        Record::ConsentGiven(c) => Decoded::Consent(c),
+        Record::ConsentWithdrawn(w) => Decoded::Withdrawn(w),
+        Record::SharingDecision(d) => Decoded::Sharing(d),
+        Record::Access(a) => Decoded::Access(a),
+        Record::Erasure(x) => Decoded::Erasure(x),
+        Record::Checkpoint(_) => Decoded::Other,
+    })
 }
 
 /// Checks that the entries of `entries` from `next` on continue the applied prefix (which
@@ -1331,11 +1358,7 @@ fn decode_record(e: &StoredEntry, keys: Option<&KeyView<'_>>) -> Result<Decoded,
 /// far. Checked before anything is applied: a batch that breaks is applied not at all. The
 /// log verified its chain when it opened, so a break means its files changed under the hub,
 /// or an engine returned the wrong entries.
-fn check_continues(
-    entries: &[StoredEntry],
-    next: u64,
-    last_hash: Hash,
-) -> Result<(), ProjectionError> {
+fn check_continues(entries: &[EntryAt], next: u64, last_hash: Hash) -> Result<(), ProjectionError> {
     let (mut offset, mut hash) = (next, last_hash);
     for e in entries.iter().filter(|e| e.offset >= next) {
         if e.offset != offset {
@@ -1361,7 +1384,9 @@ fn decode_each<'a>(
     keys: Option<&'a KeyStore>,
 ) -> impl Iterator<Item = DecodeResult> + 'a {
     let view = keys.map(KeyStore::view);
-    entries.iter().map(move |e| decode_one(e, view.as_ref()))
+    entries
+        .iter()
+        .map(move |e| decode_one(e.view(), view.as_ref()))
 }
 
 /// Runs `f`, which keeps its thread busy (decoding, applying), without holding up the other
@@ -2288,7 +2313,7 @@ impl Projection {
         let applied = self.applied();
         let todo = &entries[entries.partition_point(|e| e.offset < applied)..];
         let decoded = decode_all(todo, self.keys.as_deref());
-        self.apply_decoded(todo, decoded, &mut Spent::default())
+        self.apply_decoded(&EntryAt::all(todo), decoded, &mut Spent::default())
     }
 
     /// Applies `entries`, already decoded (`decoded` holds one result for each), under the
@@ -2296,7 +2321,7 @@ impl Projection {
     /// over (decoded events, stored lines) goes to `spent`, for the caller to free.
     fn apply_decoded(
         &self,
-        entries: &[StoredEntry],
+        entries: &[EntryAt],
         mut decoded: Vec<DecodeResult>,
         spent: &mut Spent,
     ) -> Result<usize, ProjectionError> {
@@ -2628,8 +2653,10 @@ impl Projection {
                 continue;
             };
             if helper_reads && batch.len() == APPLY_BATCH {
+                let first = (EntryAt::all(&batch), decoded);
+                drop(batch);
                 let (applied, stop) =
-                    off_the_runtime(|| self.apply_alternating(log, (batch, decoded), &mut go_on))?;
+                    off_the_runtime(|| self.apply_alternating(log, first, &mut go_on))?;
                 total += applied;
                 if stop {
                     return Ok(total);
@@ -2639,8 +2666,8 @@ impl Projection {
             }
             if batch.len() < APPLY_BATCH {
                 // A short batch reached the head: nothing to overlap with, no helper.
-                total +=
-                    off_the_runtime(|| self.apply_decoded(&batch, decoded, &mut spent))? as u64;
+                let at = EntryAt::all(&batch);
+                total += off_the_runtime(|| self.apply_decoded(&at, decoded, &mut spent))? as u64;
                 spent = Spent::default();
                 if !go_on(self.applied()) {
                     return Ok(total);
@@ -2658,7 +2685,7 @@ impl Projection {
                         let decoded = decode_all(&entries, keys);
                         (entries, decoded)
                     });
-                    let applied = self.apply_decoded(&batch, decoded, &mut spent);
+                    let applied = self.apply_decoded(&EntryAt::all(&batch), decoded, &mut spent);
                     (applied, helper.join())
                 })
             });
@@ -2687,10 +2714,10 @@ impl Projection {
     fn apply_alternating(
         &self,
         log: &dyn Log,
-        first: (Vec<StoredEntry>, Vec<DecodeResult>),
+        first: (Vec<EntryAt>, Vec<DecodeResult>),
         go_on: &mut impl FnMut(u64) -> bool,
     ) -> Result<(u64, bool), ProjectionError> {
-        type Batch = Result<(Vec<StoredEntry>, Vec<DecodeResult>), LogError>;
+        type Batch = Result<(Vec<EntryAt>, Vec<DecodeResult>), LogError>;
         let keys = self.keys.as_deref();
         let start = first.0.first().map_or(0, |e| e.offset);
         std::thread::scope(|scope| {
@@ -2710,21 +2737,24 @@ impl Projection {
                 garbage.push(spend);
                 helpers.push(scope.spawn(move || {
                     let mut k = h + 1;
-                    let mut spare = Vec::new();
+                    let mut spare = (Vec::new(), Vec::new());
                     loop {
                         while let Ok(mut g) = spent.try_recv() {
                             spare = g.clear();
                             let _ = recycle.send(g);
                         }
                         let from = start + k * APPLY_BATCH as u64;
+                        // Each entry is decoded where the log read it, none copied.
+                        let (mut heads, mut decoded) = std::mem::take(&mut spare);
+                        let view = keys.map(KeyStore::view);
                         let read = log
-                            .read_blocking(from, APPLY_BATCH)
-                            .unwrap_or(Ok(Vec::new()));
-                        let batch = read.map(|entries| {
-                            let mut decoded = std::mem::take(&mut spare);
-                            decoded.extend(decode_each(&entries, keys));
-                            (entries, decoded)
-                        });
+                            .read_blocking_each(from, APPLY_BATCH, &mut |e| {
+                                heads.push(EntryAt::of(e));
+                                decoded.push(decode_one(e, view.as_ref()));
+                            })
+                            .unwrap_or(Ok(0));
+                        drop(view);
+                        let batch = read.map(|_| (heads, decoded));
                         let full = matches!(&batch, Ok((e, _)) if e.len() == APPLY_BATCH);
                         if give.send(batch).is_err() || !full {
                             break;
@@ -2745,7 +2775,7 @@ impl Projection {
                 let full = batch.len() == APPLY_BATCH;
                 let mut left = recycled.try_recv().unwrap_or_default();
                 let applied = self.apply_decoded(&batch, decoded, &mut left);
-                left.entries.push(batch);
+                left.heads = batch;
                 // Batch k (k >= 1) came from helper (k - 1) % 2; the first from the caller.
                 let _ = garbage[k.saturating_sub(1) % 2].send(left);
                 total += applied? as u64;
