@@ -1238,6 +1238,13 @@ async fn a_catch_up_reads_the_same_whether_or_not_the_log_reads_without_the_runt
     assert_eq!(reads_here.applied(), head);
     assert_eq!(helper_reads.digest(), reads_here.digest());
     assert_eq!(helper_reads.first_difference(&reads_here), None);
+    // The helpers' catch-up stored its lines on the storer thread: a restart reads them back.
+    helper_reads.close().expect("close");
+    drop(helper_reads);
+    let restarted = open_caught_up(&tmp.path().join("a"), log.as_ref(), None).await;
+    assert_eq!(restarted.applied(), head);
+    assert_eq!(restarted.first_difference(&reads_here), None);
+    assert_eq!(restarted.digest(), reads_here.digest());
 }
 
 mod stored_lines {
@@ -1879,7 +1886,7 @@ async fn the_access_index_moves_to_the_store_at_a_snapshot_and_answers_the_same(
     keys.extend(["u/sw-1".into(), "u/sw-10".into(), "p/p-1".into()]);
     record(&p, log.as_ref(), batch(40)).await;
     let first_snapshot = log.head().next_offset;
-    p.snapshot(p.read_state()).expect("snapshot");
+    p.snapshot(p.read_state(), None).expect("snapshot");
     assert!(
         p.access_index().accesses.is_empty(),
         "memory holds none of it"
@@ -1889,7 +1896,7 @@ async fn the_access_index_moves_to_the_store_at_a_snapshot_and_answers_the_same(
     let old_snapshot = std::fs::read(dir.join(SNAPSHOT_FILE)).expect("snapshot");
     record(&p, log.as_ref(), batch(25)).await;
     record(&p, log.as_ref(), batch(30)).await;
-    p.snapshot(p.read_state()).expect("snapshot");
+    p.snapshot(p.read_state(), None).expect("snapshot");
     record(&p, log.as_ref(), batch(20)).await;
     let head = log.head().next_offset;
 
