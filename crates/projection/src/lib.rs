@@ -1033,12 +1033,14 @@ impl State {
     }
 }
 
-/// A log entry decoded, with the parts of its timeline line that need no linking.
+/// A log entry decoded, with the parts of its timeline line that need no linking. The owned
+/// events are boxed, so every decoded entry is no larger than an event read in place (most, in
+/// a rebuild): the applying thread moves each one a batch holds.
 enum Decoded {
-    Event(Event, Line),
+    Event(Box<Event>, Line),
     /// A sealed event not opened here: linked as usual, its line's summary deferred to its
     /// first read, or its content gone (a key an erasure destroyed).
-    Sealed(Event<Sealed>, Line),
+    Sealed(Box<Event<Sealed>>, Line),
     /// The same, read in place ([`inplace`]): its subjects are in its entry's body.
     InPlace(inplace::SealedAt, Line),
     Decision(tellonce_domain::identity::MatchDecision),
@@ -1059,9 +1061,9 @@ struct Spent {
     entries: Vec<Vec<StoredEntry>>,
     /// The batch's entries' places.
     heads: Vec<EntryAt>,
-    events: Vec<Event>,
+    events: Vec<Box<Event>>,
     /// Sealed events applied without opening them, read the general way.
-    sealed: Vec<Event<Sealed>>,
+    sealed: Vec<Box<Event<Sealed>>>,
     /// Sealed events applied without opening them, read in place (most, in a rebuild).
     in_place: Vec<inplace::SealedAt>,
     lines: Vec<(u64, Line)>,
@@ -1191,7 +1193,7 @@ fn plain_event(ev: Event) -> Decoded {
         _ => None,
     };
     let line = line_of(&ev, ev.payload.kind(), view::summary_line(&ev), fact);
-    Decoded::Event(ev, line)
+    Decoded::Event(Box::new(ev), line)
 }
 
 /// What opening a sealed event found.
@@ -1252,7 +1254,7 @@ fn gather_keys(
 fn deferred_event(se: Event<Sealed>, keys: Option<&KeyView<'_>>) -> Result<Decoded, String> {
     let line = line_of(&se, &se.payload.kind, String::new(), None);
     let line = deferred_line(line, keys, &se.payload.keys)?;
-    Ok(Decoded::Sealed(se, line))
+    Ok(Decoded::Sealed(Box::new(se), line))
 }
 
 /// [`deferred_event`] for a sealed event read in place.
@@ -1339,7 +1341,7 @@ fn decode_record(e: EntryView<'_>, keys: Option<&KeyView<'_>>) -> Result<Decoded
             Opened::Erased(se, mark, label) => {
                 let mut line = line_of(&se, &se.payload.kind, String::new(), None);
                 line.erase(&mark, &label);
-                Decoded::Sealed(se, line)
+                Decoded::Sealed(Box::new(se), line)
             }
         },
         Record::MatchDecision(d) => Decoded::Decision(d),
