@@ -1061,8 +1061,12 @@ struct Spent {
     entries: Vec<Vec<StoredEntry>>,
     /// The batch's entries' places.
     heads: Vec<EntryAt>,
+    // Boxed as decoded: moving an event out of its box would free the box here, on the
+    // applying thread, instead of on the thread that allocated it.
+    #[allow(clippy::vec_box)]
     events: Vec<Box<Event>>,
     /// Sealed events applied without opening them, read the general way.
+    #[allow(clippy::vec_box)]
     sealed: Vec<Box<Event<Sealed>>>,
     /// Sealed events applied without opening them, read in place (most, in a rebuild).
     in_place: Vec<inplace::SealedAt>,
