@@ -2783,13 +2783,20 @@ impl Projection {
         storer: Option<&Storer>,
     ) -> Result<(), ProjectionError> {
         match storer {
-            None => self.write_snapshot(&st)?,
+            None => {
+                self.write_snapshot(&st)?;
+                drop(st);
+            }
             Some(storer) => {
+                // Not waited for under the state's lock: a store that fails marks the state
+                // broken, under its lock. Only this thread (under `applying`) changes the
+                // state, so it is the same when taken again.
+                drop(st);
                 storer.flush()?;
+                let st = self.read_state();
                 storer.install(self.snapshot_file(&st)?)?;
             }
         }
-        drop(st);
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
         st.since_snapshot = 0;
         st.accesses_since_snapshot = 0;
