@@ -437,7 +437,7 @@ impl<D: Dir> EmbeddedLog<D> {
     }
 
     fn read_sync(&self, from: u64, max: usize) -> Result<Vec<StoredEntry>, LogError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max.min(1 << 12));
         self.read_each(from, max, &mut |e| out.push(e.to_entry()))?;
         Ok(out)
     }
