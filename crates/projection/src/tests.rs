@@ -846,6 +846,50 @@ async fn erasure_blanks_content_keeps_links_and_equals_a_rebuild() {
     }
 }
 
+/// In a long catch-up the storer thread stores lines while the next batch is applied; a batch
+/// with an erasure waits for it, then rewrites the chunks it stored. A rebuild with the erasure
+/// a batch after the lines it erases equals the incremental projection, before and after a
+/// restart.
+#[tokio::test]
+async fn an_erasure_in_a_long_catch_up_rewrites_what_the_storer_stored() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (log, keys, _dir, p) = sealed_projection(tmp.path(), 30, 1_500).await;
+    let person = p.with_linker(|l| l.person_id(l.person_of(0)));
+    let scope = Scope::Person(person.clone());
+    let before = read_all(&p, log.as_ref(), &scope).await;
+    assert!(!before.is_empty() && before.iter().all(|i| !i.erased));
+    assert!(before.iter().all(|i| i.offset < APPLY_BATCH as u64));
+    // The erasure comes in the second full batch of a replay, after the first is stored.
+    fill_with(log.as_ref(), "-filler", 5, 1_000).await;
+    let at = log.head().next_offset;
+    assert!(
+        at > APPLY_BATCH as u64 && at < 2 * APPLY_BATCH as u64,
+        "{at}"
+    );
+    let x = erasure_of(&p, &keys, &person, "x-long");
+    log.append(vec![NewEntry::of(&x, END.0)])
+        .await
+        .expect("append");
+    fill_with(log.as_ref(), "-after", 20, 5_000).await;
+    let head = log.head().next_offset;
+    assert!(head > at + 2 * APPLY_BATCH as u64, "{head}");
+
+    p.catch_up(log.as_ref()).await.expect("catch up");
+    let dir = tmp.path().join("rebuilt");
+    let q = rebuilt(&dir, log.as_ref(), Some(keys.clone())).await;
+    assert_eq!(q.applied(), head);
+    let erased = read_all(&q, log.as_ref(), &scope).await;
+    assert_eq!(erased.len(), before.len());
+    assert!(erased.iter().all(|i| i.erased), "{erased:?}");
+    assert_eq!(q.first_difference(&p), None);
+    assert_eq!(q.digest(), p.digest());
+    q.close().expect("close");
+    drop(q);
+    let r = open_caught_up(&dir, log.as_ref(), Some(keys.clone())).await;
+    assert_eq!(r.first_difference(&p), None);
+    assert_eq!(r.digest(), p.digest());
+}
+
 #[tokio::test]
 async fn sealed_summaries_are_read_from_the_log_when_first_shown_and_kept() {
     let tmp = tempfile::tempdir().expect("tmp");
