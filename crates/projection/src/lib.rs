@@ -294,7 +294,7 @@ impl AccessState {
             Decoded::Consent(c) => {
                 if !self.consents.contains_key(&c.consent_id) {
                     Self::index_consent(&mut self.by_record, &c);
-                    self.consents.insert(c.consent_id.clone(), c);
+                    self.consents.insert(c.consent_id.clone(), *c);
                 }
             }
             Decoded::Withdrawn(w) => {
@@ -304,7 +304,7 @@ impl AccessState {
                     .or_insert(w.effective_from);
                 *at = (*at).min(w.effective_from);
             }
-            Decoded::Sharing(d) => self.sharing.push(d),
+            Decoded::Sharing(d) => self.sharing.push(*d),
             Decoded::Access(_)
             | Decoded::Event(..)
             | Decoded::Sealed(..)
@@ -695,8 +695,8 @@ impl State {
         &mut self,
         offset: u64,
         ev: &Event<P>,
-        line: Line,
-        lines: &mut Vec<(u64, Line)>,
+        line: Box<Line>,
+        lines: &mut Vec<(u64, Box<Line>)>,
         stale: &mut Vec<u32>,
     ) {
         let records = self.linker.apply_event(offset, ev);
@@ -708,8 +708,8 @@ impl State {
         &mut self,
         offset: u64,
         ev: &inplace::SealedAt,
-        line: Line,
-        lines: &mut Vec<(u64, Line)>,
+        line: Box<Line>,
+        lines: &mut Vec<(u64, Box<Line>)>,
         stale: &mut Vec<u32>,
     ) {
         let records =
@@ -724,8 +724,8 @@ impl State {
         &mut self,
         offset: u64,
         records: Vec<u32>,
-        mut line: Line,
-        lines: &mut Vec<(u64, Line)>,
+        mut line: Box<Line>,
+        lines: &mut Vec<(u64, Box<Line>)>,
         stale: &mut Vec<u32>,
     ) {
         line.records = records;
@@ -738,7 +738,7 @@ impl State {
 
     /// Applies erasure `x` (at log offset `at`) to the lines in memory and to those of this
     /// batch not yet stored.
-    fn erase_lines(&mut self, at: u64, x: &Erasure, lines: &mut [(u64, Line)]) {
+    fn erase_lines(&mut self, at: u64, x: &Erasure, lines: &mut [(u64, Box<Line>)]) {
         let mark = ErasedMark::of(x);
         let label = x.reason.label();
         for &off in x.offsets.iter().filter(|&&o| o < at) {
@@ -1033,22 +1033,23 @@ impl State {
     }
 }
 
-/// A log entry decoded, with the parts of its timeline line that need no linking. The owned
-/// events are boxed, so every decoded entry is no larger than an event read in place (most, in
-/// a rebuild): the applying thread moves each one a batch holds.
+/// A log entry decoded, with the parts of its timeline line that need no linking. Events and
+/// lines are boxed (a decoded entry is 80 bytes, not 544): the applying thread moves each
+/// decoded entry of a batch, and each line into the batch's lines, and copying them had been
+/// about 4% of its samples.
 enum Decoded {
-    Event(Box<Event>, Line),
+    Event(Box<Event>, Box<Line>),
     /// A sealed event not opened here: linked as usual, its line's summary deferred to its
     /// first read, or its content gone (a key an erasure destroyed).
-    Sealed(Box<Event<Sealed>>, Line),
+    Sealed(Box<Event<Sealed>>, Box<Line>),
     /// The same, read in place ([`inplace`]): its subjects are in its entry's body.
-    InPlace(inplace::SealedAt, Line),
-    Decision(tellonce_domain::identity::MatchDecision),
-    Consent(ConsentGiven),
-    Withdrawn(ConsentWithdrawn),
-    Sharing(SharingDecision),
-    Access(AccessEntry),
-    Erasure(Erasure),
+    InPlace(inplace::SealedAt, Box<Line>),
+    Decision(Box<tellonce_domain::identity::MatchDecision>),
+    Consent(Box<ConsentGiven>),
+    Withdrawn(Box<ConsentWithdrawn>),
+    Sharing(Box<SharingDecision>),
+    Access(Box<AccessEntry>),
+    Erasure(Box<Erasure>),
     /// Entries the projections do not use (checkpoints).
     Other,
 }
@@ -1070,7 +1071,7 @@ struct Spent {
     sealed: Vec<Box<Event<Sealed>>>,
     /// Sealed events applied without opening them, read in place (most, in a rebuild).
     in_place: Vec<inplace::SealedAt>,
-    lines: Vec<(u64, Line)>,
+    lines: Vec<(u64, Box<Line>)>,
     /// The batch's decoded entries' list, emptied.
     decoded: Vec<DecodeResult>,
 }
@@ -1197,7 +1198,7 @@ fn plain_event(ev: Event) -> Decoded {
         _ => None,
     };
     let line = line_of(&ev, ev.payload.kind(), view::summary_line(&ev), fact);
-    Decoded::Event(Box::new(ev), line)
+    Decoded::Event(Box::new(ev), Box::new(line))
 }
 
 /// What opening a sealed event found.
@@ -1258,7 +1259,7 @@ fn gather_keys(
 fn deferred_event(se: Event<Sealed>, keys: Option<&KeyView<'_>>) -> Result<Decoded, String> {
     let line = line_of(&se, &se.payload.kind, String::new(), None);
     let line = deferred_line(line, keys, &se.payload.keys)?;
-    Ok(Decoded::Sealed(Box::new(se), line))
+    Ok(Decoded::Sealed(Box::new(se), Box::new(line)))
 }
 
 /// [`deferred_event`] for a sealed event read in place.
@@ -1275,7 +1276,7 @@ fn deferred_in_place(
         safeguarding: ev.safeguarding(),
     };
     let line = deferred_line(meta.line(String::new(), None), keys, &ev.payload.keys)?;
-    Ok(Decoded::InPlace(ev.kept(), line))
+    Ok(Decoded::InPlace(ev.kept(), Box::new(line)))
 }
 
 /// `line` (of a sealed event, without a summary) deferred, or erased where an erasure
@@ -1345,15 +1346,15 @@ fn decode_record(e: EntryView<'_>, keys: Option<&KeyView<'_>>) -> Result<Decoded
             Opened::Erased(se, mark, label) => {
                 let mut line = line_of(&se, &se.payload.kind, String::new(), None);
                 line.erase(&mark, &label);
-                Decoded::Sealed(Box::new(se), line)
+                Decoded::Sealed(Box::new(se), Box::new(line))
             }
         },
-        Record::MatchDecision(d) => Decoded::Decision(d),
-        Record::ConsentGiven(c) => Decoded::Consent(c),
-        Record::ConsentWithdrawn(w) => Decoded::Withdrawn(w),
-        Record::SharingDecision(d) => Decoded::Sharing(d),
-        Record::Access(a) => Decoded::Access(a),
-        Record::Erasure(x) => Decoded::Erasure(x),
+        Record::MatchDecision(d) => Decoded::Decision(Box::new(d)),
+        Record::ConsentGiven(c) => Decoded::Consent(Box::new(c)),
+        Record::ConsentWithdrawn(w) => Decoded::Withdrawn(Box::new(w)),
+        Record::SharingDecision(d) => Decoded::Sharing(Box::new(d)),
+        Record::Access(a) => Decoded::Access(Box::new(a)),
+        Record::Erasure(x) => Decoded::Erasure(Box::new(x)),
         Record::Checkpoint(_) => Decoded::Other,
     })
 }
@@ -1599,11 +1600,15 @@ fn chunk_json(chunk: &[(u64, Line)]) -> Result<Vec<u8>, serde_json::Error> {
     Ok(out)
 }
 
-/// [`chunk_json`], appended to `out`.
-fn chunk_json_into(chunk: &[(u64, Line)], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+/// [`chunk_json`], appended to `out` (lines as read back, or boxed as a batch holds them).
+fn chunk_json_into<L: std::borrow::Borrow<Line>>(
+    chunk: &[(u64, L)],
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     use std::io::Write as _;
     out.push(b'[');
     for (i, (offset, line)) in chunk.iter().enumerate() {
+        let line: &Line = line.borrow();
         if i > 0 {
             out.push(b',');
         }
@@ -1734,7 +1739,7 @@ struct SnapshotFile {
 /// What the applying thread asks of the storer thread.
 enum StoreJob {
     /// Store these lines, then this applied offset.
-    Lines(Vec<(u64, Line)>, u64),
+    Lines(Vec<(u64, Box<Line>)>, u64),
     /// Answer (whether all went well) once everything asked before is done.
     Flush(std::sync::mpsc::SyncSender<bool>),
     /// Finish this snapshot.
@@ -1750,13 +1755,13 @@ enum StoreJob {
 struct Storer {
     jobs: std::sync::mpsc::SyncSender<StoreJob>,
     /// Emptied lists of lines, back for the next batches.
-    spare: std::sync::mpsc::Receiver<Vec<(u64, Line)>>,
+    spare: std::sync::mpsc::Receiver<Vec<(u64, Box<Line>)>>,
 }
 
 /// The storer thread's end.
 struct StorerEnd {
     jobs: std::sync::mpsc::Receiver<StoreJob>,
-    spare: std::sync::mpsc::SyncSender<Vec<(u64, Line)>>,
+    spare: std::sync::mpsc::SyncSender<Vec<(u64, Box<Line>)>>,
 }
 
 impl Storer {
@@ -1783,7 +1788,7 @@ impl Storer {
     }
 
     /// Hands `lines` (then `next` as the applied offset) over to be stored.
-    fn store(&self, lines: Vec<(u64, Line)>, next: u64) -> Result<(), ProjectionError> {
+    fn store(&self, lines: Vec<(u64, Box<Line>)>, next: u64) -> Result<(), ProjectionError> {
         self.send(StoreJob::Lines(lines, next))
     }
 
@@ -1805,7 +1810,7 @@ impl Storer {
     }
 
     /// An emptied list of lines, if one came back.
-    fn spare(&self) -> Option<Vec<(u64, Line)>> {
+    fn spare(&self) -> Option<Vec<(u64, Box<Line>)>> {
         self.spare.try_recv().ok()
     }
 }
@@ -2485,7 +2490,7 @@ impl Projection {
                 }
                 Ok(Decoded::Erasure(x)) => {
                     st.erase_lines(e.offset, &x, &mut lines);
-                    erasures.push(x);
+                    erasures.push(*x);
                 }
                 Ok(Decoded::Decision(d)) => {
                     if let Err(err) = st.linker.apply_decision(e.offset, &d) {
@@ -2494,7 +2499,7 @@ impl Projection {
                 }
                 Ok(Decoded::Access(a)) => {
                     st.access.grant(&a);
-                    accessed.push((e.offset, a));
+                    accessed.push((e.offset, *a));
                 }
                 Ok(other) => st.access.apply(other),
                 Err(Undecodable::Keys(_)) => {} // refused above
@@ -2587,7 +2592,7 @@ impl Projection {
     /// `next` as the applied offset; `buf` is room for the chunks' JSON.
     fn store_lines(
         &self,
-        lines: &[(u64, Line)],
+        lines: &[(u64, Box<Line>)],
         rewritten: &[(u64, Vec<u8>, store::Slot)],
         buf: &mut Vec<u8>,
         next: u64,
