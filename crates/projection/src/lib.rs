@@ -9,7 +9,8 @@
 //! timeline shows them ([`Projection::open_summaries`]) and kept from then on. The durable
 //! copy is the line store (`store.rs`): the timeline lines (time, partner, kind, event id,
 //! summary, subject records) in chunks of up to 256, their bodies appended to a file and their index (first offset to place) and the
-//! applied offset in sled, each applied chunk of the log in one atomic sled batch. Every
+//! applied offset in sled, each applied chunk of the log in one atomic sled batch (in a long
+//! catch-up, written by a storer thread while the next batch is applied). Every
 //! [`SNAPSHOT_EVERY`] entries (an access entry counting a third; in a large county
 //! [`SNAPSHOT_ENTRIES_PER_RECORD`] per subject record) and on close (unless the last one is
 //! recent) the linker is snapshotted to a file, and the access log's index held
@@ -1042,7 +1043,7 @@ enum Decoded {
     /// A sealed event not opened here: linked as usual, its line's summary deferred to its
     /// first read, or its content gone (a key an erasure destroyed).
     Sealed(Box<Event<Sealed>>, Box<Line>),
-    /// The same, read in place ([`inplace`]): its subjects are in its entry's body.
+    /// The same, read in place ([`inplace`]): what linking needs of it, without the event.
     InPlace(inplace::SealedAt, Box<Line>),
     Decision(Box<tellonce_domain::identity::MatchDecision>),
     Consent(Box<ConsentGiven>),
@@ -3499,15 +3500,14 @@ impl Projection {
             let text = |from: u32, to: u32| String::from(&memo.texts[from as usize..to as usize]);
             // A deferred summary: read since the memo was made, or still to be read
             // (`open_summaries`), which then makes the memo again with it.
-            let (summary, unread) = match e.deferred {
-                false => (text(id_end, end), false),
-                true => {
-                    page.deferred_in = Some(fam);
-                    match st.summary_read(ix.offset) {
-                        Some(read) => (String::from(read), false),
-                        None => (String::new(), true),
-                    }
+            let (summary, unread) = if e.deferred {
+                page.deferred_in = Some(fam);
+                match st.summary_read(ix.offset) {
+                    Some(read) => (String::from(read), false),
+                    None => (String::new(), true),
                 }
+            } else {
+                (text(id_end, end), false)
             };
             page.items.push(TimelineItem {
                 offset: ix.offset,
