@@ -355,6 +355,31 @@ struct State {
     memo: std::sync::Mutex<Memos>,
 }
 
+/// The families whose memos a batch makes stale. Not gathered while no family has a memo (in a
+/// rebuild, or before the first read): the batch holds the state's write lock, so none can be
+/// made until it is applied. Gathering read each event's records' families, a cache miss each.
+struct Stale {
+    gather: bool,
+    families: Vec<u32>,
+}
+
+impl Stale {
+    /// Gathers families if `gather`.
+    fn gathered_if(gather: bool) -> Stale {
+        Stale {
+            gather,
+            families: Vec::new(),
+        }
+    }
+
+    /// Notes `families` (not worked out unless gathered).
+    fn note(&mut self, families: impl Iterator<Item = u32>) {
+        if self.gather {
+            self.families.extend(families);
+        }
+    }
+}
+
 /// The family memos kept, and roughly how many bytes they hold.
 #[derive(Default)]
 struct Memos {
@@ -698,7 +723,7 @@ impl State {
         ev: &Event<P>,
         line: Box<Line>,
         lines: &mut Vec<(u64, Box<Line>)>,
-        stale: &mut Vec<u32>,
+        stale: &mut Stale,
     ) {
         let records = self.linker.apply_event(offset, ev);
         self.add_line(offset, records, line, lines, stale);
@@ -711,7 +736,7 @@ impl State {
         ev: &inplace::SealedAt,
         line: Box<Line>,
         lines: &mut Vec<(u64, Box<Line>)>,
-        stale: &mut Vec<u32>,
+        stale: &mut Stale,
     ) {
         let records =
             self.linker
@@ -727,12 +752,12 @@ impl State {
         records: Vec<u32>,
         mut line: Box<Line>,
         lines: &mut Vec<(u64, Box<Line>)>,
-        stale: &mut Vec<u32>,
+        stale: &mut Stale,
     ) {
         line.records = records;
         line.records.sort_unstable();
         line.records.dedup();
-        stale.extend(line.records.iter().map(|&r| self.linker.family_of(r)));
+        stale.note(line.records.iter().map(|&r| self.linker.family_of(r)));
         self.index(offset, &line);
         lines.push((offset, line));
     }
@@ -2461,7 +2486,8 @@ impl Projection {
         let mut accessed: Vec<(u64, AccessEntry)> = Vec::new();
         // Families whose memos the batch makes stale (the families of its events' records),
         // or all of them (for anything but events and access entries).
-        let mut stale: Vec<u32> = Vec::new();
+        let memos = st.memo.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut stale = Stale::gathered_if(!memos.by_family.is_empty());
         let mut all_stale = false;
         for (e, record) in entries.iter().zip(decoded.drain(..)) {
             if e.offset < st.next_offset {
@@ -2519,13 +2545,13 @@ impl Projection {
         spent.decoded = decoded;
         match st.linker.take_changed_families() {
             ChangedFamilies::All => all_stale = true,
-            ChangedFamilies::Some(merged) => stale.extend(merged),
+            ChangedFamilies::Some(merged) => stale.note(merged.into_iter()),
         }
         let memos = st.memo.get_mut().unwrap_or_else(|p| p.into_inner());
         if all_stale {
             *memos = Memos::default();
         } else {
-            for f in stale {
+            for f in stale.families {
                 if let Some(m) = memos.by_family.remove(&f) {
                     memos.bytes = memos.bytes.saturating_sub(m.held());
                 }
