@@ -1366,6 +1366,33 @@ mod stored_lines {
             let back: Vec<(u64, Line)> = serde_json::from_slice(&fast).expect("lines");
             prop_assert_eq!(serde_json::to_vec(&back).expect("again"), serde_json::to_vec(&chunk).expect("serde"));
         }
+
+        /// A plain line's head, written directly, is byte for byte the head `serde_json`
+        /// writes; a line with anything else (escapes, facts, erasures, sealed summaries) is
+        /// left to `serde_json`.
+        #[test]
+        fn plain_heads_are_what_serde_json_writes(
+            mut line in any_line(),
+            texts in proptest::collection::vec("[a-zA-Z0-9 ./:-]{0,12}|[a-z\"\\\\\u{1}\u{7f}é]{0,4}", 4),
+        ) {
+            line.source = texts[0].clone();
+            line.kind = texts[1].clone();
+            line.event_id = texts[2].clone();
+            if !line.deferred && line.sealed.is_none() {
+                line.summary = texts[3].clone();
+            }
+            let mut serde = serde_json::to_vec(&line.stored(None)).expect("serde");
+            serde.pop();
+            let escapes = serde.contains(&b'\\');
+            let plain = line.fact.is_none() && line.erased.is_none() && line.sealed.is_none();
+            match line.plain_head() {
+                Some(head) => {
+                    prop_assert!(plain && !escapes);
+                    prop_assert_eq!(String::from_utf8_lossy(&head), String::from_utf8_lossy(&serde));
+                }
+                None => prop_assert!(!plain || escapes),
+            }
+        }
     }
 }
 
