@@ -1119,6 +1119,15 @@ impl Spent {
     }
 }
 
+/// What a decoding thread is handed to free: what applying a batch it decoded left behind,
+/// or that batch's lines, once stored.
+enum Garbage {
+    /// What applying a batch left behind ([`Spent`]).
+    Batch(Spent),
+    /// A batch's lines, stored.
+    Lines(Vec<(u64, Box<Line>)>),
+}
+
 /// Where an entry is in the log: what applying it needs besides what decoding it gave (so
 /// a rebuild decodes entries where the log read them, and copies none).
 #[derive(Debug, Clone, Copy)]
@@ -1804,8 +1813,9 @@ struct SnapshotFile {
 
 /// What the applying thread asks of the storer thread.
 enum StoreJob {
-    /// Store these lines, then this applied offset.
-    Lines(Vec<(u64, Box<Line>)>, u64),
+    /// Store these lines, then this applied offset; then hand the lines to this decoding
+    /// thread (the one that made them) to free.
+    Lines(Vec<(u64, Box<Line>)>, u64, Option<usize>),
     /// Answer (whether all went well) once everything asked before is done.
     Flush(std::sync::mpsc::SyncSender<bool>),
     /// Finish this snapshot.
@@ -1822,29 +1832,44 @@ struct Storer {
     jobs: std::sync::mpsc::SyncSender<StoreJob>,
     /// Emptied lists of lines, back for the next batches.
     spare: std::sync::mpsc::Receiver<Vec<(u64, Box<Line>)>>,
+    /// The decoding thread that made the batch being applied (see [`Storer::made_by`]).
+    maker: std::cell::Cell<Option<usize>>,
 }
 
 /// The storer thread's end.
 struct StorerEnd {
     jobs: std::sync::mpsc::Receiver<StoreJob>,
     spare: std::sync::mpsc::SyncSender<Vec<(u64, Box<Line>)>>,
+    /// The decoding threads, which free the lines they made once they are stored.
+    makers: Vec<std::sync::mpsc::Sender<Garbage>>,
 }
 
 impl Storer {
-    /// Both ends; up to `queued` batches wait to be stored.
-    fn new(queued: usize) -> (Storer, StorerEnd) {
+    /// Both ends; up to `queued` batches wait to be stored. Stored lines go back to `makers`
+    /// (by [`Storer::made_by`]) to be freed.
+    fn new(queued: usize, makers: Vec<std::sync::mpsc::Sender<Garbage>>) -> (Storer, StorerEnd) {
         let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(queued);
         let (spare_tx, spare) = std::sync::mpsc::sync_channel(queued + 1);
         (
             Storer {
                 jobs: jobs_tx,
                 spare,
+                maker: std::cell::Cell::new(None),
             },
             StorerEnd {
                 jobs,
                 spare: spare_tx,
+                makers,
             },
         )
+    }
+
+    /// Notes that the lines handed over next were made by decoding thread `maker` (`None`:
+    /// by this one), which frees them once they are stored. Freed by the storer, their memory
+    /// went back to the decoding thread's heap from another thread, about a third of the
+    /// storer's time, and the decoding thread reused it only once it had gathered it back.
+    fn made_by(&self, maker: Option<usize>) {
+        self.maker.set(maker);
     }
 
     fn send(&self, job: StoreJob) -> Result<(), ProjectionError> {
@@ -1855,7 +1880,7 @@ impl Storer {
 
     /// Hands `lines` (then `next` as the applied offset) over to be stored.
     fn store(&self, lines: Vec<(u64, Box<Line>)>, next: u64) -> Result<(), ProjectionError> {
-        self.send(StoreJob::Lines(lines, next))
+        self.send(StoreJob::Lines(lines, next, self.maker.get()))
     }
 
     /// Hands a snapshot over to be finished.
@@ -2700,10 +2725,16 @@ impl Projection {
                     continue;
                 }
                 _ if failed.is_some() => continue,
-                StoreJob::Lines(mut lines, next) => {
+                StoreJob::Lines(mut lines, next, maker) => {
                     let done = self.store_lines(&lines, &[], &mut buf, next);
-                    lines.clear();
-                    let _ = storer.spare.try_send(lines);
+                    match maker.and_then(|m| storer.makers.get(m)) {
+                        // (A decoding thread that is gone hands them back: freed here.)
+                        Some(to) => drop(to.send(Garbage::Lines(lines))),
+                        None => {
+                            lines.clear();
+                            let _ = storer.spare.try_send(lines);
+                        }
+                    }
                     done
                 }
                 StoreJob::Snapshot(file) => self.install_snapshot(file),
@@ -2986,24 +3017,28 @@ impl Projection {
             let mut helpers = Vec::with_capacity(2);
             // Emptied leftovers, back from the helpers for the next batches (`Spent::clear`).
             let (recycle, recycled) = std::sync::mpsc::channel::<Spent>();
-            let (storer, storer_end) = Storer::new(2);
-            let storing = scope.spawn(move || self.run_storer(storer_end));
             for h in 0..2u64 {
                 let recycle = recycle.clone();
                 // A helper keeps up to two decoded batches waiting besides the one it hands
                 // over: with none (a rendezvous), the cores idled while the applying thread
                 // and a helper waited on each other, and rebuilds were ~8% slower.
                 let (give, take) = std::sync::mpsc::sync_channel::<Batch>(2);
-                let (spend, spent) = std::sync::mpsc::channel::<Spent>();
+                let (spend, spent) = std::sync::mpsc::channel::<Garbage>();
                 ahead.push(take);
                 garbage.push(spend);
                 helpers.push(scope.spawn(move || {
                     let mut k = h + 1;
                     let mut spare = (Vec::new(), Vec::new());
                     loop {
-                        while let Ok(mut g) = spent.try_recv() {
-                            spare = g.clear();
-                            let _ = recycle.send(g);
+                        while let Ok(g) = spent.try_recv() {
+                            match g {
+                                Garbage::Batch(mut g) => {
+                                    spare = g.clear();
+                                    let _ = recycle.send(g);
+                                }
+                                // Freed here, where they were made.
+                                Garbage::Lines(lines) => drop(lines),
+                            }
                         }
                         let from = start + k * APPLY_BATCH as u64;
                         // Each entry is decoded where the log read it, none copied.
@@ -3029,6 +3064,8 @@ impl Projection {
                     }
                 }));
             }
+            let (storer, storer_end) = Storer::new(2, garbage.clone());
+            let storing = scope.spawn(move || self.run_storer(storer_end));
             let mut total = 0;
             let mut current = first;
             let mut k = 0usize;
@@ -3036,10 +3073,12 @@ impl Projection {
                 let (batch, decoded) = current;
                 let full = batch.len() == APPLY_BATCH;
                 let mut left = recycled.try_recv().unwrap_or_default();
+                // Batch k (k >= 1) came from helper (k - 1) % 2; the first from the caller.
+                let maker = k.checked_sub(1).map(|k| k % 2);
+                storer.made_by(maker);
                 let applied = self.apply_decoded(&batch, decoded, &mut left, Some(&storer));
                 left.heads = batch;
-                // Batch k (k >= 1) came from helper (k - 1) % 2; the first from the caller.
-                let _ = garbage[k.saturating_sub(1) % 2].send(left);
+                let _ = garbage[maker.unwrap_or(0)].send(Garbage::Batch(left));
                 total += applied? as u64;
                 if !go_on(self.applied()) {
                     return Ok((total, true));
@@ -3058,16 +3097,18 @@ impl Projection {
                 }
             };
             let outcome: Result<(u64, bool), ProjectionError> = apply();
-            // Helpers waiting to hand over a batch, or for what to free, are told to stop.
+            // Helpers waiting to hand over a batch, or for what to free, are told to stop; they
+            // free what the storer hands back until it is done, which it is once it has
+            // finished what it was handed (so it is told before they are waited for).
             drop((ahead, garbage));
+            drop(storer);
             for helper in helpers {
                 // Joined here, so a helper's panic (a bug) does not unwind the caller, which
                 // reads on from what was applied.
                 let _ = helper.join();
             }
-            // The storer finishes what it was handed; what failed there is the catch-up's
-            // failure (the projection is then broken: memory is ahead of the store).
-            drop(storer);
+            // What failed in the storer is the catch-up's failure (the projection is then
+            // broken: memory is ahead of the store).
             let stored = storing.join().unwrap_or_else(|_| {
                 let err = ProjectionError::Damaged("the projection's storer thread failed".into());
                 self.broken_by(&err);
