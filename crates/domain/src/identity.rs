@@ -337,8 +337,15 @@ fn block_key(tag: u8, parts: &[&[u8]]) -> u64 {
 }
 
 fn short_hash(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = Sha256::digest(key.as_bytes());
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    // Written digit by digit into one string (formatting each byte made a string per byte).
+    let mut hex = String::with_capacity(16);
+    for b in &d[..8] {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    hex
 }
 
 fn date_bytes(d: Date) -> [u8; 4] {

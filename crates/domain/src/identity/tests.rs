@@ -757,3 +757,17 @@ fn the_linker_says_which_families_changed() {
     assert_eq!(l.take_changed_families(), ChangedFamilies::All);
     assert_ne!(l.person_of(a), l.person_of(b));
 }
+
+#[test]
+fn short_hashes_are_the_first_eight_bytes_of_the_keys_sha256_in_lowercase_hex() {
+    for key in [
+        "",
+        "police/NP-00000001",
+        "school/ü-7",
+        "a".repeat(300).as_str(),
+    ] {
+        let d = Sha256::digest(key.as_bytes());
+        let expected: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(short_hash(key), expected);
+    }
+}
