@@ -35,6 +35,7 @@ use crate::event::{Event, Relationship, RelationshipKind, Sex, SubjectFields};
 use crate::names::{self, DateAgreement};
 use crate::time::{Date, Timestamp};
 use card::{Card, Given, Seen};
+use chunked::Chunked;
 use inline::Key;
 
 /// At or above this score two records are linked without review.
@@ -247,7 +248,7 @@ pub struct Linker {
         serialize_with = "rows::ser_records",
         deserialize_with = "rows::de_records"
     )]
-    records: Vec<SubjectRecord>,
+    records: Chunked<SubjectRecord>,
     #[serde(skip)]
     by_key: HashMap<Key, u32>,
     #[serde(skip)]
@@ -1358,6 +1359,7 @@ impl Linker {
 }
 
 mod card;
+mod chunked;
 mod inline;
 mod rows;
 #[cfg(test)]

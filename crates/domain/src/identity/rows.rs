@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{FieldScore, Link, LinkWhy, Score, SubjectRecord};
+use super::{Chunked, FieldScore, Link, LinkWhy, Score, SubjectRecord};
 use crate::event::Sex;
 use crate::time::{Date, Timestamp};
 
@@ -44,7 +44,10 @@ struct RecordRow(
 );
 
 /// Writes records as rows.
-pub(super) fn ser_records<S: Serializer>(v: &[SubjectRecord], s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn ser_records<S: Serializer>(
+    v: &Chunked<SubjectRecord>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|r| {
         RecordRef(
             &r.key,
@@ -64,7 +67,9 @@ pub(super) fn ser_records<S: Serializer>(v: &[SubjectRecord], s: S) -> Result<S:
 }
 
 /// Reads records written by [`ser_records`].
-pub(super) fn de_records<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SubjectRecord>, D::Error> {
+pub(super) fn de_records<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Chunked<SubjectRecord>, D::Error> {
     let rows = Vec::<RecordRow>::deserialize(d)?;
     Ok(rows
         .into_iter()
@@ -217,7 +222,7 @@ mod tests {
     #[test]
     fn records_and_links_come_back_from_their_rows() {
         let mut l = Linker::new();
-        l.records = vec![record(0), record(1)];
+        l.records = [record(0), record(1)].into_iter().collect();
         l.records[1].nhs_number = None;
         l.records[1].dob = None;
         l.records[1].sex = None;
