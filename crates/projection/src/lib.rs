@@ -1830,8 +1830,6 @@ enum StoreJob {
 /// batch, and the catch-up returns the failure.
 struct Storer {
     jobs: std::sync::mpsc::SyncSender<StoreJob>,
-    /// Emptied lists of lines, back for the next batches.
-    spare: std::sync::mpsc::Receiver<Vec<(u64, Box<Line>)>>,
     /// The decoding thread that made the batch being applied (see [`Storer::made_by`]).
     maker: std::cell::Cell<Option<usize>>,
 }
@@ -1839,7 +1837,6 @@ struct Storer {
 /// The storer thread's end.
 struct StorerEnd {
     jobs: std::sync::mpsc::Receiver<StoreJob>,
-    spare: std::sync::mpsc::SyncSender<Vec<(u64, Box<Line>)>>,
     /// The decoding threads, which free the lines they made once they are stored.
     makers: Vec<std::sync::mpsc::Sender<Garbage>>,
 }
@@ -1849,18 +1846,12 @@ impl Storer {
     /// (by [`Storer::made_by`]) to be freed.
     fn new(queued: usize, makers: Vec<std::sync::mpsc::Sender<Garbage>>) -> (Storer, StorerEnd) {
         let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(queued);
-        let (spare_tx, spare) = std::sync::mpsc::sync_channel(queued + 1);
         (
             Storer {
                 jobs: jobs_tx,
-                spare,
                 maker: std::cell::Cell::new(None),
             },
-            StorerEnd {
-                jobs,
-                spare: spare_tx,
-                makers,
-            },
+            StorerEnd { jobs, makers },
         )
     }
 
@@ -1898,11 +1889,6 @@ impl Storer {
                 "the projection store failed; restart the hub to rebuild the projections".into(),
             )),
         }
-    }
-
-    /// An emptied list of lines, if one came back.
-    fn spare(&self) -> Option<Vec<(u64, Box<Line>)>> {
-        self.spare.try_recv().ok()
     }
 }
 
@@ -2539,9 +2525,7 @@ impl Projection {
             return Err(ProjectionError::Damaged(why.clone()));
         }
         check_continues(entries, st.next_offset, st.last_hash)?;
-        let mut lines = storer
-            .and_then(Storer::spare)
-            .unwrap_or_else(|| std::mem::take(&mut spent.lines));
+        let mut lines = std::mem::take(&mut spent.lines);
         lines.clear();
         lines.reserve(decoded.len());
         // Erasures in this batch (their earlier, stored lines are rewritten below).
@@ -2725,15 +2709,12 @@ impl Projection {
                     continue;
                 }
                 _ if failed.is_some() => continue,
-                StoreJob::Lines(mut lines, next, maker) => {
+                StoreJob::Lines(lines, next, maker) => {
                     let done = self.store_lines(&lines, &[], &mut buf, next);
-                    match maker.and_then(|m| storer.makers.get(m)) {
-                        // (A decoding thread that is gone hands them back: freed here.)
-                        Some(to) => drop(to.send(Garbage::Lines(lines))),
-                        None => {
-                            lines.clear();
-                            let _ = storer.spare.try_send(lines);
-                        }
+                    // Freed here when this thread made them (the first batch), or when their
+                    // decoding thread is gone (the send hands them back).
+                    if let Some(to) = maker.and_then(|m| storer.makers.get(m)) {
+                        drop(to.send(Garbage::Lines(lines)));
                     }
                     done
                 }

@@ -93,6 +93,11 @@ impl<'a> Cursor<'a> {
 
     /// A string without escapes or control characters (borrowed from the text).
     fn str(&mut self) -> Option<Str<'a>> {
+        self.text().map(|s| Str(Cow::Borrowed(s)))
+    }
+
+    /// [`Cursor::str`], as the text's own slice.
+    fn text(&mut self) -> Option<&'a str> {
         self.lit(b"\"")?;
         let start = self.at;
         let len = special(self.rest())?;
@@ -101,14 +106,12 @@ impl<'a> Cursor<'a> {
         }
         self.at += len + 1;
         // Between two ASCII bytes of valid UTF-8: always a whole string.
-        Some(Str(Cow::Borrowed(self.text.get(start..start + len)?)))
+        self.text.get(start..start + len)
     }
 
     /// A string parsed by `T`'s own `Deserialize`, as `serde_json` hands it a string.
     fn parsed<T: Deserialize<'a>>(&mut self) -> Option<T> {
-        let s = self.str()?;
-        let Cow::Borrowed(s) = s.0 else { return None };
-        T::deserialize(BorrowedStrDeserializer::<ValueError>::new(s)).ok()
+        T::deserialize(BorrowedStrDeserializer::<ValueError>::new(self.text()?)).ok()
     }
 
     /// A number that fits a `u32`, written as JSON writes it (no sign, no leading zero, no
