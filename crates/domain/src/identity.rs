@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::event::{Event, Relationship, RelationshipKind, Sex, SubjectFields};
 use crate::names::{self, DateAgreement};
 use crate::time::{Date, Timestamp};
-use card::{Card, Given, Seen};
+use card::{Card, Faces, Given, Seen};
 use chunked::Chunked;
 use inline::Key;
 
@@ -270,6 +270,10 @@ pub struct Linker {
     seen: Vec<Seen>,
     person: Vec<u32>,
     members: HashMap<u32, Vec<u32>>,
+    /// Each person's distinct cards ([`Faces`]), by person (empty for a record that is no
+    /// person's first).
+    #[serde(skip)]
+    faces: Vec<Faces>,
     family: Vec<u32>,
     family_members: HashMap<u32, Vec<u32>>,
     #[serde(
@@ -559,22 +563,24 @@ pub fn score_against(r: &SubjectRecord, person: &[&SubjectRecord]) -> Score {
 
 /// [`score_against`] for a person who could be linked, else `None` (without comparing the
 /// other fields) once the date of birth or the given name does not agree; and `None` for a
-/// total below `at_least`, before any explanation is built. Each record comes with its
-/// [`Card`]: those two fields are read from the cards.
-fn eligible_score<'a>(
+/// total below `at_least`, before any explanation is built. Those two fields are read from
+/// the cards: the person's distinct ones (`faces`: [`Faces`]), each with its record, and the
+/// record's own (`rc`). `person` gives all the person's records, for the other fields.
+fn eligible_score<'a, P: Iterator<Item = &'a SubjectRecord> + Clone>(
     (rc, r): (&Card, &SubjectRecord),
-    person: impl Iterator<Item = (&'a Card, &'a SubjectRecord)> + Clone,
+    faces: impl Iterator<Item = (&'a Card, &'a SubjectRecord)> + Clone,
+    person: impl FnOnce() -> P,
     at_least: f64,
 ) -> Option<Score> {
-    let dob = best(person.clone().map(|(c, _)| dates_agreement(rc.dob, c.dob)));
+    let dob = best(faces.clone().map(|(c, _)| dates_agreement(rc.dob, c.dob)));
     if dob.1 <= 0.0 {
         return None;
     }
-    let given = best(person.clone().map(|m| given_card_agreement((rc, r), m)));
+    let given = best(faces.map(|m| given_card_agreement((rc, r), m)));
     if given.1 <= 0.0 {
         return None;
     }
-    let person = person.map(|(_, m)| m);
+    let person = person();
     let family = best_of(r, person.clone(), family_agreement);
     let sex = best_of(r, person.clone(), sex_agreement);
     let postcode = best_of(r, person, postcode_agreement);
@@ -963,6 +969,10 @@ impl Linker {
             self.index_record(r as u32, rec);
         }
         self.records = records;
+        self.faces = vec![Faces::none(); self.records.len()];
+        for (&p, recs) in &self.members {
+            self.faces[p as usize] = Faces::of(recs, |r| self.cards[r as usize]);
+        }
     }
 
     fn new_record(&mut self, rec: SubjectRecord, offset: u64) -> u32 {
@@ -975,6 +985,7 @@ impl Linker {
         self.records.push(rec);
         self.person.push(r);
         self.members.insert(r, vec![r]);
+        self.faces.push(Faces::one(r, self.cards[r as usize]));
         self.family.push(r);
         self.family_members.insert(r, vec![r]);
         self.links_of.push(Vec::new());
@@ -1134,11 +1145,16 @@ impl Linker {
             .into_iter()
             .filter(|&p| Some(p) != skip)
             .filter_map(|p| {
-                let recs = self
-                    .person_records(p)
+                let faces = self.faces[p as usize]
+                    .as_slice()
                     .iter()
-                    .map(|&x| (&self.cards[x as usize], &self.records[x as usize]));
-                eligible_score((card, r), recs, at_least).map(|s| (p, s))
+                    .map(|(x, c)| (c, &self.records[*x as usize]));
+                let recs = || {
+                    self.person_records(p)
+                        .iter()
+                        .map(|&x| &self.records[x as usize])
+                };
+                eligible_score((card, r), faces, recs, at_least).map(|s| (p, s))
             })
             .collect();
         scored.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(&b.0)));
@@ -1278,6 +1294,8 @@ impl Linker {
         for &m in &moved {
             self.person[m as usize] = keep;
         }
+        let faces = std::mem::replace(&mut self.faces[gone as usize], Faces::none());
+        self.faces[keep as usize].join(faces);
         let list = self.members.entry(keep).or_default();
         list.extend(moved);
         list.sort_unstable();
@@ -1308,6 +1326,9 @@ impl Linker {
         self.person = (0..n).collect();
         self.family = (0..n).collect();
         self.members = (0..n).map(|r| (r, vec![r])).collect();
+        self.faces = (0..n)
+            .map(|r| Faces::one(r, self.cards[r as usize]))
+            .collect();
         self.family_members = (0..n).map(|r| (r, vec![r])).collect();
         for i in 0..self.links.len() {
             if !self.links[i].active {

@@ -108,6 +108,82 @@ impl Seen {
     }
 }
 
+/// The distinct cards of one person's records, each with the first of its records (in record
+/// order) that has it, in that order: what scoring asks of a person first (does a date of birth
+/// agree, does a given name), kept in one place. Asked of the person's records one by one,
+/// each question read the person's member list and then each record's card, all scattered in
+/// memory; most persons' records share one card. The best agreement over these is the best
+/// over all the records, and the first of equals is the same record's: equal cards agree
+/// equally, and each card comes with its first record.
+///
+/// A card that could not keep a given name ([`Card::given`] is `None`) is never taken for
+/// another: the comparison reads its record, which may differ.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Faces {
+    /// A person whose records all have one card (most persons; no list on the heap).
+    One((u32, Card)),
+    /// More cards, ascending by record.
+    Many(Vec<(u32, Card)>),
+}
+
+impl Faces {
+    /// No faces (a record that is no person's first).
+    pub(super) fn none() -> Faces {
+        Faces::Many(Vec::new())
+    }
+
+    /// The faces of a person of one record, `r`, with card `card`.
+    pub(super) fn one(r: u32, card: Card) -> Faces {
+        Faces::One((r, card))
+    }
+
+    /// The cards with their records, ascending by record.
+    pub(super) fn as_slice(&self) -> &[(u32, Card)] {
+        match self {
+            Faces::One(one) => std::slice::from_ref(one),
+            Faces::Many(v) => v,
+        }
+    }
+
+    /// The faces of `records` (ascending), each with its card from `card_of`.
+    pub(super) fn of(records: &[u32], card_of: impl Fn(u32) -> Card) -> Faces {
+        let mut faces: Option<Faces> = None;
+        for &r in records {
+            let one = Faces::one(r, card_of(r));
+            match &mut faces {
+                None => faces = Some(one),
+                Some(f) => f.join(one),
+            }
+        }
+        faces.unwrap_or_else(Faces::none)
+    }
+
+    /// Adds the faces of another person (whose records join this one's).
+    pub(super) fn join(&mut self, other: Faces) {
+        // Most joins are of two persons with one card each, the same.
+        if let (Faces::One(a), Faces::One(b)) = (&mut *self, &other) {
+            if a.1 == b.1 && a.1.given().is_some() {
+                a.0 = a.0.min(b.0);
+                return;
+            }
+        }
+        let mut all: Vec<(u32, Card)> = self.as_slice().to_vec();
+        all.extend_from_slice(other.as_slice());
+        all.sort_unstable_by_key(|&(r, _)| r);
+        let mut kept: Vec<(u32, Card)> = Vec::with_capacity(all.len());
+        for (r, c) in all {
+            let seen = c.given().is_some() && kept.iter().any(|(_, k)| *k == c);
+            if !seen {
+                kept.push((r, c));
+            }
+        }
+        *self = match kept.as_slice() {
+            [one] => Faces::One(*one),
+            _ => Faces::Many(kept),
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
