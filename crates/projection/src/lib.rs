@@ -660,24 +660,19 @@ impl State {
         kept.by_family.insert(fam, Arc::new(fresh));
     }
 
-    /// Adds a line to the in-memory index.
-    fn index(&mut self, offset: u64, line: &Line) {
+    /// Adds a line to the in-memory index (with the text the decoding thread made of it,
+    /// if it did).
+    fn index(&mut self, offset: u64, line: &mut Line) {
         let slot = offset as usize;
         if self.lines.len() <= slot {
             self.lines.resize_with(slot + 1, || None);
         }
-        self.lines[slot] = Some(Box::new(LineText {
-            event_id: line.event_id.as_str().into(),
-            // (A deferred line's summary is empty: one with text, which only an altered
-            // store could give, keeps it, so a comparison with a rebuild shows the change.)
-            summary: match line.deferred && line.summary.is_empty() {
-                true => Summary::Deferred(std::sync::OnceLock::new()),
-                false => Summary::Text(line.summary.as_str().into()),
-            },
-            records: line.records.as_slice().into(),
-            fact: line.fact.clone().map(Box::new),
-            erased: line.erased.clone().map(Box::new),
-        }));
+        let mut text = line
+            .text
+            .take()
+            .unwrap_or_else(|| Box::new(LineText::of(line)));
+        text.records = line.records.as_slice().into();
+        self.lines[slot] = Some(text);
         let metas = &self.metas;
         let found = self.meta_ids.get(line.kind.as_str()).and_then(|ids| {
             ids.iter().copied().find(|&m| {
@@ -758,7 +753,7 @@ impl State {
         line.records.sort_unstable();
         line.records.dedup();
         stale.note(line.records.iter().map(|&r| self.linker.family_of(r)));
-        self.index(offset, &line);
+        self.index(offset, &mut line);
         lines.push((offset, line));
     }
 
@@ -1203,6 +1198,7 @@ impl LineMeta<'_> {
             sealed: None,
             deferred: false,
             head: None,
+            text: None,
         }
     }
 }
@@ -1354,6 +1350,7 @@ fn decode_one(e: EntryView<'_>, keys: Option<&KeyView<'_>>) -> Result<Decoded, U
         &mut decoded
     {
         line.write_head();
+        line.text = Some(Box::new(LineText::of(line)));
     }
     Ok(decoded)
 }
@@ -1475,6 +1472,24 @@ struct LineText {
     erased: Option<Box<ErasedMark>>,
 }
 
+impl LineText {
+    /// The text of `line`, without its records (they come from linking, when it is applied).
+    fn of(line: &Line) -> LineText {
+        LineText {
+            event_id: line.event_id.as_str().into(),
+            // (A deferred line's summary is empty: one with text, which only an altered
+            // store could give, keeps it, so a comparison with a rebuild shows the change.)
+            summary: match line.deferred && line.summary.is_empty() {
+                true => Summary::Deferred(std::sync::OnceLock::new()),
+                false => Summary::Text(line.summary.as_str().into()),
+            },
+            records: Box::default(),
+            fact: line.fact.clone().map(Box::new),
+            erased: line.erased.clone().map(Box::new),
+        }
+    }
+}
+
 /// A timeline line's summary in memory.
 #[derive(Debug, Clone)]
 enum Summary {
@@ -1592,6 +1607,12 @@ struct Line {
     /// entry is decoded (off the thread that applies); `None` once the content changes.
     #[serde(skip)]
     head: Option<Vec<u8>>,
+    /// What the in-memory index keeps of the line ([`LineText`], records aside), made when
+    /// the entry is decoded (off the thread that applies, whose allocations and first touches
+    /// of fresh memory were a tenth of a rebuild's applying); `None` once the content changes,
+    /// and then made when the line is applied.
+    #[serde(skip)]
+    text: Option<Box<LineText>>,
 }
 
 /// A line as the line store keeps it: a sealed event's summary is sealed (and `summary` empty).
@@ -1703,6 +1724,7 @@ impl Line {
         self.sealed = None;
         self.deferred = false;
         self.head = None;
+        self.text = None;
         true
     }
 
@@ -2400,6 +2422,7 @@ impl Projection {
             for (offset, line) in &mut lines {
                 line.open_from_store(*offset, view.as_ref())
                     .map_err(ProjectionError::Keys)?;
+                line.text = Some(Box::new(LineText::of(line)));
             }
             Ok((lines, cut))
         };
@@ -2429,8 +2452,8 @@ impl Projection {
                 if let Some(bytes) = cut {
                     rewritten.push((first, bytes, slot));
                 }
-                for (offset, line) in &lines {
-                    state.index(*offset, line);
+                for (offset, mut line) in lines {
+                    state.index(offset, &mut line);
                 }
             }
             Ok(())

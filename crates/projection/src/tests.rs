@@ -1332,6 +1332,7 @@ mod stored_lines {
                 sealed: sealed.map(|(keys, text)| SealedLine { keys, text }),
                 deferred,
                 head: None,
+                text: None,
             };
             let mark = ErasedMark { at: Timestamp(at / 2), erasure_id: texts[2].clone() };
             // Erased before the head is written (at decoding), after it (in the batch), or not.
