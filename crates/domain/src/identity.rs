@@ -252,10 +252,10 @@ pub struct Linker {
     #[serde(skip)]
     by_key: HashMap<Key, u32>,
     #[serde(skip)]
-    by_hash: HashMap<String, u32>,
+    by_hash: HashMap<u64, u32>,
     /// The short hash of each record's key (ids are asked for on every query).
     #[serde(skip)]
-    hashes: Vec<String>,
+    hashes: Vec<u64>,
     by_nhs: HashMap<String, u32>,
     by_upn: HashMap<String, u32>,
     /// Records by block key, each list in record order.
@@ -341,16 +341,25 @@ fn block_key(tag: u8, parts: &[&[u8]]) -> u64 {
     h
 }
 
-fn short_hash(key: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+/// A record's short hash: the first eight bytes of the SHA-256 of its key, which public ids
+/// show as 16 lowercase hex digits ([`hex_of`]).
+fn short_hash(key: &str) -> u64 {
     let d = Sha256::digest(key.as_bytes());
-    // Written digit by digit into one string (formatting each byte made a string per byte).
-    let mut hex = String::with_capacity(16);
-    for b in &d[..8] {
-        hex.push(char::from(HEX[usize::from(b >> 4)]));
-        hex.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    hex
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// A short hash as ids write it: 16 lowercase hex digits.
+fn hex_of(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+/// The short hash that `hex` writes, if it is written as ids write one ([`hex_of`]): exactly
+/// 16 lowercase hex digits, nothing else.
+fn parse_short_hash(hex: &str) -> Option<u64> {
+    let digits = hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    digits.then(|| u64::from_str_radix(hex, 16).ok()).flatten()
 }
 
 fn date_bytes(d: Date) -> [u8; 4] {
@@ -719,23 +728,27 @@ impl Linker {
 
     /// The public id of a person: `p-` and a hash of its earliest record's key.
     pub fn person_id(&self, person: u32) -> String {
-        format!("p-{}", self.hashes[person as usize])
+        format!("p-{}", hex_of(self.hashes[person as usize]))
     }
 
     /// The public id of a family: `f-` and a hash of its earliest record's key.
     pub fn family_id(&self, family: u32) -> String {
-        format!("f-{}", self.hashes[family as usize])
+        format!("f-{}", hex_of(self.hashes[family as usize]))
     }
 
     /// The person a public id names; an id of a person since merged into another names that one.
     pub fn person_by_id(&self, id: &str) -> Option<u32> {
-        let r = *self.by_hash.get(id.strip_prefix("p-")?)?;
+        let r = *self
+            .by_hash
+            .get(&parse_short_hash(id.strip_prefix("p-")?)?)?;
         Some(self.person[r as usize])
     }
 
     /// The family a public id names (following merges).
     pub fn family_by_id(&self, id: &str) -> Option<u32> {
-        let r = *self.by_hash.get(id.strip_prefix("f-")?)?;
+        let r = *self
+            .by_hash
+            .get(&parse_short_hash(id.strip_prefix("f-")?)?)?;
         Some(self.family[r as usize])
     }
 
@@ -940,7 +953,7 @@ impl Linker {
     fn index_record(&mut self, r: u32, rec: &SubjectRecord) {
         self.by_key.insert(Key::of(&rec.key), r);
         let hash = short_hash(&rec.key);
-        self.by_hash.insert(hash.clone(), r);
+        self.by_hash.insert(hash, r);
         self.hashes.push(hash);
         self.cards.push(Card::of(rec));
         self.seen.push(Seen::of(rec));
@@ -1236,6 +1249,20 @@ impl Linker {
         })
     }
 
+    /// Whether both persons hold NHS numbers and share none ([`Linker::nhs_numbers`] of each
+    /// both non-empty and disjoint), without gathering them: asked at every union.
+    fn nhs_apart(&self, pa: u32, pb: u32) -> bool {
+        let of = |p: u32| {
+            self.person_records(p)
+                .iter()
+                .filter_map(|&m| self.records[m as usize].nhs_number.as_deref())
+        };
+        if of(pa).next().is_none() || of(pb).next().is_none() {
+            return false;
+        }
+        !of(pa).any(|x| of(pb).any(|y| x == y))
+    }
+
     fn nhs_numbers(&self, person: u32) -> BTreeSet<&str> {
         self.person_records(person)
             .iter()
@@ -1253,8 +1280,7 @@ impl Linker {
         if self.forbidden(a, b) {
             return Err("a person decided these are different people".into());
         }
-        let (na, nb) = (self.nhs_numbers(pa), self.nhs_numbers(pb));
-        if !na.is_empty() && !nb.is_empty() && na.is_disjoint(&nb) {
+        if self.nhs_apart(pa, pb) {
             return Err("the records carry different NHS numbers".into());
         }
         let i = self.links.len() as u32;

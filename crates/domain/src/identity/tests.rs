@@ -516,6 +516,13 @@ proptest! {
             }
         }
         prop_assert_eq!(seen, l.record_count());
+        for pa in l.persons() {
+            for pb in l.persons() {
+                let (na, nb) = (l.nhs_numbers(pa), l.nhs_numbers(pb));
+                let apart = !na.is_empty() && !nb.is_empty() && na.is_disjoint(&nb);
+                prop_assert_eq!(l.nhs_apart(pa, pb), apart);
+            }
+        }
         let (again, _) = run(&steps);
         prop_assert_eq!(again.digest(), l.digest());
         for c in l.candidates() {
@@ -530,18 +537,15 @@ fn derived(
     l: &Linker,
 ) -> (
     Vec<(String, u32)>,
-    Vec<(String, u32)>,
-    Vec<String>,
+    Vec<(u64, u32)>,
+    Vec<u64>,
     Vec<(u64, Vec<(u32, Date)>)>,
     Vec<Card>,
     Vec<Seen>,
     Vec<Faces>,
 ) {
-    let sorted = |m: &HashMap<String, u32>| {
-        let mut v: Vec<(String, u32)> = m.iter().map(|(k, &r)| (k.clone(), r)).collect();
-        v.sort();
-        v
-    };
+    let mut by_hash: Vec<(u64, u32)> = l.by_hash.iter().map(|(&k, &r)| (k, r)).collect();
+    by_hash.sort();
     let mut by_key: Vec<(String, u32)> = l
         .by_key
         .iter()
@@ -556,7 +560,7 @@ fn derived(
     blocks.sort();
     (
         by_key,
-        sorted(&l.by_hash),
+        by_hash,
         l.hashes.clone(),
         blocks,
         l.cards.clone(),
@@ -794,8 +798,37 @@ fn short_hashes_are_the_first_eight_bytes_of_the_keys_sha256_in_lowercase_hex() 
     ] {
         let d = Sha256::digest(key.as_bytes());
         let expected: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(short_hash(key), expected);
+        assert_eq!(hex_of(short_hash(key)), expected);
+        assert_eq!(parse_short_hash(&expected), Some(short_hash(key)));
     }
+}
+
+#[test]
+fn ids_are_found_only_as_they_are_written() {
+    let mut l = Linker::new();
+    let r = one(
+        &mut l,
+        0,
+        "police",
+        subject("P1", "Mia", "Smith", "2015-06-01", "NN1 1AA"),
+    );
+    let (person, family) = (l.person_id(l.person_of(r)), l.family_id(l.family_of(r)));
+    assert_eq!(person.len(), 18);
+    assert_eq!(l.person_by_id(&person), Some(l.person_of(r)));
+    assert_eq!(l.family_by_id(&family), Some(l.family_of(r)));
+    let hex = &person[2..];
+    for wrong in [
+        format!("f-{hex}"),
+        format!("p-{}", hex.to_uppercase()),
+        format!("p-{}", &hex[1..]),
+        format!("p-0{hex}"),
+        format!("p-+{}", &hex[1..]),
+        format!("p- {}", &hex[1..]),
+        hex.to_string(),
+    ] {
+        assert_eq!(l.person_by_id(&wrong), None, "{wrong}");
+    }
+    assert_eq!(l.family_by_id(&person), None);
 }
 
 #[test]
