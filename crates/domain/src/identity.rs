@@ -263,17 +263,17 @@ pub struct Linker {
     blocks: HashMap<u64, Vec<Blocked>>,
     /// Each record's [`Card`], in record order.
     #[serde(skip)]
-    cards: Vec<Card>,
+    cards: Chunked<Card>,
     /// What each record holds of what later events are compared with ([`Seen`]), in record
     /// order.
     #[serde(skip)]
-    seen: Vec<Seen>,
+    seen: Chunked<Seen>,
     person: Vec<u32>,
     members: HashMap<u32, Vec<u32>>,
     /// Each person's distinct cards ([`Faces`]), by person (empty for a record that is no
     /// person's first).
     #[serde(skip)]
-    faces: Vec<Faces>,
+    faces: Chunked<Faces>,
     family: Vec<u32>,
     family_members: HashMap<u32, Vec<u32>>,
     #[serde(
@@ -975,14 +975,14 @@ impl Linker {
         self.by_key = HashMap::default();
         self.by_hash = HashMap::default();
         self.hashes = Vec::with_capacity(records.len());
-        self.cards = Vec::with_capacity(records.len());
-        self.seen = Vec::with_capacity(records.len());
+        self.cards = Chunked::default();
+        self.seen = Chunked::default();
         self.blocks = HashMap::default();
         for (r, rec) in records.iter().enumerate() {
             self.index_record(r as u32, rec);
         }
         self.records = records;
-        self.faces = vec![Faces::none(); self.records.len()];
+        self.faces = (0..self.records.len()).map(|_| Faces::none()).collect();
         for (&p, recs) in &self.members {
             self.faces[p as usize] = Faces::of(recs, |r| self.cards[r as usize]);
         }

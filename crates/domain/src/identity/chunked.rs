@@ -1,4 +1,5 @@
-//! A list that grows a chunk at a time, for the linker's list of records (its largest).
+//! A list that grows a chunk at a time, for the linker's per-record lists: its records (its
+//! largest), and their cards, what is seen of them and their persons' faces.
 //!
 //! A `Vec` grows by doubling: each step allocates twice the room, copies everything over and
 //! frees the old room. For the records (a few hundred bytes each, about 170,000 in the 1M

@@ -540,9 +540,9 @@ fn derived(
     Vec<(u64, u32)>,
     Vec<u64>,
     Vec<(u64, Vec<(u32, Date)>)>,
-    Vec<Card>,
-    Vec<Seen>,
-    Vec<Faces>,
+    Chunked<Card>,
+    Chunked<Seen>,
+    Chunked<Faces>,
 ) {
     let mut by_hash: Vec<(u64, u32)> = l.by_hash.iter().map(|(&k, &r)| (k, r)).collect();
     by_hash.sort();
