@@ -342,7 +342,7 @@ fn block_key(tag: u8, parts: &[&[u8]]) -> u64 {
 }
 
 /// A record's short hash: the first eight bytes of the SHA-256 of its key, which public ids
-/// show as 16 lowercase hex digits ([`hex_of`]).
+/// show as 16 lowercase hex digits ([`id_of`]).
 fn short_hash(key: &str) -> u64 {
     let d = Sha256::digest(key.as_bytes());
     let mut first = [0u8; 8];
@@ -350,12 +350,13 @@ fn short_hash(key: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// A short hash as ids write it: 16 lowercase hex digits.
-fn hex_of(hash: u64) -> String {
-    format!("{hash:016x}")
+/// The public id of the person or family (`kind`: `p` or `f`) whose first record has short
+/// hash `hash`: the kind, a dash and the hash in 16 lowercase hex digits.
+fn id_of(kind: char, hash: u64) -> String {
+    format!("{kind}-{hash:016x}")
 }
 
-/// The short hash that `hex` writes, if it is written as ids write one ([`hex_of`]): exactly
+/// The short hash that `hex` writes, if it is written as ids write one ([`id_of`]): exactly
 /// 16 lowercase hex digits, nothing else.
 fn parse_short_hash(hex: &str) -> Option<u64> {
     let digits = hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
@@ -728,12 +729,12 @@ impl Linker {
 
     /// The public id of a person: `p-` and a hash of its earliest record's key.
     pub fn person_id(&self, person: u32) -> String {
-        format!("p-{}", hex_of(self.hashes[person as usize]))
+        id_of('p', self.hashes[person as usize])
     }
 
     /// The public id of a family: `f-` and a hash of its earliest record's key.
     pub fn family_id(&self, family: u32) -> String {
-        format!("f-{}", hex_of(self.hashes[family as usize]))
+        id_of('f', self.hashes[family as usize])
     }
 
     /// The person a public id names; an id of a person since merged into another names that one.

@@ -798,7 +798,7 @@ fn short_hashes_are_the_first_eight_bytes_of_the_keys_sha256_in_lowercase_hex() 
     ] {
         let d = Sha256::digest(key.as_bytes());
         let expected: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex_of(short_hash(key)), expected);
+        assert_eq!(id_of('p', short_hash(key)), format!("p-{expected}"));
         assert_eq!(parse_short_hash(&expected), Some(short_hash(key)));
     }
 }
