@@ -18,6 +18,8 @@
 
 mod canonical;
 
+pub(crate) use canonical::special;
+
 use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};

@@ -1350,7 +1350,7 @@ fn decode_one(e: EntryView<'_>, keys: Option<&KeyView<'_>>) -> Result<Decoded, U
         &mut decoded
     {
         line.write_head();
-        line.text = Some(Box::new(LineText::of(line)));
+        line.make_text();
     }
     Ok(decoded)
 }
@@ -1747,6 +1747,12 @@ impl Line {
         }
     }
 
+    /// Makes what the in-memory index keeps of the line (see [`Line::text`]), once its content
+    /// is final, off the thread that applies.
+    fn make_text(&mut self) {
+        self.text = Some(Box::new(LineText::of(self)));
+    }
+
     /// Writes the line's head (see [`Line::head`]).
     fn write_head(&mut self) {
         self.head = self.plain_head().or_else(|| {
@@ -1764,7 +1770,7 @@ impl Line {
     fn plain_head(&self) -> Option<Vec<u8>> {
         use std::io::Write as _;
         let texts = [&self.source, &self.kind, &self.event_id, &self.summary];
-        let plain = |s: &&String| !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+        let plain = |s: &&String| inplace::special(s.as_bytes()).is_none();
         if self.fact.is_some()
             || self.erased.is_some()
             || self.sealed.is_some()
@@ -2422,7 +2428,7 @@ impl Projection {
             for (offset, line) in &mut lines {
                 line.open_from_store(*offset, view.as_ref())
                     .map_err(ProjectionError::Keys)?;
-                line.text = Some(Box::new(LineText::of(line)));
+                line.make_text();
             }
             Ok((lines, cut))
         };

@@ -258,11 +258,13 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Where the first quote, backslash or control character of `bytes` is: the end of a string
-/// without escapes, or what makes this reader give up. Eight bytes at a time (the ciphertext,
-/// most of an entry, is one long string): a word has one of them if one of its bytes XORed
-/// with `"` or `\\` is zero or it is below 0x20, which the usual bit tricks tell exactly.
-fn special(bytes: &[u8]) -> Option<usize> {
+/// Where the first quote, backslash or control character of `bytes` is (the bytes JSON
+/// escapes in a string): the end of a string without escapes, or what makes this reader give
+/// up; `None` for a text JSON writes as it is (as a line's plain head asks). Eight bytes at a
+/// time (the ciphertext, most of an entry, is one long string): a word has one of them if one
+/// of its bytes XORed with `"` or `\\` is zero or it is below 0x20, which the usual bit tricks
+/// tell exactly.
+pub(crate) fn special(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
     let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
