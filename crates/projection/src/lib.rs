@@ -189,9 +189,14 @@ struct AccessState {
     sharing: Vec<SharingDecision>,
     /// Break-glass grants, in log order.
     grants: Vec<BreakGlass>,
-    /// Consent ids by the partner records they name (derived from `consents`).
+    /// The consents naming each partner record, as places in `consent_ids` (derived from
+    /// `consents`; numbers rather than copies of the ids, as a county's consents name a
+    /// quarter of a million records).
     #[serde(skip)]
-    by_record: HashMap<String, Vec<String>>,
+    by_record: HashMap<String, Vec<u32>>,
+    /// The ids of the consents `by_record` names, in the order they were indexed.
+    #[serde(skip)]
+    consent_ids: Vec<String>,
 }
 
 /// The access log index's key for every access entry (the others are `u/`, `f/` and `p/` keys).
@@ -273,20 +278,40 @@ impl AccessIndex {
 }
 
 impl AccessState {
-    fn index_consent(by_record: &mut HashMap<String, Vec<String>>, c: &ConsentGiven) {
+    /// Adds consent `c` (not indexed before) to `by_record` and `consent_ids`.
+    fn index_consent(
+        by_record: &mut HashMap<String, Vec<u32>>,
+        consent_ids: &mut Vec<String>,
+        c: &ConsentGiven,
+    ) {
+        let n = consent_ids.len() as u32;
+        consent_ids.push(c.consent_id.clone());
         for r in &c.records {
-            let ids = by_record.entry(r.clone()).or_default();
-            if !ids.contains(&c.consent_id) {
-                ids.push(c.consent_id.clone());
+            match by_record.get_mut(r.as_str()) {
+                Some(list) => {
+                    if list.last() != Some(&n) {
+                        list.push(n);
+                    }
+                }
+                None => {
+                    by_record.insert(r.clone(), vec![n]);
+                }
             }
         }
     }
 
     fn reindex(&mut self) {
         self.by_record.clear();
+        self.consent_ids.clear();
         for c in self.consents.values() {
-            Self::index_consent(&mut self.by_record, c);
+            Self::index_consent(&mut self.by_record, &mut self.consent_ids, c);
         }
+    }
+
+    /// The ids of the consents naming partner record `key`.
+    fn consents_of(&self, key: &str) -> impl Iterator<Item = &str> {
+        let list = self.by_record.get(key).map_or(&[][..], Vec::as_slice);
+        list.iter().map(|&n| self.consent_ids[n as usize].as_str())
     }
 
     /// Applies a consent, withdrawal or sharing decision (access entries: [`AccessState::grant`]).
@@ -294,7 +319,7 @@ impl AccessState {
         match d {
             Decoded::Consent(c) => {
                 if !self.consents.contains_key(&c.consent_id) {
-                    Self::index_consent(&mut self.by_record, &c);
+                    Self::index_consent(&mut self.by_record, &mut self.consent_ids, &c);
                     self.consents.insert(c.consent_id.clone(), *c);
                 }
             }
@@ -860,9 +885,7 @@ impl State {
     fn consents_naming(&self, records: &[u32]) -> Vec<(&ConsentGiven, Option<Timestamp>)> {
         let mut ids: Vec<&str> = Vec::new();
         for &r in records {
-            if let Some(list) = self.access.by_record.get(&self.linker.record(r).key) {
-                ids.extend(list.iter().map(String::as_str));
-            }
+            ids.extend(self.access.consents_of(&self.linker.record(r).key));
         }
         ids.sort_unstable();
         ids.dedup();
@@ -1240,26 +1263,25 @@ enum Opened {
     Erased(Event<Sealed>, ErasedMark, String),
 }
 
-/// The keys `ids` from `keys`, for `what`; `Ok(Err(..))` when an erasure destroyed one (the
-/// earliest such erasure, and its label); `Err` when a key is missing without a record of
-/// erasing it, or there is no key store.
-#[allow(clippy::type_complexity)]
-fn gather_keys(
+/// Looks up the keys `ids` in `keys`, for `what`, giving each live one to `live`; `Ok(Some(..))`
+/// when an erasure destroyed one (the earliest such erasure, and its label); `Err` when a key
+/// is missing without a record of erasing it, or there is no key store.
+fn check_keys(
     keys: Option<&KeyView<'_>>,
     ids: &[impl AsRef<str>],
     what: impl Fn() -> String,
-) -> Result<Result<Vec<DataKey>, (ErasedMark, String)>, String> {
+    mut live: impl FnMut(DataKey),
+) -> Result<Option<(ErasedMark, String)>, String> {
     let Some(ks) = keys else {
         return Err(format!(
             "{} is sealed but this hub has no key store; give it the key store the log was written with",
             what()
         ));
     };
-    let mut raw = Vec::with_capacity(ids.len());
     let mut erased: Option<(ErasedMark, String)> = None;
     for id in ids.iter().map(AsRef::as_ref) {
         match ks.get(id) {
-            KeyState::Live(k) => raw.push(k),
+            KeyState::Live(k) => live(k),
             KeyState::Erased(t) => {
                 let mark = ErasedMark {
                     at: t.erased_at,
@@ -1277,7 +1299,19 @@ fn gather_keys(
             }
         }
     }
-    Ok(match erased {
+    Ok(erased)
+}
+
+/// The keys `ids` from `keys`, for `what` ([`check_keys`]); `Ok(Err(..))` when an erasure
+/// destroyed one.
+#[allow(clippy::type_complexity)]
+fn gather_keys(
+    keys: Option<&KeyView<'_>>,
+    ids: &[impl AsRef<str>],
+    what: impl Fn() -> String,
+) -> Result<Result<Vec<DataKey>, (ErasedMark, String)>, String> {
+    let mut raw = Vec::with_capacity(ids.len());
+    Ok(match check_keys(keys, ids, what, |k| raw.push(k))? {
         Some(e) => Err(e),
         None => Ok(raw),
     })
@@ -1318,7 +1352,8 @@ fn deferred_line(
     ids: &[impl AsRef<str>],
 ) -> Result<Line, String> {
     let what = || format!("event {}/{}", line.source, line.event_id);
-    match gather_keys(keys, ids, what)?.err() {
+    // Only whether the keys are there: the payload is not opened now.
+    match check_keys(keys, ids, what, |_| {})? {
         Some((mark, label)) => {
             line.erase(&mark, &label);
         }
