@@ -1148,10 +1148,15 @@ impl Linker {
                     // A link needs an agreeing date of birth: skip the rest before scoring
                     // (read from the block, not the record, which is elsewhere in memory).
                     if r.dob.is_some_and(|d| dates_agree(d, b.dob)) {
-                        persons.push(self.person[b.record as usize]);
+                        persons.push(b.record);
                     }
                 }
             }
+        }
+        // Records to persons in a pass of their own: the lookups (scattered, most missing the
+        // cache) do not wait on each other there, where between date checks few overlapped.
+        for x in &mut persons {
+            *x = self.person[*x as usize];
         }
         persons.sort_unstable();
         persons.dedup();
