@@ -73,6 +73,15 @@ pub const SNAPSHOT_ENTRIES_PER_RECORD: u64 = 3;
 pub const ACCESS_ENTRY_THIRDS: u64 = 1;
 /// Entries read from the log per applied batch.
 pub const APPLY_BATCH: usize = 2_000;
+/// Decoded batches each of a long catch-up's two helpers keeps waiting besides the one it
+/// hands over. While most subject records are new (a rebuild's first seconds) the applying
+/// thread is the slower side, and the helpers decode ahead into this room instead of idling,
+/// which leaves them less to do later, when they compete with it for the cores. Fresh
+/// `tellonce rebuild`s of the 1M demo, alternated: 2 batches 232k/245k/241k/224k events/s,
+/// 8 batches 248k/253k/250k/221k, 16 256k/262k/251k/233k, 32 256k/268k/260k/247k; peak RSS
+/// 732-744 MB at 2, 784-808 at 16, 800-845 at 32, 979-1,007 at 64 (no faster). With none (a
+/// rendezvous) rebuilds were ~8% slower.
+pub const DECODED_AHEAD: usize = 32;
 /// On close, a snapshot is kept (not written again) while fewer than one in this many of the
 /// log's entries came after it.
 pub const CLOSE_KEEPS_SNAPSHOT: u64 = 50;
@@ -3064,10 +3073,7 @@ impl Projection {
             let (recycle, recycled) = std::sync::mpsc::channel::<Spent>();
             for h in 0..2u64 {
                 let recycle = recycle.clone();
-                // A helper keeps up to two decoded batches waiting besides the one it hands
-                // over: with none (a rendezvous), the cores idled while the applying thread
-                // and a helper waited on each other, and rebuilds were ~8% slower.
-                let (give, take) = std::sync::mpsc::sync_channel::<Batch>(2);
+                let (give, take) = std::sync::mpsc::sync_channel::<Batch>(DECODED_AHEAD);
                 let (spend, spent) = std::sync::mpsc::channel::<Garbage>();
                 ahead.push(take);
                 garbage.push(spend);
