@@ -36,6 +36,22 @@ pub fn binary() -> Result<PathBuf, String> {
     ))
 }
 
+/// Whether what listens on loopback `port` is the NATS server named `name`: its first line is
+/// the `INFO` greeting, which carries the `server_name`.
+fn greets_as(port: u16, name: &str) -> bool {
+    use std::io::{BufRead, BufReader, Read};
+    let Ok(conn) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    // A greeting is a few hundred bytes; anything else is read no further than this.
+    let read = BufReader::new(conn).take(64 << 10).read_line(&mut line);
+    read.is_ok()
+        && line.starts_with("INFO ")
+        && line.contains(&format!("\"server_name\":\"{name}\""))
+}
+
 /// Waits (at most 30 s) until the server monitored on `port` says `/healthz` is ok, which in
 /// a cluster means its JetStream has found the meta leader.
 fn wait_healthy(port: u16, dir: &Path) -> Result<(), String> {
@@ -76,6 +92,8 @@ pub struct NatsServer {
     pub port: u16,
     /// Its storage folder.
     pub store_dir: PathBuf,
+    /// The `server_name` of its configuration, which its greeting must carry.
+    name: String,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -102,22 +120,40 @@ impl NatsServer {
 
     /// Like [`NatsServer::start`]; with `fsync_always` false the server keeps NATS's default
     /// `sync_interval` (an fsync every two minutes), to measure what `always` costs.
+    /// Ports are found free and then bound by the server, so another test may take the port
+    /// in between: a start that fails on a port in use is tried again on a new port, in a new
+    /// folder under `dir` (three tries in all).
     pub fn start_with(dir: &Path, fsync_always: bool) -> Result<NatsServer, String> {
+        let mut attempt = 1;
+        loop {
+            let at = match attempt {
+                1 => dir.to_path_buf(),
+                n => dir.join(format!("try-{n}")),
+            };
+            match Self::start_once(&at, fsync_always) {
+                Err(e) if attempt < 3 && e.contains("address already in use") => attempt += 1,
+                done => return done,
+            }
+        }
+    }
+
+    fn start_once(dir: &Path, fsync_always: bool) -> Result<NatsServer, String> {
         let bin = binary()?;
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let name = format!("tellonce-test-{port}");
         let store_dir = dir.join("jetstream");
         std::fs::create_dir_all(&store_dir).map_err(|e| e.to_string())?;
         let conf = dir.join("nats.conf");
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{port}\nserver_name: tellonce-test-{port}\njetstream {{\n  store_dir: {:?}\n{}}}\n",
+                "listen: 127.0.0.1:{port}\nserver_name: {name}\njetstream {{\n  store_dir: {:?}\n{}}}\n",
                 store_dir.display().to_string(),
                 sync_line(fsync_always)
             ),
         )
         .map_err(|e| e.to_string())?;
-        let mut server = spawn(&bin, &conf, dir, port, store_dir)?;
+        let mut server = spawn(&bin, &conf, dir, (port, name), store_dir)?;
         server.wait_ready(dir)?;
         Ok(server)
     }
@@ -196,9 +232,14 @@ impl NatsCluster {
                 ),
             )
             .map_err(|e| e.to_string())?;
-            cluster
-                .nodes
-                .push(spawn(&bin, &conf, &node_dir, *client, store_dir)?);
+            let node_name = format!("{name}-n{i}");
+            cluster.nodes.push(spawn(
+                &bin,
+                &conf,
+                &node_dir,
+                (*client, node_name),
+                store_dir,
+            )?);
             cluster.confs.push(conf);
             cluster.dirs.push(node_dir);
         }
@@ -226,19 +267,21 @@ impl NatsCluster {
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         let bin = binary()?;
         let old = &self.nodes[i];
-        let (port, store) = (old.port, old.store_dir.clone());
+        let (port, name, store) = (old.port, old.name.clone(), old.store_dir.clone());
         self.nodes[i].kill();
-        self.nodes[i] = spawn(&bin, &self.confs[i], &self.dirs[i], port, store)?;
+        self.nodes[i] = spawn(&bin, &self.confs[i], &self.dirs[i], (port, name), store)?;
         let dir = self.dirs[i].clone();
         self.nodes[i].wait_ready(&dir)
     }
 }
 
+/// Starts `bin` with configuration `conf` (which listens on `port` and names the server
+/// `name`), logging to `dir/nats.log`.
 fn spawn(
     bin: &Path,
     conf: &Path,
     dir: &Path,
-    port: u16,
+    (port, name): (u16, String),
     store_dir: PathBuf,
 ) -> Result<NatsServer, String> {
     let log = std::fs::OpenOptions::new()
@@ -258,15 +301,18 @@ fn spawn(
         url: format!("nats://127.0.0.1:{port}"),
         port,
         store_dir,
+        name,
     })
 }
 
 impl NatsServer {
-    /// Waits (at most 20 s) until the server accepts connections.
+    /// Waits (at most 20 s) until the server accepts connections: until what answers on its
+    /// port greets as this server (another process may hold a port found free, and then this
+    /// server exits, which is reported with its log).
     fn wait_ready(&mut self, dir: &Path) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if greets_as(self.port, &self.name) {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -305,5 +351,39 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// A listener that greets each of `n` connections with `greeting`; its port.
+    fn greeter(greeting: &'static str, n: usize) -> (u16, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let t = std::thread::spawn(move || {
+            for conn in l.incoming().take(n) {
+                let _ = conn.expect("accept").write_all(greeting.as_bytes());
+            }
+        });
+        (port, t)
+    }
+
+    #[test]
+    fn only_the_named_server_greets_as_itself() {
+        let info = "INFO {\"server_id\":\"X\",\"server_name\":\"tellonce-test-1\",\"version\":\"2.15.1\"}\r\n";
+        let (port, t) = greeter(info, 3);
+        assert!(greets_as(port, "tellonce-test-1"));
+        assert!(!greets_as(port, "tellonce-test-2"), "another server's name");
+        assert!(!greets_as(port, "tellonce-test-"), "a prefix of the name");
+        t.join().expect("greeter");
+        let (port, t) = greeter("HTTP/1.0 200 OK\r\n\r\n", 1);
+        assert!(!greets_as(port, "tellonce-test-1"), "not a NATS server");
+        t.join().expect("greeter");
+        let port = free_port().expect("port");
+        assert!(!greets_as(port, "tellonce-test-1"), "nothing listening");
     }
 }
