@@ -79,8 +79,9 @@ pub const APPLY_BATCH: usize = 2_000;
 /// which leaves them less to do later, when they compete with it for the cores. Fresh
 /// `tellonce rebuild`s of the 1M demo, alternated: 2 batches 232k/245k/241k/224k events/s,
 /// 8 batches 248k/253k/250k/221k, 16 256k/262k/251k/233k, 32 256k/268k/260k/247k; peak RSS
-/// 732-744 MB at 2, 784-808 at 16, 800-845 at 32, 979-1,007 at 64 (no faster). With none (a
-/// rendezvous) rebuilds were ~8% slower.
+/// 732-744 MB at 2, 784-808 at 16, 800-845 at 32, 979-1,007 at 64 (not faster in three runs).
+/// With none (a rendezvous) rebuilds were ~8% slower. A catch-up told to stop drops what was
+/// decoded ahead (at most this many batches per helper).
 pub const DECODED_AHEAD: usize = 32;
 /// On close, a snapshot is kept (not written again) while fewer than one in this many of the
 /// log's entries came after it.

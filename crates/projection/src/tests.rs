@@ -2109,3 +2109,49 @@ fn a_decoded_entry_stays_small() {
         std::mem::size_of::<DecodeResult>()
     );
 }
+
+/// Each partner record lists each consent naming it once, whether a consent names it twice or
+/// several consents name it, the same when applied one by one and when worked out again (as
+/// after loading a snapshot), and a consent applied twice is indexed once.
+#[test]
+fn consents_by_record_name_each_consent_once() {
+    let recs = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect();
+    let all = &[Category::EarlyHelp];
+    let mut state = AccessState::default();
+    for c in [
+        consent_for(
+            "C-2",
+            recs(&["police/A", "school/B", "police/A"]),
+            &["*"],
+            all,
+        ),
+        consent_for("C-1", recs(&["school/B", "nhs/C"]), &["*"], all),
+        consent_for("C-2", recs(&["nhs/D"]), &["*"], all),
+    ] {
+        state.apply(Decoded::Consent(Box::new(c)));
+    }
+    let named = |st: &AccessState, key: &str| {
+        let mut ids: Vec<String> = st.consents_of(key).map(String::from).collect();
+        ids.sort();
+        ids
+    };
+    let expect = [
+        ("police/A", vec!["C-2"]),
+        ("school/B", vec!["C-1", "C-2"]),
+        ("nhs/C", vec!["C-1"]),
+        ("nhs/D", vec![]),
+        ("police/Z", vec![]),
+    ];
+    for (key, ids) in &expect {
+        assert_eq!(named(&state, key), *ids, "{key}");
+        assert_eq!(
+            state.consents_of(key).count(),
+            ids.len(),
+            "{key}: no repeats"
+        );
+    }
+    state.reindex();
+    for (key, ids) in &expect {
+        assert_eq!(named(&state, key), *ids, "{key} after reindexing");
+    }
+}
