@@ -96,6 +96,19 @@ pub struct NatsServer {
     name: String,
 }
 
+/// `start` in `dir/try-1`, and again in `dir/try-2` and `dir/try-3` while it fails on a port
+/// in use: ports are found free and then bound by the servers, so another test may take one
+/// in between.
+fn on_free_ports<T>(dir: &Path, start: impl Fn(&Path) -> Result<T, String>) -> Result<T, String> {
+    let mut attempt = 1;
+    loop {
+        match start(&dir.join(format!("try-{attempt}"))) {
+            Err(e) if attempt < 3 && e.contains("address already in use") => attempt += 1,
+            done => return done,
+        }
+    }
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -120,21 +133,9 @@ impl NatsServer {
 
     /// Like [`NatsServer::start`]; with `fsync_always` false the server keeps NATS's default
     /// `sync_interval` (an fsync every two minutes), to measure what `always` costs.
-    /// Ports are found free and then bound by the server, so another test may take the port
-    /// in between: a start that fails on a port in use is tried again on a new port, in a new
-    /// folder under `dir` (three tries in all).
+    /// A start that loses its port is tried again ([`on_free_ports`]).
     pub fn start_with(dir: &Path, fsync_always: bool) -> Result<NatsServer, String> {
-        let mut attempt = 1;
-        loop {
-            let at = match attempt {
-                1 => dir.to_path_buf(),
-                n => dir.join(format!("try-{n}")),
-            };
-            match Self::start_once(&at, fsync_always) {
-                Err(e) if attempt < 3 && e.contains("address already in use") => attempt += 1,
-                done => return done,
-            }
-        }
+        on_free_ports(dir, |at| Self::start_once(at, fsync_always))
     }
 
     fn start_once(dir: &Path, fsync_always: bool) -> Result<NatsServer, String> {
@@ -183,18 +184,9 @@ impl NatsCluster {
     }
 
     /// Like [`NatsCluster::start`], choosing `sync_interval` as [`NatsServer::start_with`].
-    /// Ports are found free and then bound by the servers, so another test may take one in
-    /// between: a start that fails on a port in use is tried again on new ports, in a new
-    /// folder (three tries in all).
+    /// A start that loses a port is tried again ([`on_free_ports`]).
     pub fn start_with(dir: &Path, n: usize, fsync_always: bool) -> Result<NatsCluster, String> {
-        let mut attempt = 1;
-        loop {
-            let tried = Self::start_once(&dir.join(format!("try-{attempt}")), n, fsync_always);
-            match tried {
-                Err(e) if attempt < 3 && e.contains("address already in use") => attempt += 1,
-                done => return done,
-            }
-        }
+        on_free_ports(dir, |at| Self::start_once(at, n, fsync_always))
     }
 
     fn start_once(dir: &Path, n: usize, fsync_always: bool) -> Result<NatsCluster, String> {

@@ -108,15 +108,21 @@ impl KeyView<'_> {
     }
 }
 
+impl Inner {
+    /// The slots in the key file.
+    fn slots(&self) -> u64 {
+        self.slot_keys.len() as u64
+    }
+}
+
 struct Inner {
     keys: File,
     tombs: File,
-    slots: u64,
     /// Live keys' slots, by key id. Small entries (not the keys): a rebuild looks up every
     /// sealed event's keys here, and a table of whole keys was four times the size, twice the
     /// L3 cache at the 1M-event demo.
     by_id: HashMap<[u8; 8], u64>,
-    /// Each slot's key and name hash (zeros where destroyed): `slots` of them.
+    /// Each slot's key and name hash (zeros where destroyed): one per slot of the file.
     slot_keys: Vec<(DataKey, [u8; 16])>,
     by_name: HashMap<[u8; 16], [u8; 8]>,
     erased: HashMap<[u8; 8], Tombstone>,
@@ -209,7 +215,6 @@ impl KeyStore {
         let mut inner = Inner {
             keys,
             tombs,
-            slots: 0,
             by_id: HashMap::default(),
             slot_keys: Vec::new(),
             by_name: HashMap::default(),
@@ -251,7 +256,6 @@ impl KeyStore {
         if good as usize != whole || bytes.len() % SLOT != 0 {
             inner.keys.set_len(good * SLOT as u64).map_err(io(&kp))?;
         }
-        inner.slots = good;
         for (slot, id, name) in unfinished {
             Self::zero(&inner.keys, slot, id, name).map_err(io(&kp))?;
         }
@@ -259,7 +263,7 @@ impl KeyStore {
         let sync_file = inner.keys.try_clone().map_err(io(&kp))?;
         Ok(KeyStore {
             dir: dir.to_path_buf(),
-            synced: Mutex::new(inner.slots),
+            synced: Mutex::new(inner.slots()),
             sync_file,
             inner: RwLock::new(inner),
             sealing: tokio::sync::RwLock::new(()),
@@ -326,7 +330,7 @@ impl KeyStore {
         if *synced >= need {
             return Ok(());
         }
-        let target = self.read().slots;
+        let target = self.read().slots();
         if let Err(e) = self.sync_file.sync_data() {
             self.lock().failed = Some(format!("fsync of the key store failed: {e}"));
             return Err(self.io_err(KEYS_FILE)(e));
@@ -351,6 +355,7 @@ impl KeyStore {
             });
         }
         let mut need = 0u64;
+        let before = inner.slots();
         let mut fresh: Vec<u8> = Vec::new();
         let mut all = Vec::with_capacity(lists.len());
         for names in lists {
@@ -378,7 +383,7 @@ impl KeyStore {
                     }
                 }
                 rng.fill_bytes(&mut key);
-                let slot = inner.slots + (fresh.len() / SLOT) as u64;
+                let slot = inner.slots();
                 need = need.max(slot + 1);
                 fresh.extend_from_slice(&slot_bytes(id, h, &key, LIVE));
                 inner.by_id.insert(id, slot);
@@ -389,7 +394,7 @@ impl KeyStore {
             all.push(out);
         }
         if !fresh.is_empty() {
-            let at = inner.slots * SLOT as u64;
+            let at = before * SLOT as u64;
             if let Err(e) = inner.keys.write_all_at(&fresh, at) {
                 // Forget the keys that may not be on disk; nothing was sealed with them yet.
                 for s in fresh.chunks_exact(SLOT) {
@@ -400,12 +405,10 @@ impl KeyStore {
                     inner.by_id.remove(&id);
                     inner.by_name.remove(&name);
                 }
-                let slots = inner.slots as usize;
-                inner.slot_keys.truncate(slots);
+                inner.slot_keys.truncate(before as usize);
                 let _ = inner.keys.set_len(at);
                 return Err(self.io_err(KEYS_FILE)(e));
             }
-            inner.slots += (fresh.len() / SLOT) as u64;
         }
         Ok((all, need))
     }

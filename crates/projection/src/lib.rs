@@ -199,14 +199,45 @@ struct AccessState {
     sharing: Vec<SharingDecision>,
     /// Break-glass grants, in log order.
     grants: Vec<BreakGlass>,
-    /// The consents naming each partner record, as places in `consent_ids` (derived from
-    /// `consents`; numbers rather than copies of the ids, as a county's consents name a
-    /// quarter of a million records).
+    /// The consents naming each partner record (derived from `consents`).
     #[serde(skip)]
+    by_record: ConsentIndex,
+}
+
+/// The consents naming each partner record: numbers into one list of consent ids rather than
+/// copies of the ids, as a county's consents name a quarter of a million records.
+#[derive(Debug, Default)]
+struct ConsentIndex {
+    /// Places in `ids`, by partner record.
     by_record: HashMap<String, Vec<u32>>,
-    /// The ids of the consents `by_record` names, in the order they were indexed.
-    #[serde(skip)]
-    consent_ids: Vec<String>,
+    /// The consents' ids, in the order they were added.
+    ids: Vec<String>,
+}
+
+impl ConsentIndex {
+    /// Adds consent `c` (not added before).
+    fn add(&mut self, c: &ConsentGiven) {
+        let n = self.ids.len() as u32;
+        self.ids.push(c.consent_id.clone());
+        for r in &c.records {
+            match self.by_record.get_mut(r.as_str()) {
+                Some(list) => {
+                    if list.last() != Some(&n) {
+                        list.push(n);
+                    }
+                }
+                None => {
+                    self.by_record.insert(r.clone(), vec![n]);
+                }
+            }
+        }
+    }
+
+    /// The ids of the consents naming partner record `key`.
+    fn of(&self, key: &str) -> impl Iterator<Item = &str> {
+        let list = self.by_record.get(key).map_or(&[][..], Vec::as_slice);
+        list.iter().map(|&n| self.ids[n as usize].as_str())
+    }
 }
 
 /// The access log index's key for every access entry (the others are `u/`, `f/` and `p/` keys).
@@ -288,40 +319,16 @@ impl AccessIndex {
 }
 
 impl AccessState {
-    /// Adds consent `c` (not indexed before) to `by_record` and `consent_ids`.
-    fn index_consent(
-        by_record: &mut HashMap<String, Vec<u32>>,
-        consent_ids: &mut Vec<String>,
-        c: &ConsentGiven,
-    ) {
-        let n = consent_ids.len() as u32;
-        consent_ids.push(c.consent_id.clone());
-        for r in &c.records {
-            match by_record.get_mut(r.as_str()) {
-                Some(list) => {
-                    if list.last() != Some(&n) {
-                        list.push(n);
-                    }
-                }
-                None => {
-                    by_record.insert(r.clone(), vec![n]);
-                }
-            }
-        }
-    }
-
     fn reindex(&mut self) {
-        self.by_record.clear();
-        self.consent_ids.clear();
+        self.by_record = ConsentIndex::default();
         for c in self.consents.values() {
-            Self::index_consent(&mut self.by_record, &mut self.consent_ids, c);
+            self.by_record.add(c);
         }
     }
 
     /// The ids of the consents naming partner record `key`.
     fn consents_of(&self, key: &str) -> impl Iterator<Item = &str> {
-        let list = self.by_record.get(key).map_or(&[][..], Vec::as_slice);
-        list.iter().map(|&n| self.consent_ids[n as usize].as_str())
+        self.by_record.of(key)
     }
 
     /// Applies a consent, withdrawal or sharing decision (access entries: [`AccessState::grant`]).
@@ -329,7 +336,7 @@ impl AccessState {
         match d {
             Decoded::Consent(c) => {
                 if !self.consents.contains_key(&c.consent_id) {
-                    Self::index_consent(&mut self.by_record, &mut self.consent_ids, &c);
+                    self.by_record.add(&c);
                     self.consents.insert(c.consent_id.clone(), *c);
                 }
             }
