@@ -108,13 +108,6 @@ impl KeyView<'_> {
     }
 }
 
-impl Inner {
-    /// The slots in the key file.
-    fn slots(&self) -> u64 {
-        self.slot_keys.len() as u64
-    }
-}
-
 struct Inner {
     keys: File,
     tombs: File,
@@ -128,6 +121,13 @@ struct Inner {
     erased: HashMap<[u8; 8], Tombstone>,
     /// Set when an fsync failed: keys may not be on disk, so no more are handed out.
     failed: Option<String>,
+}
+
+impl Inner {
+    /// The slots in the key file.
+    fn slots(&self) -> u64 {
+        self.slot_keys.len() as u64
+    }
 }
 
 /// The key store (see the module docs).

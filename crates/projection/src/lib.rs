@@ -201,7 +201,7 @@ struct AccessState {
     grants: Vec<BreakGlass>,
     /// The consents naming each partner record (derived from `consents`).
     #[serde(skip)]
-    by_record: ConsentIndex,
+    consent_index: ConsentIndex,
 }
 
 /// The consents naming each partner record: numbers into one list of consent ids rather than
@@ -320,15 +320,15 @@ impl AccessIndex {
 
 impl AccessState {
     fn reindex(&mut self) {
-        self.by_record = ConsentIndex::default();
+        self.consent_index = ConsentIndex::default();
         for c in self.consents.values() {
-            self.by_record.add(c);
+            self.consent_index.add(c);
         }
     }
 
     /// The ids of the consents naming partner record `key`.
     fn consents_of(&self, key: &str) -> impl Iterator<Item = &str> {
-        self.by_record.of(key)
+        self.consent_index.of(key)
     }
 
     /// Applies a consent, withdrawal or sharing decision (access entries: [`AccessState::grant`]).
@@ -336,7 +336,7 @@ impl AccessState {
         match d {
             Decoded::Consent(c) => {
                 if !self.consents.contains_key(&c.consent_id) {
-                    self.by_record.add(&c);
+                    self.consent_index.add(&c);
                     self.consents.insert(c.consent_id.clone(), *c);
                 }
             }
