@@ -443,7 +443,8 @@ impl<D: Dir> EmbeddedLog<D> {
     }
 
     /// Reads up to `max` entries from `from`, handing each to `each` as a view of the bytes
-    /// read (checked as [`frame::view`] checks them). Returns how many.
+    /// read (checked as [`frame::view`] checks them; each hash but the last is the next
+    /// entry's `prev_hash`). Returns how many.
     fn read_each(
         &self,
         from: u64,
@@ -481,12 +482,32 @@ impl<D: Dir> EmbeddedLog<D> {
             }
             let span = &mut data[..len];
             file.read_exact_at(span, start)?;
-            for (i, &p) in rel.iter().enumerate() {
-                let a = (u64::from(p) - start) as usize;
+            let frame_at = |i: usize| {
+                let a = (u64::from(rel[i]) - start) as usize;
                 let b = rel
                     .get(i + 1)
                     .map_or(len, |&q| (u64::from(q) - start) as usize);
-                each(frame::view(&span[a..b], first_offset + i as u64)?.entry);
+                &span[a..b]
+            };
+            let mut checked = false;
+            for i in 0..rel.len() {
+                let (frame, offset) = (frame_at(i), first_offset + i as u64);
+                if !checked {
+                    frame::check(frame, offset)?;
+                }
+                // An entry's hash is the `prev_hash` of the entry after it, under that entry's
+                // checksum: the open checked the chain against the hashes it worked out, and
+                // appends since wrote the hashes they worked out. Only a read's last entry is
+                // hashed (SHA-256 of every entry was a tenth of a rebuild's decoding).
+                let hash = if i + 1 < rel.len() {
+                    let next = frame_at(i + 1);
+                    frame::check(next, offset + 1)?;
+                    frame::prev_hash_in(next)
+                } else {
+                    frame::hash_of(frame)
+                };
+                checked = i + 1 < rel.len();
+                each(frame::view_peeked(frame, offset, hash)?.entry);
                 n += 1;
             }
         }

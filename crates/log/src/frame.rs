@@ -174,13 +174,26 @@ pub fn decode(frame: &[u8], expected_offset: u64) -> Result<StoredEntry, LogErro
 /// Verifies a frame and returns a view of it without copying; `expected_offset` is checked
 /// against the stored one.
 pub fn view(frame: &[u8], expected_offset: u64) -> Result<FrameView<'_>, LogError> {
-    match peek(frame) {
-        Peek::Frame { len } if len == frame.len() => {}
-        Peek::Frame { .. } => return Err(corrupt(expected_offset, "frame length mismatch")),
-        Peek::Short => return Err(corrupt(expected_offset, "truncated entry")),
-        Peek::Invalid(why) => return Err(corrupt(expected_offset, why)),
-    }
+    check(frame, expected_offset)?;
     view_peeked(frame, expected_offset, hash_of(frame))
+}
+
+/// Checks that `frame` is one whole frame whose checksum verifies ([`peek`]); the error says
+/// what is wrong at `expected_offset`.
+pub(crate) fn check(frame: &[u8], expected_offset: u64) -> Result<(), LogError> {
+    match peek(frame) {
+        Peek::Frame { len } if len == frame.len() => Ok(()),
+        Peek::Frame { .. } => Err(corrupt(expected_offset, "frame length mismatch")),
+        Peek::Short => Err(corrupt(expected_offset, "truncated entry")),
+        Peek::Invalid(why) => Err(corrupt(expected_offset, why)),
+    }
+}
+
+/// The `prev_hash` stored in `frame`, a whole frame that [`check`] accepted.
+pub(crate) fn prev_hash_in(frame: &[u8]) -> Hash {
+    let mut h = [0u8; 32];
+    h.copy_from_slice(&frame[HEADER_LEN + 8..HEADER_LEN + 40]);
+    h
 }
 
 fn corrupt(offset: u64, what: &str) -> LogError {
