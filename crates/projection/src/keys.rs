@@ -80,9 +80,9 @@ struct TombLine {
 
 /// What the store holds for a key id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyState {
-    /// The key.
-    Live(DataKey),
+pub enum KeyState<K = DataKey> {
+    /// The key ([`KeyView::get`]), or only that it is live ([`KeyView::state`]).
+    Live(K),
     /// Destroyed by an erasure.
     Erased(Tombstone),
     /// Never held here: the store is not the one the log was written with, or was lost.
@@ -95,11 +95,24 @@ pub struct KeyView<'a>(RwLockReadGuard<'a, Inner>);
 impl KeyView<'_> {
     /// What the store holds for key `id`.
     pub fn get(&self, id: &str) -> KeyState {
+        self.find(id, |slot| self.0.slot_keys[slot as usize].0)
+    }
+
+    /// What the store holds for key `id`, without reading a live key itself: a rebuild checks
+    /// the keys of every sealed event it does not open, and the table of keys is three times
+    /// the size of the table of ids.
+    pub fn state(&self, id: &str) -> KeyState<()> {
+        self.find(id, |_| ())
+    }
+
+    /// What the store holds for key `id`, a live key's slot given to `live`.
+    #[inline]
+    fn find<K>(&self, id: &str, live: impl FnOnce(u64) -> K) -> KeyState<K> {
         let Some(raw) = parse_id(id) else {
             return KeyState::Missing;
         };
         if let Some(&slot) = self.0.by_id.get(&raw) {
-            return KeyState::Live(self.0.slot_keys[slot as usize].0);
+            return KeyState::Live(live(slot));
         }
         match self.0.erased.get(&raw) {
             Some(t) => KeyState::Erased(t.clone()),
@@ -565,11 +578,20 @@ mod tests {
                     _ => KeyState::Live(*key),
                 };
                 assert_eq!(ks.get(id), want, "key {i}");
+                // The state without the key says the same.
+                let state = match want {
+                    KeyState::Live(_) => KeyState::Live(()),
+                    KeyState::Erased(t) => KeyState::Erased(t),
+                    KeyState::Missing => KeyState::Missing,
+                };
+                assert_eq!(ks.view().state(id), state, "key {i}");
             }
             for (id, key) in &more {
                 assert_eq!(ks.get(id), KeyState::Live(*key));
             }
             assert_eq!(ks.get("00000000000000ff"), KeyState::Missing);
+            assert_eq!(ks.view().state("00000000000000ff"), KeyState::Missing);
+            assert_eq!(ks.view().state("not hex"), KeyState::Missing);
             assert_eq!(ks.counts(), (6, 2));
         };
         check(&ks);

@@ -1280,14 +1280,16 @@ enum Opened {
     Erased(Event<Sealed>, ErasedMark, String),
 }
 
-/// Looks up the keys `ids` in `keys`, for `what`, giving each live one to `live`; `Ok(Some(..))`
-/// when an erasure destroyed one (the earliest such erasure, and its label); `Err` when a key
-/// is missing without a record of erasing it, or there is no key store.
-fn check_keys(
-    keys: Option<&KeyView<'_>>,
+/// Looks up the keys `ids` in `keys` with `lookup` ([`KeyView::get`], or [`KeyView::state`]
+/// where only whether they are live counts), for `what`, giving each live one to `live`;
+/// `Ok(Some(..))` when an erasure destroyed one (the earliest such erasure, and its label);
+/// `Err` when a key is missing without a record of erasing it, or there is no key store.
+fn check_keys<'k, K>(
+    keys: Option<&KeyView<'k>>,
     ids: &[impl AsRef<str>],
     what: impl Fn() -> String,
-    mut live: impl FnMut(DataKey),
+    lookup: impl Fn(&KeyView<'k>, &str) -> KeyState<K>,
+    mut live: impl FnMut(K),
 ) -> Result<Option<(ErasedMark, String)>, String> {
     let Some(ks) = keys else {
         return Err(format!(
@@ -1297,7 +1299,7 @@ fn check_keys(
     };
     let mut erased: Option<(ErasedMark, String)> = None;
     for id in ids.iter().map(AsRef::as_ref) {
-        match ks.get(id) {
+        match lookup(ks, id) {
             KeyState::Live(k) => live(k),
             KeyState::Erased(t) => {
                 let mark = ErasedMark {
@@ -1328,10 +1330,12 @@ fn gather_keys(
     what: impl Fn() -> String,
 ) -> Result<Result<Vec<DataKey>, (ErasedMark, String)>, String> {
     let mut raw = Vec::with_capacity(ids.len());
-    Ok(match check_keys(keys, ids, what, |k| raw.push(k))? {
-        Some(e) => Err(e),
-        None => Ok(raw),
-    })
+    Ok(
+        match check_keys(keys, ids, what, KeyView::get, |k| raw.push(k))? {
+            Some(e) => Err(e),
+            None => Ok(raw),
+        },
+    )
 }
 
 /// A sealed event whose summary is deferred to its first read: linked and indexed from its
@@ -1370,7 +1374,7 @@ fn deferred_line(
 ) -> Result<Line, String> {
     let what = || format!("event {}/{}", line.source, line.event_id);
     // Only whether the keys are there: the payload is not opened now.
-    match check_keys(keys, ids, what, |_| {})? {
+    match check_keys(keys, ids, what, KeyView::state, |()| {})? {
         Some((mark, label)) => {
             line.erase(&mark, &label);
         }
