@@ -238,6 +238,18 @@ pub enum DecisionError {
     SameRecord,
 }
 
+/// A record as the table of keys holds it: its number, and what later events about it are
+/// compared with first, in the same slot. Most events are about known records that they change
+/// nothing of; kept in a list by record of their own, the [`Seen`]s were a second cache miss per
+/// subject, about a tenth of applying (profiled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    /// The record's number.
+    record: u32,
+    /// Its newest postcode and its identifiers.
+    seen: Seen,
+}
+
 /// The linking state: records, persons, families, candidates and conflicts. Serialized
 /// without the indexes worked out from the records alone (by key, by short hash, the blocks),
 /// which deserializing rebuilds in record order, as the records made them.
@@ -249,8 +261,9 @@ pub struct Linker {
         deserialize_with = "rows::de_records"
     )]
     records: Chunked<SubjectRecord>,
+    /// Records by key, each with what later events about it are compared with first.
     #[serde(skip)]
-    by_key: HashMap<Key, u32>,
+    by_key: HashMap<Key, Held>,
     #[serde(skip)]
     by_hash: HashMap<u64, u32>,
     /// The short hash of each record's key (ids are asked for on every query).
@@ -264,10 +277,6 @@ pub struct Linker {
     /// Each record's [`Card`], in record order.
     #[serde(skip)]
     cards: Chunked<Card>,
-    /// What each record holds of what later events are compared with ([`Seen`]), in record
-    /// order.
-    #[serde(skip)]
-    seen: Chunked<Seen>,
     person: Vec<u32>,
     members: HashMap<u32, Vec<u32>>,
     /// Each person's distinct cards ([`Faces`]), by person (empty for a record that is no
@@ -677,7 +686,7 @@ impl Linker {
 
     /// A record's index by key (`source/local_id`).
     pub fn record_by_key(&self, key: &str) -> Option<u32> {
-        self.by_key.get(key.as_bytes()).copied()
+        self.by_key.get(key.as_bytes()).map(|h| h.record)
     }
 
     /// The person (cluster id: its earliest record) a record belongs to.
@@ -873,8 +882,8 @@ impl Linker {
                 }
             }
             let r = match self.by_key.get(key.as_bytes()) {
-                Some(&r) => {
-                    self.update_record(r, s, offset);
+                Some(&Held { record: r, seen }) => {
+                    self.update_record(r, seen, s, offset);
                     r
                 }
                 None => self.new_record(record_from(source, key.clone(), offset, s), offset),
@@ -952,12 +961,13 @@ impl Linker {
 
     /// Adds record `r` (the next, `rec`) to the indexes worked out from records alone.
     fn index_record(&mut self, r: u32, rec: &SubjectRecord) {
-        self.by_key.insert(Key::of(&rec.key), r);
+        let seen = Seen::of(rec);
+        self.by_key
+            .insert(Key::of(&rec.key), Held { record: r, seen });
         let hash = short_hash(&rec.key);
         self.by_hash.insert(hash, r);
         self.hashes.push(hash);
         self.cards.push(Card::of(rec));
-        self.seen.push(Seen::of(rec));
         // Only records with a date of birth have block keys.
         if let Some(dob) = rec.dob {
             for k in Self::block_keys(rec, false) {
@@ -977,7 +987,6 @@ impl Linker {
         self.by_hash = HashMap::default();
         self.hashes = Vec::with_capacity(records.len());
         self.cards = Chunked::default();
-        self.seen = Chunked::default();
         self.blocks = HashMap::default();
         for (r, rec) in records.iter().enumerate() {
             self.index_record(r as u32, rec);
@@ -1014,14 +1023,16 @@ impl Linker {
         r
     }
 
-    fn update_record(&mut self, r: u32, s: impl SubjectFields, offset: u64) {
+    /// Updates known record `r` (which `seen`, its [`Held`] entry, describes) with subject
+    /// `s` of the event at `offset`.
+    fn update_record(&mut self, r: u32, mut seen: Seen, s: impl SubjectFields, offset: u64) {
         let ri = r as usize;
         if let Some(p) = s.postcode() {
-            // Most events give the postcode added last: the card says so without the record.
-            let known = Seen::holds(self.seen[ri].postcode, p);
+            // Most events give the postcode added last: `seen` says so without the record.
+            let known = Seen::holds(seen.postcode, p);
             if !p.is_empty() && !known && !self.records[ri].postcodes.iter().any(|x| x == p) {
                 self.records[ri].postcodes.push(p.to_string());
-                self.seen[ri] = Seen::of(&self.records[ri]);
+                seen = self.reseen(ri);
                 // A new address may be what a partner that met the family after a move has.
                 self.link_by_score(r, offset);
             }
@@ -1029,7 +1040,7 @@ impl Linker {
         for id in [Identifier::Nhs, Identifier::Upn] {
             let Some(v) = id.of_subject(&s) else { continue };
             // Most events give the identifier the record holds: nothing to do.
-            if Seen::holds(id.of_seen(&self.seen[ri]), v) {
+            if Seen::holds(id.of_seen(&seen), v) {
                 continue;
             }
             match id.of_record(&self.records[ri]) {
@@ -1045,7 +1056,7 @@ impl Linker {
                         continue;
                     }
                     *id.slot(&mut self.records[ri]) = Some(v.to_string());
-                    self.seen[ri] = Seen::of(&self.records[ri]);
+                    seen = self.reseen(ri);
                     self.link_identifier(r, v.to_string(), id, offset);
                 }
                 Some(held) if held.as_str() != v => {
@@ -1059,6 +1070,17 @@ impl Linker {
                 Some(_) => {}
             }
         }
+    }
+
+    /// Works out record `ri`'s [`Seen`] again (it changed), keeps it in its [`Held`] entry,
+    /// and returns it.
+    fn reseen(&mut self, ri: usize) -> Seen {
+        let rec = &self.records[ri];
+        let seen = Seen::of(rec);
+        if let Some(held) = self.by_key.get_mut(rec.key.as_bytes()) {
+            held.seen = seen;
+        }
+        seen
     }
 
     /// Links `r` to the holder of identifier `v`, or registers `r` as its holder.

@@ -536,22 +536,22 @@ proptest! {
 fn derived(
     l: &Linker,
 ) -> (
-    Vec<(String, u32)>,
+    Vec<(String, Held)>,
     Vec<(u64, u32)>,
     Vec<u64>,
     Vec<(u64, Vec<(u32, Date)>)>,
     Chunked<Card>,
-    Chunked<Seen>,
     Chunked<Faces>,
 ) {
     let mut by_hash: Vec<(u64, u32)> = l.by_hash.iter().map(|(&k, &r)| (k, r)).collect();
     by_hash.sort();
-    let mut by_key: Vec<(String, u32)> = l
+    let mut by_key: Vec<(String, Held)> = l
         .by_key
         .iter()
-        .map(|(k, &r)| (String::from_utf8_lossy(k.as_bytes()).into_owned(), r))
+        .map(|(k, &h)| (String::from_utf8_lossy(k.as_bytes()).into_owned(), h))
         .collect();
-    by_key.sort();
+    // Keys are unique, so ordering by them alone is total.
+    by_key.sort_by(|a, b| a.0.cmp(&b.0));
     let mut blocks: Vec<(u64, Vec<(u32, Date)>)> = l
         .blocks
         .iter()
@@ -564,7 +564,6 @@ fn derived(
         l.hashes.clone(),
         blocks,
         l.cards.clone(),
-        l.seen.clone(),
         l.faces.clone(),
     )
 }
