@@ -22,6 +22,7 @@
 //! yields the same ids. [`Linker`] is the whole state; it is a plain value that serializes, so
 //! the projection can snapshot it.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 // A fast hash (seeded per process, like std's): the linker looks up keys several times per
@@ -84,13 +85,15 @@ pub struct SubjectRecord {
     pub postcodes: Vec<String>,
 }
 
-/// How one field compared, and what it added to the score.
+/// How one field compared, and what it added to the score. The words are the scorer's own
+/// (borrowed, not copied: every score and every scored link held ten small strings on the
+/// heap), or owned where read back from elsewhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldScore {
     /// The field: `given_name`, `family_name`, `date_of_birth`, `sex`, `postcode`.
-    pub field: String,
+    pub field: Cow<'static, str>,
     /// How it compared, e.g. `exact`, `nickname`, `typo`, `swapped`, `different`.
-    pub agreement: String,
+    pub agreement: Cow<'static, str>,
     /// The weight added.
     pub weight: f64,
 }
@@ -522,6 +525,28 @@ fn postcode_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f6
 
 type Cmp = fn(&SubjectRecord, &SubjectRecord) -> (&'static str, f64);
 
+/// Every word a score's explanation uses, for a field or an agreement: read back from a
+/// snapshot, they are borrowed from here rather than kept as copies ([`FieldScore`]).
+pub(crate) const SCORE_WORDS: [&str; 17] = [
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "sex",
+    "postcode",
+    "day_month_swapped",
+    "different",
+    "exact",
+    "first_middle_swap",
+    "given_is_middle",
+    "hyphenated_part",
+    "initial",
+    "missing",
+    "nickname",
+    "one_digit_off",
+    "same",
+    "typo",
+];
+
 /// The fields a score compares, in the order its explanation lists them.
 const FIELDS: [(&str, Cmp); 5] = [
     ("given_name", given_agreement),
@@ -562,8 +587,8 @@ fn score_of(best: [(&'static str, f64); 5]) -> Score {
         }
         total += weight;
         fields.push(FieldScore {
-            field: field.to_string(),
-            agreement: agreement.to_string(),
+            field: Cow::Borrowed(field),
+            agreement: Cow::Borrowed(agreement),
             weight,
         });
     }

@@ -89,8 +89,8 @@ fn fields_pb(s: &Score) -> Vec<pb::FieldAgreement> {
     s.fields
         .iter()
         .map(|f| pb::FieldAgreement {
-            field: f.field.clone(),
-            agreement: f.agreement.clone(),
+            field: f.field.to_string(),
+            agreement: f.agreement.to_string(),
             weight: f.weight,
         })
         .collect()

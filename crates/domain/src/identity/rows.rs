@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Chunked, FieldScore, Link, LinkWhy, Score, SubjectRecord};
+use std::borrow::Cow;
+
+use super::{Chunked, FieldScore, Link, LinkWhy, Score, SubjectRecord, SCORE_WORDS};
 use crate::event::Sex;
 use crate::time::{Date, Timestamp};
 
@@ -123,11 +125,15 @@ struct FieldsRef<'a>(&'a [FieldScore]);
 
 impl Serialize for FieldsRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.0
-                .iter()
-                .map(|f| (f.field.as_str(), f.agreement.as_str(), f.weight)),
-        )
+        s.collect_seq(self.0.iter().map(|f| (&*f.field, &*f.agreement, f.weight)))
+    }
+}
+
+/// `word` of a score's explanation, borrowed from [`SCORE_WORDS`] where it is one of them.
+fn score_word(word: String) -> Cow<'static, str> {
+    match SCORE_WORDS.iter().find(|w| **w == word) {
+        Some(w) => Cow::Borrowed(w),
+        None => Cow::Owned(word),
     }
 }
 
@@ -176,8 +182,8 @@ pub(super) fn de_links<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Link>, D::
                         fields: fields
                             .into_iter()
                             .map(|(field, agreement, weight)| FieldScore {
-                                field,
-                                agreement,
+                                field: score_word(field),
+                                agreement: score_word(agreement),
                                 weight,
                             })
                             .collect(),
@@ -241,6 +247,11 @@ mod tests {
                     agreement: "day_month_swapped".into(),
                     weight: 2.5,
                 },
+                FieldScore {
+                    field: "postcode".into(),
+                    agreement: "a word this version does not use".into(),
+                    weight: 0.0,
+                },
             ],
         };
         let why = [
@@ -276,5 +287,23 @@ mod tests {
         let back: Linker = serde_json::from_str(&json).expect("load");
         assert_eq!(back.records, l.records);
         assert_eq!(back.links, l.links);
+        // The scorer's words come back borrowed; any other word as it was.
+        let LinkWhy::Scored { score } = &back.links[2].why else {
+            panic!("a scored link");
+        };
+        let borrowed = |c: &Cow<'static, str>| matches!(c, Cow::Borrowed(_));
+        assert!(score.fields.iter().all(|f| borrowed(&f.field)));
+        assert!(borrowed(&score.fields[0].agreement) && borrowed(&score.fields[1].agreement));
+        assert!(!borrowed(&score.fields[2].agreement));
+    }
+
+    /// The words are distinct, and every field a score compares is one of them.
+    #[test]
+    fn the_score_words_hold_every_field() {
+        let words: std::collections::BTreeSet<&str> = SCORE_WORDS.into_iter().collect();
+        assert_eq!(words.len(), SCORE_WORDS.len());
+        for (field, _) in super::super::FIELDS {
+            assert!(words.contains(field), "{field}");
+        }
     }
 }

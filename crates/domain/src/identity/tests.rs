@@ -164,7 +164,7 @@ fn scored_link_with_nickname_explains_itself() {
     };
     assert!(score.total >= LINK_THRESHOLD);
     let given = score.fields.iter().find(|f| f.field == "given_name");
-    assert_eq!(given.map(|f| f.agreement.as_str()), Some("nickname"));
+    assert_eq!(given.map(|f| &*f.agreement), Some("nickname"));
 }
 
 #[test]
