@@ -1452,7 +1452,10 @@ fn decode_record(e: EntryView<'_>, keys: Option<&KeyView<'_>>) -> Result<Decoded
 /// before, so every entry the projection applies extends the hash chain it has checked so
 /// far. Checked before anything is applied: a batch that breaks is applied not at all. The
 /// log verified its chain when it opened, so a break means its files changed under the hub,
-/// or an engine returned the wrong entries.
+/// or an engine returned the wrong entries. (The embedded engine gives each entry of one read
+/// the next entry's `prev_hash` as its hash and hashes only the read's last entry, so within a
+/// read the chain holds by construction: an entry rewritten on disk after the open, its
+/// checksum made to fit, is found by `log verify`, `audit verify` and the next open, not here.)
 fn check_continues(entries: &[EntryAt], next: u64, last_hash: Hash) -> Result<(), ProjectionError> {
     let (mut offset, mut hash) = (next, last_hash);
     for e in entries.iter().filter(|e| e.offset >= next) {
