@@ -280,12 +280,16 @@ pub struct Linker {
     /// Each record's [`Card`], in record order.
     #[serde(skip)]
     cards: Chunked<Card>,
+    /// Each record's person (its members say it: worked out again on load).
+    #[serde(skip)]
     person: Vec<u32>,
     members: HashMap<u32, Vec<u32>>,
     /// Each person's distinct cards ([`Faces`]), by person (empty for a record that is no
     /// person's first).
     #[serde(skip)]
     faces: Chunked<Faces>,
+    /// Each record's family (its members say it: worked out again on load).
+    #[serde(skip)]
     family: Vec<u32>,
     family_members: HashMap<u32, Vec<u32>>,
     #[serde(
@@ -293,8 +297,12 @@ pub struct Linker {
         deserialize_with = "rows::de_links"
     )]
     links: Vec<Link>,
+    /// Each record's links, by their place in `links` (worked out again on load).
+    #[serde(skip)]
     links_of: Vec<Vec<u32>>,
     rels: Vec<(u32, u32, RelationshipKind)>,
+    /// The record pairs of `rels` ([`pair`]; worked out again on load).
+    #[serde(skip)]
     rel_seen: HashSet<u64>,
     cannot: HashMap<u32, Vec<u32>>,
     candidates: Vec<Candidate>,
@@ -317,6 +325,7 @@ impl<'de> Deserialize<'de> for Linker {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut l = Linker::deserialize(d)?;
         l.index_records();
+        l.derive_from_lists().map_err(serde::de::Error::custom)?;
         Ok(l)
     }
 }
@@ -526,7 +535,9 @@ fn postcode_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f6
 type Cmp = fn(&SubjectRecord, &SubjectRecord) -> (&'static str, f64);
 
 /// Every word a score's explanation uses, for a field or an agreement: read back from a
-/// snapshot, they are borrowed from here rather than kept as copies ([`FieldScore`]).
+/// snapshot, they are borrowed from here rather than kept as copies ([`FieldScore`]). A
+/// snapshot writes each as its place in this list, so add words at the end only: never
+/// reorder or remove one (a test pins the list).
 pub(crate) const SCORE_WORDS: [&str; 17] = [
     "given_name",
     "family_name",
@@ -1002,6 +1013,44 @@ impl Linker {
                     .push(Blocked { record: r, dob });
             }
         }
+    }
+
+    /// Works out again what a snapshot leaves out because its lists say it (after
+    /// deserializing): each record's person and family from the members of each, each record's
+    /// links from the links in order (as linking added them), and the pairs of the stated
+    /// relationships. (About a tenth of a snapshot's bytes.) `Err` where the lists name a
+    /// record that is not there, or leave one out.
+    fn derive_from_lists(&mut self) -> Result<(), String> {
+        let n = self.records.len();
+        let owners = |groups: &HashMap<u32, Vec<u32>>, what: &str| -> Result<Vec<u32>, String> {
+            let mut of = vec![u32::MAX; n];
+            for (&g, recs) in groups {
+                for &r in recs {
+                    match of.get_mut(r as usize) {
+                        Some(slot) if *slot == u32::MAX => *slot = g,
+                        Some(_) => return Err(format!("record {r} is in two {what}s")),
+                        None => return Err(format!("a {what} names record {r}, of {n}")),
+                    }
+                }
+            }
+            match of.iter().position(|&g| g == u32::MAX) {
+                Some(r) => Err(format!("record {r} is in no {what}")),
+                None => Ok(of),
+            }
+        };
+        self.person = owners(&self.members, "person")?;
+        self.family = owners(&self.family_members, "family")?;
+        self.links_of = vec![Vec::new(); n];
+        for (i, link) in self.links.iter().enumerate() {
+            for r in [link.a, link.b] {
+                self.links_of
+                    .get_mut(r as usize)
+                    .ok_or_else(|| format!("a link names record {r}, of {n}"))?
+                    .push(i as u32);
+            }
+        }
+        self.rel_seen = self.rels.iter().map(|&(a, b, _)| pair(a, b)).collect();
+        Ok(())
     }
 
     /// Rebuilds the indexes worked out from records alone (after deserializing), in record

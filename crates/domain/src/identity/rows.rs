@@ -93,7 +93,8 @@ pub(super) fn de_records<'de, D: Deserializer<'de>>(
 }
 
 /// Why a link was made, as read back (written as [`WhyRef`]): one letter for the variant (serde's external tag), then its
-/// values in order; a score's fields as `[field, agreement, weight]`.
+/// values in order; a score's fields as `[field, agreement, weight]`, each word its place in
+/// [`SCORE_WORDS`] (or the word, where it is not one of them, as older snapshots wrote all).
 #[derive(Deserialize)]
 enum Why {
     /// [`LinkWhy::SameNhsNumber`].
@@ -101,7 +102,7 @@ enum Why {
     /// [`LinkWhy::SameUpn`].
     U,
     /// [`LinkWhy::Scored`]: total, eligible, fields.
-    S(f64, bool, Vec<(String, String, f64)>),
+    S(f64, bool, Vec<(Word, Word, f64)>),
     /// [`LinkWhy::Confirmed`]: decided by, reason, decided at.
     C(String, String, Timestamp),
 }
@@ -120,20 +121,57 @@ enum WhyRef<'a> {
     C(&'a str, &'a str, Timestamp),
 }
 
-/// A score's fields, written as `[field, agreement, weight]` each.
+/// A score's fields, written as `[field, agreement, weight]` each, the words as [`WordRef`]s.
 struct FieldsRef<'a>(&'a [FieldScore]);
 
 impl Serialize for FieldsRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|f| (&*f.field, &*f.agreement, f.weight)))
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|f| (WordRef(&f.field), WordRef(&f.agreement), f.weight)),
+        )
     }
 }
 
-/// `word` of a score's explanation, borrowed from [`SCORE_WORDS`] where it is one of them.
-fn score_word(word: String) -> Cow<'static, str> {
-    match SCORE_WORDS.iter().find(|w| **w == word) {
-        Some(w) => Cow::Borrowed(w),
-        None => Cow::Owned(word),
+/// A word of a score's explanation as written: its place in [`SCORE_WORDS`] where it is one of
+/// them (a scored link's words were a quarter of a snapshot's links), else the word.
+struct WordRef<'a>(&'a str);
+
+impl Serialize for WordRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match SCORE_WORDS.iter().position(|w| *w == self.0) {
+            Some(i) => s.serialize_u8(i as u8),
+            None => s.serialize_str(self.0),
+        }
+    }
+}
+
+/// A word of a score's explanation as read back ([`WordRef`]), borrowed from [`SCORE_WORDS`]
+/// where it is one of them.
+struct Word(Cow<'static, str>);
+
+impl<'de> Deserialize<'de> for Word {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Word;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a score word, or its place in the list of them")
+            }
+            fn visit_u64<E: serde::de::Error>(self, i: u64) -> Result<Word, E> {
+                let word = usize::try_from(i).ok().and_then(|i| SCORE_WORDS.get(i));
+                word.map(|w| Word(Cow::Borrowed(*w)))
+                    .ok_or_else(|| E::custom(format!("no score word number {i}")))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Word, E> {
+                Ok(Word(match SCORE_WORDS.iter().find(|w| **w == s) {
+                    Some(w) => Cow::Borrowed(*w),
+                    None => Cow::Owned(s.to_string()),
+                }))
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 
@@ -182,8 +220,8 @@ pub(super) fn de_links<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Link>, D::
                         fields: fields
                             .into_iter()
                             .map(|(field, agreement, weight)| FieldScore {
-                                field: score_word(field),
-                                agreement: score_word(agreement),
+                                field: field.0,
+                                agreement: agreement.0,
                                 weight,
                             })
                             .collect(),
@@ -268,13 +306,16 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(|(i, why)| Link {
-                a: i as u32,
-                b: i as u32 + 7,
+                a: (i % 2) as u32,
+                b: 1 - (i % 2) as u32,
                 why,
                 offset: 100 + i as u64,
                 active: i != 2,
             })
             .collect();
+        // Each record its own person and family (loading works each record's out from them).
+        l.members = (0..2).map(|r| (r, vec![r])).collect();
+        l.family_members = l.members.clone();
         let json = serde_json::to_string(&l).expect("save");
         for name in [
             "\"given\"",
@@ -295,13 +336,49 @@ mod tests {
         assert!(score.fields.iter().all(|f| borrowed(&f.field)));
         assert!(borrowed(&score.fields[0].agreement) && borrowed(&score.fields[1].agreement));
         assert!(!borrowed(&score.fields[2].agreement));
+        // Known words are written as their places; a snapshot that wrote them out (as older
+        // ones did) reads the same.
+        let placed = "[0,13,3.0]";
+        assert!(json.contains(placed), "{json}");
+        let older = json.replace(placed, "[\"given_name\",\"nickname\",3.0]");
+        assert_ne!(older, json);
+        let back: Linker = serde_json::from_str(&older).expect("load an older snapshot");
+        assert_eq!(back.links, l.links);
+        let unknown = json.replace(placed, "[0,99,3.0]");
+        let err = serde_json::from_str::<Linker>(&unknown).expect_err("no word 99");
+        assert!(err.to_string().contains("no score word number 99"), "{err}");
     }
 
-    /// The words are distinct, and every field a score compares is one of them.
+    /// The words are distinct, every field a score compares is one of them, and their places
+    /// are the ones snapshots were written with.
     #[test]
     fn the_score_words_hold_every_field() {
         let words: std::collections::BTreeSet<&str> = SCORE_WORDS.into_iter().collect();
         assert_eq!(words.len(), SCORE_WORDS.len());
+        let written = [
+            "given_name",
+            "family_name",
+            "date_of_birth",
+            "sex",
+            "postcode",
+            "day_month_swapped",
+            "different",
+            "exact",
+            "first_middle_swap",
+            "given_is_middle",
+            "hyphenated_part",
+            "initial",
+            "missing",
+            "nickname",
+            "one_digit_off",
+            "same",
+            "typo",
+        ];
+        assert_eq!(
+            SCORE_WORDS[..written.len()],
+            written,
+            "add words at the end only"
+        );
         for (field, _) in super::super::FIELDS {
             assert!(words.contains(field), "{field}");
         }

@@ -568,6 +568,20 @@ fn derived(
     )
 }
 
+/// What a snapshot leaves out because its lists say it: each record's person and family and
+/// links, and the pairs of the stated relationships (sorted).
+#[allow(clippy::type_complexity)]
+fn from_lists(l: &Linker) -> (Vec<u32>, Vec<u32>, Vec<Vec<u32>>, Vec<u64>) {
+    let mut rel_seen: Vec<u64> = l.rel_seen.iter().copied().collect();
+    rel_seen.sort();
+    (
+        l.person.clone(),
+        l.family.clone(),
+        l.links_of.clone(),
+        rel_seen,
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -585,6 +599,7 @@ proptest! {
         prop_assert_eq!(&loaded.records, &kept.records);
         prop_assert_eq!(&loaded.links, &kept.links);
         prop_assert_eq!(derived(&loaded), derived(&kept));
+        prop_assert_eq!(from_lists(&loaded), from_lists(&kept));
         prop_assert_eq!(loaded.digest(), kept.digest());
         // Both go on with the rest of the steps (offsets continue after the cut).
         let (mut a, mut b) = (kept, loaded);
@@ -859,4 +874,40 @@ fn faces_keep_each_distinct_card_with_its_first_record() {
     let mut one = Faces::one(1, cards[1]);
     one.join(Faces::one(0, cards[0]));
     assert_eq!(one, Faces::one(0, cards[0]));
+}
+
+/// A snapshot whose member lists do not account for every record, or name one that is not
+/// there, does not load (the person and family of each record are worked out from them).
+#[test]
+fn a_snapshot_with_broken_member_lists_does_not_load() {
+    let (l, _) = run(&[
+        Step::Event(
+            "police".into(),
+            vec![subject("P1", "amelia", "smith", "2015-04-01", "NN1 1AA")],
+        ),
+        Step::Event(
+            "school-001".into(),
+            vec![subject("S1", "zara", "jones", "2012-09-30", "NN2 2BB")],
+        ),
+    ]);
+    let json: serde_json::Value = serde_json::to_value(&l).expect("save");
+    serde_json::from_value::<Linker>(json.clone()).expect("the snapshot as written loads");
+    for (list, change, why) in [
+        ("members", serde_json::json!({"0": [0]}), "in no person"),
+        (
+            "family_members",
+            serde_json::json!({"0": [0, 1, 7]}),
+            "names record 7",
+        ),
+        (
+            "members",
+            serde_json::json!({"0": [0, 1], "1": [1]}),
+            "in two persons",
+        ),
+    ] {
+        let mut broken = json.clone();
+        broken[list] = change;
+        let err = serde_json::from_value::<Linker>(broken).expect_err("does not load");
+        assert!(err.to_string().contains(why), "{list}: {err}");
+    }
 }
