@@ -355,28 +355,15 @@ mod tests {
     fn the_score_words_hold_every_field() {
         let words: std::collections::BTreeSet<&str> = SCORE_WORDS.into_iter().collect();
         assert_eq!(words.len(), SCORE_WORDS.len());
-        let written = [
-            "given_name",
-            "family_name",
-            "date_of_birth",
-            "sex",
-            "postcode",
-            "day_month_swapped",
-            "different",
-            "exact",
-            "first_middle_swap",
-            "given_is_middle",
-            "hyphenated_part",
-            "initial",
-            "missing",
-            "nickname",
-            "one_digit_off",
-            "same",
-            "typo",
-        ];
+        // The list as snapshots were first written with it, one string (a copy of the list
+        // would only follow it).
+        let written = "given_name family_name date_of_birth sex postcode day_month_swapped \
+                       different exact first_middle_swap given_is_middle hyphenated_part \
+                       initial missing nickname one_digit_off same typo";
+        let written: Vec<&str> = written.split_whitespace().collect();
         assert_eq!(
             SCORE_WORDS[..written.len()],
-            written,
+            written[..],
             "add words at the end only"
         );
         for (field, _) in super::super::FIELDS {
