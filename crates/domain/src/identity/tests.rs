@@ -904,6 +904,11 @@ fn a_snapshot_with_broken_member_lists_does_not_load() {
             serde_json::json!({"0": [0, 1], "1": [1]}),
             "in two persons",
         ),
+        (
+            "members",
+            serde_json::json!({"0": [0], "9": [1]}),
+            "person 9 is not a record",
+        ),
     ] {
         let mut broken = json.clone();
         broken[list] = change;
