@@ -135,7 +135,8 @@ impl Serialize for FieldsRef<'_> {
 }
 
 /// A word of a score's explanation as written: its place in [`SCORE_WORDS`] where it is one of
-/// them (a scored link's words were a quarter of a snapshot's links), else the word.
+/// them (written out, the words were two fifths of a snapshot's links: 14.6 MB against
+/// 8.9 MB at the 1M demo), else the word.
 struct WordRef<'a>(&'a str);
 
 impl Serialize for WordRef<'_> {
