@@ -244,18 +244,19 @@ pub fn soundex(name: &str) -> [u8; 4] {
         }
     }
     let mut out = [b'0'; 4];
-    let letters: Vec<u8> = name
+    // The letters read in place (a list of them was an allocation per name, several per new
+    // record's block keys).
+    let mut letters = name
         .bytes()
         .filter(u8::is_ascii_alphabetic)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let Some(&first) = letters.first() else {
+        .map(|c| c.to_ascii_lowercase());
+    let Some(first) = letters.next() else {
         return out;
     };
     out[0] = first.to_ascii_uppercase();
     let mut last = code(first);
     let mut n = 1;
-    for &c in &letters[1..] {
+    for c in letters {
         if n == 4 {
             break;
         }
