@@ -489,10 +489,10 @@ impl<D: Dir> EmbeddedLog<D> {
                     .map_or(len, |&q| (u64::from(q) - start) as usize);
                 &span[a..b]
             };
-            let mut checked = false;
             for i in 0..rel.len() {
                 let (frame, offset) = (frame_at(i), first_offset + i as u64);
-                if !checked {
+                // Every frame after the first was checked as the one after its predecessor.
+                if i == 0 {
                     frame::check(frame, offset)?;
                 }
                 // An entry's hash is the `prev_hash` of the entry after it, under that entry's
@@ -506,7 +506,6 @@ impl<D: Dir> EmbeddedLog<D> {
                 } else {
                     frame::hash_of(frame)
                 };
-                checked = i + 1 < rel.len();
                 each(frame::view_peeked(frame, offset, hash)?.entry);
                 n += 1;
             }

@@ -189,7 +189,7 @@ pub(crate) fn check(frame: &[u8], expected_offset: u64) -> Result<(), LogError> 
     }
 }
 
-/// The `prev_hash` stored in `frame`, a whole frame that [`check`] accepted.
+/// The `prev_hash` stored in `frame`, a whole frame that [`check`] (or [`peek`]) accepted.
 pub(crate) fn prev_hash_in(frame: &[u8]) -> Hash {
     let mut h = [0u8; 32];
     h.copy_from_slice(&frame[HEADER_LEN + 8..HEADER_LEN + 40]);
@@ -210,7 +210,8 @@ pub(crate) fn hash_of(frame: &[u8]) -> Hash {
 }
 
 /// [`view`] of a whole frame that [`peek`] has accepted (its checksum is not worked out
-/// again), whose hash [`hash_of`] gave: a log's open works the hashes out on several threads.
+/// again), whose hash is given: [`hash_of`] it (a log's open works the hashes out on several
+/// threads), or the next frame's [`prev_hash_in`] (a read).
 pub(crate) fn view_peeked(
     frame: &[u8],
     expected_offset: u64,
@@ -230,8 +231,7 @@ pub(crate) fn view_peeked(
     if offset != expected_offset {
         return Err(corrupt(&format!("entry says offset {offset}")));
     }
-    let mut prev_hash = [0u8; 32];
-    prev_hash.copy_from_slice(&rest[8..40]);
+    let prev_hash = prev_hash_in(frame);
     let recorded_at_ms = i64::from_le_bytes(u64_at(40));
     let source_len = u16::from_le_bytes([rest[48], rest[49]]) as usize;
     let id_len = u16::from_le_bytes([rest[50], rest[51]]) as usize;
