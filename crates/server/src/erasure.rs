@@ -143,7 +143,14 @@ impl Eraser {
         }
         self.query.wait_for_head().await?;
         let now = (self.query.clock)();
-        let due = self.query.projection.retention_due(rule, now);
+        // The scan reads every family (tens of milliseconds at the demo's size): on the
+        // blocking pool, so the runtime's workers go on answering reads meanwhile (on a
+        // worker it held up the reads queued behind it for as long).
+        let projection = self.query.projection.clone();
+        let scan_rule = *rule;
+        let due = tokio::task::spawn_blocking(move || projection.retention_due(&scan_rule, now))
+            .await
+            .map_err(|e| ServerError::Unavailable(format!("the retention scan stopped: {e}")))?;
         let mut done = Vec::new();
         for person in due {
             let reason = ErasureReason::Retention {
