@@ -1630,7 +1630,9 @@ fn early_help() -> Category {
 }
 
 /// What the projection keeps of a partner event for timelines (what the line store keeps of it).
-/// It is stored as its [`StoredLine`] form.
+/// It is stored as its [`StoredLine`] form: a row of its values in the order of its fields
+/// (which `Deserialize` reads a row by), `records` last. Lines stored before rows (objects
+/// naming each field) still read.
 #[derive(Debug, Deserialize)]
 struct Line {
     at: i64,
@@ -1638,8 +1640,6 @@ struct Line {
     kind: String,
     event_id: String,
     summary: String,
-    /// The subject records, without repeats.
-    records: Vec<u32>,
     /// The event's category.
     #[serde(default = "early_help")]
     category: Category,
@@ -1662,7 +1662,10 @@ struct Line {
     /// its payload was not opened when it was applied, and `summary` is empty.
     #[serde(default)]
     deferred: bool,
-    /// The stored JSON of the line without its records and closing brace, written when the
+    /// The subject records, without repeats. Last, as a line's head is written without them
+    /// (they come from linking, when it is applied).
+    records: Vec<u32>,
+    /// The stored JSON of the line without its records and closing bracket, written when the
     /// entry is decoded (off the thread that applies); `None` once the content changes.
     #[serde(skip)]
     head: Option<Vec<u8>>,
@@ -1675,26 +1678,44 @@ struct Line {
 }
 
 /// A line as the line store keeps it: a sealed event's summary is sealed (and `summary` empty).
-#[derive(Serialize)]
+/// Written as a row, in [`Line`]'s order of fields: field names were about half of a stored
+/// line's bytes.
 struct StoredLine<'a> {
     at: i64,
     source: &'a str,
     kind: &'a str,
     event_id: &'a str,
     summary: &'a str,
-    /// Left out only in a line's head ([`Line::head`]), which the records are appended to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    records: Option<&'a [u32]>,
     category: Category,
     safeguarding: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     fact: Option<&'a LineFact>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     erased: Option<&'a ErasedMark>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     sealed: Option<&'a SealedLine>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     deferred: bool,
+    /// Left out only in a line's head ([`Line::head`]), which the records are appended to.
+    records: Option<&'a [u32]>,
+}
+
+impl Serialize for StoredLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple as _;
+        let mut row = s.serialize_tuple(11 + usize::from(self.records.is_some()))?;
+        row.serialize_element(&self.at)?;
+        row.serialize_element(self.source)?;
+        row.serialize_element(self.kind)?;
+        row.serialize_element(self.event_id)?;
+        row.serialize_element(self.summary)?;
+        row.serialize_element(&self.category)?;
+        row.serialize_element(&self.safeguarding)?;
+        row.serialize_element(&self.fact)?;
+        row.serialize_element(&self.erased)?;
+        row.serialize_element(&self.sealed)?;
+        row.serialize_element(&self.deferred)?;
+        if let Some(records) = self.records {
+            row.serialize_element(records)?;
+        }
+        row.end()
+    }
 }
 
 impl Serialize for Line {
@@ -1703,7 +1724,7 @@ impl Serialize for Line {
     }
 }
 
-/// The JSON of a chunk of lines as the line store keeps it (`[[offset, line], ..]`): each line's head
+/// The JSON of a chunk of lines as the line store keeps it (`[[offset, row], ..]`): each line's head
 /// with its records appended, or the whole line serialized where it has no head.
 fn chunk_json(chunk: &[(u64, Line)]) -> Result<Vec<u8>, serde_json::Error> {
     let size = chunk
@@ -1732,11 +1753,11 @@ fn chunk_json_into<L: std::borrow::Borrow<Line>>(
         match &line.head {
             Some(head) => {
                 out.extend_from_slice(head);
-                out.extend_from_slice(b",\"records\":[");
+                out.extend_from_slice(b",[");
                 for (j, r) in line.records.iter().enumerate() {
                     let _ = write!(out, "{}{r}", if j > 0 { "," } else { "" });
                 }
-                out.extend_from_slice(b"]}");
+                out.extend_from_slice(b"]]");
             }
             None => serde_json::to_writer(&mut *out, line)?,
         }
@@ -1796,13 +1817,13 @@ impl Line {
             kind: &self.kind,
             event_id: &self.event_id,
             summary: if sealed.is_some() { "" } else { &self.summary },
-            records,
             category: self.category,
             safeguarding: self.safeguarding,
             fact: self.fact.as_ref(),
             erased: self.erased.as_ref(),
             sealed,
             deferred: self.deferred,
+            records,
         }
     }
 
@@ -1816,7 +1837,7 @@ impl Line {
     fn write_head(&mut self) {
         self.head = self.plain_head().or_else(|| {
             serde_json::to_vec(&self.stored(None)).ok().map(|mut json| {
-                json.pop(); // the closing brace
+                json.pop(); // the closing bracket
                 json
             })
         });
@@ -1837,26 +1858,24 @@ impl Line {
         {
             return None;
         }
-        let mut out = Vec::with_capacity(160 + texts.iter().map(|s| s.len()).sum::<usize>());
-        out.extend_from_slice(b"{\"at\":");
+        let mut out = Vec::with_capacity(64 + texts.iter().map(|s| s.len()).sum::<usize>());
+        out.push(b'[');
         write!(out, "{}", self.at).ok()?;
-        for (name, value) in ["source", "kind", "event_id", "summary"].iter().zip(texts) {
+        for value in texts {
             out.extend_from_slice(b",\"");
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":\"");
             out.extend_from_slice(value.as_bytes());
             out.push(b'"');
         }
-        out.extend_from_slice(b",\"category\":");
+        out.push(b',');
         serde_json::to_writer(&mut out, &self.category).ok()?;
         out.extend_from_slice(if self.safeguarding {
-            b",\"safeguarding\":true"
+            b",true"
         } else {
-            b",\"safeguarding\":false"
+            b",false"
         });
-        if self.deferred {
-            out.extend_from_slice(b",\"deferred\":true");
-        }
+        // No fact, erasure or sealed summary.
+        out.extend_from_slice(b",null,null,null");
+        out.extend_from_slice(if self.deferred { b",true" } else { b",false" });
         Some(out)
     }
 

@@ -1397,6 +1397,40 @@ mod stored_lines {
     }
 }
 
+/// Lines are stored as rows; chunks stored before that, as objects naming each field, still
+/// read, and are written again as rows.
+#[test]
+fn stored_lines_are_rows_and_old_objects_still_read() {
+    let old = br#"[[7,{"at":1701129540000,"source":"childrens-trust","kind":"referral_made","event_id":"CT-1","summary":"","category":"early_help","safeguarding":false,"deferred":true,"records":[0,1]}],[8,{"at":1701129634608,"source":"police","kind":"incident","event_id":"P-2","summary":"seen","records":[2]}]]"#;
+    let lines: Vec<(u64, Line)> = serde_json::from_slice(old).expect("old chunk");
+    assert_eq!(lines.len(), 2);
+    let (offset, first) = &lines[0];
+    assert_eq!(*offset, 7);
+    assert!(first.deferred && !first.safeguarding);
+    assert_eq!(first.records, vec![0, 1]);
+    let second = &lines[1].1;
+    assert_eq!(second.category, Category::EarlyHelp, "the default category");
+    assert_eq!(
+        (second.summary.as_str(), second.records.as_slice()),
+        ("seen", &[2][..])
+    );
+    let rows = chunk_json(&lines).expect("rows");
+    assert_eq!(
+        String::from_utf8_lossy(&rows),
+        r#"[[7,[1701129540000,"childrens-trust","referral_made","CT-1","","early_help",false,null,null,null,true,[0,1]]],[8,[1701129634608,"police","incident","P-2","seen","early_help",false,null,null,null,false,[2]]]]"#
+    );
+    let back: Vec<(u64, Line)> = serde_json::from_slice(&rows).expect("rows read");
+    assert_eq!(chunk_json(&back).expect("again"), rows);
+    // A head is the row without its records and closing bracket.
+    let mut line = back.into_iter().next().expect("a line").1;
+    line.write_head();
+    let head = line.head.clone().expect("a plain head");
+    assert_eq!(
+        String::from_utf8_lossy(&head),
+        r#"[1701129540000,"childrens-trust","referral_made","CT-1","","early_help",false,null,null,null,true"#
+    );
+}
+
 #[tokio::test]
 async fn the_gate_decides_each_members_consent_as_the_rule_does() {
     let tmp = tempfile::tempdir().expect("tmp");
