@@ -1678,7 +1678,7 @@ struct Line {
 }
 
 /// A line as the line store keeps it: a sealed event's summary is sealed (and `summary` empty).
-/// Written as a row, in [`Line`]'s order of fields: field names were about half of a stored
+/// Written as a row, in [`Line`]'s order of fields: field names were about a third of a stored
 /// line's bytes.
 struct StoredLine<'a> {
     at: i64,
