@@ -1368,6 +1368,18 @@ mod stored_lines {
             prop_assert_eq!(serde_json::to_vec(&back).expect("again"), serde_json::to_vec(&chunk).expect("serde"));
         }
 
+        /// A line's records in memory are the records it was given, whether inline or not
+        /// (`NONE`, which marks an inline place not taken, among them too).
+        #[test]
+        fn line_records_hold_what_they_were_given(
+            records in proptest::collection::vec(prop_oneof![Just(LineRecords::NONE), any::<u32>(), 0..4u32], 0..6),
+        ) {
+            let held = LineRecords::of(&records);
+            prop_assert_eq!(&*held, records.as_slice());
+            prop_assert_eq!(held.clone(), LineRecords::of(&records));
+            prop_assert_eq!(std::mem::size_of::<LineRecords>(), std::mem::size_of::<Box<[u32]>>());
+        }
+
         /// A plain line's head, written directly, is byte for byte the head `serde_json`
         /// writes; a line with anything else (escapes, facts, erasures, sealed summaries) is
         /// left to `serde_json`.
