@@ -3194,9 +3194,7 @@ impl Projection {
                 garbage.push(spend);
                 helpers.push(scope.spawn(move || {
                     let mut k = h + 1;
-                    // Until lists come back (a helper reads up to `DECODED_AHEAD` batches
-                    // first), each batch's are made at their full size: grown entry by entry
-                    // they were copied a dozen times and touched twice the memory.
+                    // Emptied lists of a batch this helper decoded before, once they are back.
                     let mut spare = (Vec::new(), Vec::new());
                     loop {
                         while let Ok(g) = spent.try_recv() {
@@ -3212,6 +3210,9 @@ impl Projection {
                         let from = start + k * APPLY_BATCH as u64;
                         // Each entry is decoded where the log read it, none copied.
                         let (mut heads, mut decoded) = std::mem::take(&mut spare);
+                        // Until lists come back (a helper reads up to `DECODED_AHEAD` batches
+                        // first), each batch's are made at their full size: grown entry by
+                        // entry they were copied a dozen times and touched twice the memory.
                         heads.reserve(APPLY_BATCH);
                         decoded.reserve(APPLY_BATCH);
                         let view = keys.map(KeyStore::view);
