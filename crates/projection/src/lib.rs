@@ -93,9 +93,9 @@ pub const CLOSE_KEEPS_SNAPSHOT: u64 = 50;
 /// is a rebuild's bottleneck, and it needs a core to itself: on two cores, two helpers (with
 /// the storer) were three busy threads on two cores, and the applying thread often waited for
 /// one. With one helper, fresh rebuilds of the 1M demo, alternated with two helpers', were
-/// faster in 10 of 12 rounds (median events/s 1.033 and 1.077 in two sets), and
-/// `bench replay` in the same minutes gave 243k and 293k events/s against 223k and 233k,
-/// with 4-22% fewer CPU-seconds and about 100 MB less peak memory.
+/// faster in 10 of 12 rounds (median events/s 1.033 and 1.077 in two sets), and four
+/// `bench replay`s, each beside one with two helpers in the same minute, gave 236k-293k
+/// events/s against 223k-235k, with 2-22% fewer CPU-seconds and 45-135 MB less peak memory.
 pub fn decoding_helpers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get().saturating_sub(1))
@@ -3165,9 +3165,8 @@ impl Projection {
     /// Applies `first` (a full batch) and the full batches after it, read and decoded ahead by
     /// helper threads (`self.helpers`, see [`decoding_helpers`]) that take batches in turn (a
     /// log that reads without the runtime has dense offsets, so batch k starts
-    /// `k * APPLY_BATCH` after `first`). What applying a
-    /// batch leaves goes back to the helper that decoded it, to be freed where it was
-    /// allocated. Ends after a short batch (the head, as it was when read), at `go_on`'s word
+    /// `k * APPLY_BATCH` after `first`). What applying a batch leaves goes back to the helper
+    /// that decoded it, to be freed where it was allocated. Ends after a short batch (the head, as it was when read), at `go_on`'s word
     /// (then `true`: stop), or if a helper is gone; the caller goes on from
     /// [`Projection::applied`]. Returns the entries applied.
     fn apply_alternating(
