@@ -82,7 +82,9 @@ pub const MAX_DECODING_HELPERS: usize = 2;
 /// `tellonce rebuild`s of the 1M demo, alternated: 2 batches 232k/245k/241k/224k events/s,
 /// 8 batches 248k/253k/250k/221k, 16 256k/262k/251k/233k, 32 256k/268k/260k/247k; peak RSS
 /// 732-744 MB at 2, 784-808 at 16, 800-845 at 32, 979-1,007 at 64 (not faster in three runs).
-/// With none (a rendezvous) rebuilds were ~8% slower. A catch-up told to stop drops what was
+/// With none (a rendezvous) rebuilds were ~8% slower. (Those were with two helpers; with one,
+/// 64 was faster in only 7 of 12 alternated rounds and not in `bench replay`, and 128 was
+/// slower.) A catch-up told to stop drops what was
 /// decoded ahead (at most this many batches per helper).
 pub const DECODED_AHEAD: usize = 32;
 /// On close, a snapshot is kept (not written again) while fewer than one in this many of the
@@ -3179,7 +3181,8 @@ impl Projection {
         let keys = self.keys.as_deref();
         let start = first.0.first().map_or(0, |e| e.offset);
         std::thread::scope(|scope| {
-            let n = self.helpers.max(1);
+            // At least one: `decoding_helpers` and `with_decoding_helpers` see to it.
+            let n = self.helpers;
             let mut ahead = Vec::with_capacity(n);
             let mut garbage = Vec::with_capacity(n);
             let mut helpers = Vec::with_capacity(n);
