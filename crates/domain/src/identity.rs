@@ -428,7 +428,17 @@ fn first_word(s: &str) -> &str {
 }
 
 fn given_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) {
-    given_parts_agreement(Given::of(a), Given::of(b))
+    given_parts_agreement(Given::of(a), Given::of(b), Purpose::Link)
+}
+
+/// What a score is for: linking records, or a person's search by name and date of birth,
+/// which also counts a letter wrong in a three-letter given name ([`names::is_short_typo`]):
+/// it lists every match with its score for the person to choose from, where linking would
+/// join two people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Link,
+    Search,
 }
 
 /// [`given_agreement`] of two records from their cards (`ac`, `bc`), reading a record only
@@ -436,15 +446,17 @@ fn given_agreement(a: &SubjectRecord, b: &SubjectRecord) -> (&'static str, f64) 
 fn given_card_agreement(
     (ac, a): (&Card, &SubjectRecord),
     (bc, b): (&Card, &SubjectRecord),
+    purpose: Purpose,
 ) -> (&'static str, f64) {
     given_parts_agreement(
         ac.given().unwrap_or_else(|| Given::of(a)),
         bc.given().unwrap_or_else(|| Given::of(b)),
+        purpose,
     )
 }
 
 /// How two given names agree, from the parts of the records that decide it.
-fn given_parts_agreement(a: Given<'_>, b: Given<'_>) -> (&'static str, f64) {
+fn given_parts_agreement(a: Given<'_>, b: Given<'_>, purpose: Purpose) -> (&'static str, f64) {
     if a.name.is_empty() || b.name.is_empty() {
         return ("missing", 0.0);
     }
@@ -455,7 +467,9 @@ fn given_parts_agreement(a: Given<'_>, b: Given<'_>) -> (&'static str, f64) {
     if a.nicknames & b.nicknames != 0 {
         return ("nickname", 3.0);
     }
-    if names::is_typo(a.name, b.name) {
+    if names::is_typo(a.name, b.name)
+        || (purpose == Purpose::Search && names::is_short_typo(a.name, b.name))
+    {
         return ("typo", 3.0);
     }
     // The names are not empty, so an empty middle name never matches.
@@ -630,12 +644,13 @@ fn eligible_score<'a, P: Iterator<Item = &'a SubjectRecord> + Clone>(
     faces: impl Iterator<Item = (&'a Card, &'a SubjectRecord)> + Clone,
     person: impl FnOnce() -> P,
     at_least: f64,
+    purpose: Purpose,
 ) -> Option<Score> {
     let dob = best(faces.clone().map(|(c, _)| dates_agreement(rc.dob, c.dob)));
     if dob.1 <= 0.0 {
         return None;
     }
-    let given = best(faces.map(|m| given_card_agreement((rc, r), m)));
+    let given = best(faces.map(|m| given_card_agreement((rc, r), m, purpose)));
     if given.1 <= 0.0 {
         return None;
     }
@@ -823,8 +838,10 @@ impl Linker {
         self.record_by_key(&format!("{source}/{local_id}"))
     }
 
-    /// Persons matching a name and date of birth, tolerant of typos, nicknames and swapped
-    /// dates: everyone scoring at least [`REVIEW_THRESHOLD`], best first.
+    /// Persons matching a name and date of birth, tolerant of typos (also a letter wrong in a
+    /// three-letter given name, which linking does not count), nicknames and swapped dates:
+    /// everyone scoring at least one below [`REVIEW_THRESHOLD`] (a search gives no sex or
+    /// postcode), best first.
     pub fn find_by_name(&self, given: &str, family: &str, dob: Date) -> Vec<Found> {
         let given = names::normalise(given);
         let probe = SubjectRecord {
@@ -842,13 +859,19 @@ impl Linker {
             postcodes: Vec::new(),
         };
         // Without sex and postcode a perfect match scores 12.
-        self.score_persons((&Card::of(&probe), &probe), None, REVIEW_THRESHOLD - 1.0)
-            .into_iter()
-            .map(|(person, score)| Found {
-                person,
-                score: Some(score),
-            })
-            .collect()
+        let card = Card::of(&probe);
+        self.score_persons(
+            (&card, &probe),
+            None,
+            REVIEW_THRESHOLD - 1.0,
+            Purpose::Search,
+        )
+        .into_iter()
+        .map(|(person, score)| Found {
+            person,
+            score: Some(score),
+        })
+        .collect()
     }
 
     /// The links that hold a person's records together.
@@ -1243,6 +1266,7 @@ impl Linker {
         (card, r): (&Card, &SubjectRecord),
         skip: Option<u32>,
         at_least: f64,
+        purpose: Purpose,
     ) -> Vec<(u32, Score)> {
         let mut persons: Vec<u32> = Vec::new();
         for k in Self::block_keys(r, true) {
@@ -1276,7 +1300,7 @@ impl Linker {
                         .iter()
                         .map(|&x| &self.records[x as usize])
                 };
-                eligible_score((card, r), faces, recs, at_least).map(|s| (p, s))
+                eligible_score((card, r), faces, recs, at_least, purpose).map(|s| (p, s))
             })
             .collect();
         scored.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(&b.0)));
@@ -1289,6 +1313,7 @@ impl Linker {
             (&self.cards[ri], &self.records[ri]),
             Some(own),
             REVIEW_THRESHOLD,
+            Purpose::Link,
         );
         let above: Vec<&(u32, Score)> = scored
             .iter()

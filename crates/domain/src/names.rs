@@ -230,6 +230,15 @@ pub fn is_typo(a: &str, b: &str) -> bool {
     la.abs_diff(lb) <= limit && edit_distance(a, b, limit) <= limit
 }
 
+/// Whether two spellings, the shorter of three letters, are one edit apart (`teo` and `theo`,
+/// `mai` and `mia`). Too weak for linking, where [`is_typo`] allows very short names no edit
+/// (Leo and Teo may be twins); a name search counts it, since it lists every match with its
+/// score for a person to choose from.
+pub fn is_short_typo(a: &str, b: &str) -> bool {
+    let (la, lb) = (a.chars().count(), b.chars().count());
+    la.min(lb) == 3 && la.abs_diff(lb) <= 1 && edit_distance(a, b, 1) <= 1
+}
+
 /// American Soundex code of a name (first letter and three digits), for blocking.
 pub fn soundex(name: &str) -> [u8; 4] {
     fn code(c: u8) -> u8 {
@@ -360,6 +369,13 @@ mod tests {
         assert!(is_typo("amleia", "amelia"));
         assert!(!is_typo("amy", "ami"));
         assert!(!is_typo("jack", "jake"));
+        assert!(is_short_typo("teo", "theo"));
+        assert!(is_short_typo("mai", "mia"));
+        assert!(is_short_typo("leo", "teo"));
+        assert!(!is_short_typo("te", "teo"));
+        assert!(!is_short_typo("al", "ali"));
+        assert!(!is_short_typo("amy", "anne"));
+        assert!(!is_short_typo("teo", "theon"));
         assert_eq!(edit_distance("kitten", "sitting", 5), 3);
         assert_eq!(edit_distance("abc", "abcdef", 1), 2);
     }
