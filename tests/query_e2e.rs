@@ -370,20 +370,49 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
     assert_eq!(denied.code(), tonic::Code::Unauthenticated);
 
     // The CLI prints the timeline.
-    let text = common::run_ok([
-        "timeline",
-        "--addr",
-        &hub.addr,
-        "--token",
-        DSL_TOKEN,
-        "--upn",
-        &tellonce_domain::sample::upn(42),
-    ])
-    .stdout;
+    let upn = tellonce_domain::sample::upn(42);
+    let args = |more: &[&'static str]| {
+        let mut args = vec!["timeline".to_string(), "--addr".into(), hub.addr.clone()];
+        args.extend(["--token", DSL_TOKEN, "--upn"].map(String::from));
+        args.push(upn.clone());
+        args.extend(more.iter().map(|m| m.to_string()));
+        args
+    };
+    let timeline = |more: &[&'static str]| common::run_ok(args(more)).stdout;
+    let text = timeline(&[]);
     assert!(
         text.contains("school-001") && text.contains("police") && text.contains("Attendance 81.5%"),
         "{text}"
     );
+    // One event at a time: the CLI prints where to go on from, and going on shows the next.
+    let event_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.len() > 12 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b' ')
+            .map(str::to_string)
+            .collect()
+    };
+    let first = timeline(&["--limit", "1"]);
+    let cursor = first
+        .split("--cursor ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no cursor to go on from: {first}"));
+    let mut more = args(&["--limit", "1", "--cursor"]);
+    more.push(cursor.to_string());
+    let next = common::run_ok(more).stdout;
+    let (a, b) = (event_lines(&first), event_lines(&next));
+    assert_eq!((a.len(), b.len()), (1, 1), "{first}\n{next}");
+    assert!(
+        a[0][..10] >= b[0][..10] && a[0] != b[0],
+        "newest first: {a:?} then {b:?}"
+    );
+    // A date range before every event: none, and it says so.
+    let none = timeline(&["--to", "2000-01-01"]);
+    assert!(event_lines(&none).is_empty(), "{none}");
+    assert!(none.contains("no events you may see match"), "{none}");
+    let bad = common::run(args(&["--from", "2026-13-01"]));
+    assert!(!bad.ok);
+    assert!(bad.stderr.contains("--from: month 13"), "{}", bad.stderr);
 
     // Stop, rebuild, restart: the same answers.
     let before = tl.items.clone();

@@ -338,7 +338,15 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             reason: "demo: the busiest family".into(),
             ..Default::default()
         };
-        crate::timeline::show(&mut q, &person.family_id, Vec::new(), Vec::new(), 25, &why)
+        crate::timeline::show(
+            &mut q,
+            &person.family_id,
+            crate::timeline::Filter {
+                limit: 25,
+                ..Default::default()
+            },
+            &why,
+        )
             .await?;
         Ok(ExitCode::SUCCESS)
     })

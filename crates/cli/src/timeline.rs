@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tellonce_domain::{Date, Timestamp};
 use tellonce_proto::v1 as pb;
 
 use crate::client;
@@ -34,9 +35,20 @@ pub struct TimelineArgs {
     /// Only events of this kind, e.g. public_protection_notification (repeatable).
     #[arg(long)]
     kind: Vec<String>,
+    /// Only events on or after this day (YYYY-MM-DD) or instant (RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// Only events on or before this day (YYYY-MM-DD, the whole day), or before this instant
+    /// (RFC 3339).
+    #[arg(long)]
+    to: Option<String>,
     /// How many events to show (newest first).
     #[arg(long, default_value_t = 50)]
     limit: usize,
+    /// Go on from an earlier listing: the cursor it printed after its last event (give the
+    /// same family and filters).
+    #[arg(long)]
+    cursor: Option<String>,
     /// The hub's gRPC address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: String,
@@ -211,13 +223,42 @@ pub fn print_items(items: &[pb::TimelineItem]) {
     }
 }
 
-/// Fetches and prints `limit` timeline items of a family, newest first.
+/// Which of a family's events to list, and how many.
+#[derive(Debug, Default)]
+pub struct Filter {
+    /// Only these partners (all when empty).
+    pub sources: Vec<String>,
+    /// Only these kinds (all when empty).
+    pub kinds: Vec<String>,
+    /// RFC 3339, inclusive; empty: from the start.
+    pub from: String,
+    /// RFC 3339, exclusive; empty: to now.
+    pub to: String,
+    /// Where an earlier listing ended (empty: the newest first).
+    pub cursor: String,
+    /// How many events to show.
+    pub limit: usize,
+}
+
+/// `--from` or `--to` as the RFC 3339 instant GetTimeline takes: a day's start, or (`end`)
+/// the next day's start, so that `--to` a day takes in all of it; an instant as given.
+fn instant_of(flag: &str, text: &str, end: bool) -> Result<String, String> {
+    if text.len() == 10 {
+        let day = Date::parse(text).map_err(|e| format!("--{flag}: {e}"))?;
+        let start = day.start().0 + if end { 86_400_000 } else { 0 };
+        return Ok(Timestamp(start).to_string());
+    }
+    Timestamp::parse(text)
+        .map(|t| t.to_string())
+        .map_err(|e| format!("--{flag}: {e} (or a day as YYYY-MM-DD)"))
+}
+
+/// Fetches and prints a family's timeline items as `filter` says, newest first, then the
+/// cursor to go on from when more are left.
 pub async fn show(
     q: &mut client::Query,
     family_id: &str,
-    sources: Vec<String>,
-    kinds: Vec<String>,
-    limit: usize,
+    filter: Filter,
     why: &Why,
 ) -> Result<(), String> {
     let fam = q
@@ -236,15 +277,18 @@ pub async fn show(
     if let Some(a) = &fam.access {
         print_access(a);
     }
-    let mut cursor = String::new();
-    let mut shown = 0;
+    let limit = filter.limit;
+    let mut cursor = filter.cursor;
+    let (mut shown, mut total) = (0, 0);
     println!();
     while shown < limit {
         let page = q
             .get_timeline(pb::GetTimelineRequest {
                 scope: Some(pb::get_timeline_request::Scope::FamilyId(family_id.into())),
-                sources: sources.clone(),
-                kinds: kinds.clone(),
+                sources: filter.sources.clone(),
+                kinds: filter.kinds.clone(),
+                from: filter.from.clone(),
+                to: filter.to.clone(),
                 page_size: (limit - shown).min(500) as u32,
                 cursor: cursor.clone(),
                 reason: why.reason.clone(),
@@ -255,10 +299,19 @@ pub async fn show(
             .into_inner();
         print_items(&page.items);
         shown += page.items.len();
-        if page.next_cursor.is_empty() || page.items.is_empty() {
+        total = page.total;
+        cursor = page.next_cursor;
+        if cursor.is_empty() || page.items.is_empty() {
             break;
         }
-        cursor = page.next_cursor;
+    }
+    if shown == 0 {
+        println!("no events you may see match");
+    } else if !cursor.is_empty() {
+        println!(
+            "{shown} shown of {total} you may see; older: tellonce timeline --family {family_id} \
+             --cursor {cursor} (as the same person, with the same filters)"
+        );
     }
     Ok(())
 }
@@ -274,6 +327,20 @@ pub fn run(args: TimelineArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         reason: args.reason.clone().unwrap_or_default(),
         break_glass: args.break_glass.clone().unwrap_or_default(),
     };
+    let filter = Filter {
+        sources: args.source.clone(),
+        kinds: args.kind.clone(),
+        from: args
+            .from
+            .as_deref()
+            .map_or(Ok(String::new()), |t| instant_of("from", t, false))?,
+        to: args
+            .to
+            .as_deref()
+            .map_or(Ok(String::new()), |t| instant_of("to", t, true))?,
+        cursor: args.cursor.clone().unwrap_or_default(),
+        limit: args.limit,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -281,15 +348,31 @@ pub fn run(args: TimelineArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let channel = client::connect(&args.addr).await?;
         let mut q = client::query(channel, &token)?;
         let family = family_of(&mut q, &args).await?;
-        show(
-            &mut q,
-            &family,
-            args.source.clone(),
-            args.kind.clone(),
-            args.limit,
-            &why,
-        )
-        .await?;
+        show(&mut q, &family, filter, &why).await?;
         Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instant_of;
+
+    #[test]
+    fn from_and_to_take_days_or_instants() {
+        let day = |flag, end| instant_of(flag, "2026-10-31", end);
+        assert_eq!(day("from", false).as_deref(), Ok("2026-10-31T00:00:00Z"));
+        // A day given as --to takes in all of it: up to the next day's start.
+        assert_eq!(day("to", true).as_deref(), Ok("2026-11-01T00:00:00Z"));
+        assert_eq!(
+            instant_of("to", "2026-12-31T23:30:00+01:00", true).as_deref(),
+            Ok("2026-12-31T22:30:00Z")
+        );
+        let bad = instant_of("from", "2026-02-30", false).expect_err("no such day");
+        assert!(bad.starts_with("--from: "), "{bad}");
+        let bad = instant_of("to", "last week", true).expect_err("not a time");
+        assert!(
+            bad.contains("RFC 3339") && bad.contains("YYYY-MM-DD"),
+            "{bad}"
+        );
+    }
 }
