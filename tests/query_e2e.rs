@@ -290,15 +290,30 @@ async fn one_family_timeline_from_two_partners_with_review_and_rebuild() {
         .await
         .expect_err("a reason is required");
     assert_eq!(no_reason.code(), tonic::Code::InvalidArgument);
-    q.resolve_match(pb::ResolveMatchRequest {
-        target: Some(pb::resolve_match_request::Target::CandidateId(
-            cands[0].candidate_id.clone(),
-        )),
-        decision: pb::MatchDecision::Confirm as i32,
-        reason: "Same child: the school has the police's address history".into(),
-    })
-    .await
-    .expect("resolve");
+    // The safeguarding lead reviews from the terminal: the queue, then the decision.
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--addr", &hub.addr, "--token", DSL_TOKEN]);
+        common::run_ok(all).stdout
+    };
+    let queue = cli(&["matches", "list"]);
+    let id = cands[0].candidate_id.as_str();
+    assert!(
+        queue.starts_with(&format!("{id}  score ")) && queue.contains("open"),
+        "{queue}"
+    );
+    assert!(queue.contains("police/NP-9"), "{queue}");
+    let decided = cli(&[
+        "matches",
+        "confirm",
+        id,
+        "--reason",
+        "Same child: the school has the police's address history",
+    ]);
+    assert!(decided.starts_with("confirmed: decision "), "{decided}");
+    let resolved = cli(&["matches", "list", "--all"]);
+    assert!(resolved.contains("confirmed by dsl-1"), "{resolved}");
+    assert!(cli(&["matches", "list"]).contains("no match candidates waiting"));
     let again = q
         .resolve_match(pb::ResolveMatchRequest {
             target: Some(pb::resolve_match_request::Target::CandidateId(

@@ -78,10 +78,6 @@ pub enum AuditCommand {
     },
 }
 
-fn status(s: tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
-
 fn to_json(c: &pb::SignedCheckpoint) -> serde_json::Value {
     serde_json::json!({
         "tree_size": c.tree_size, "root_hash": c.root_hash, "signed_at": c.signed_at,
@@ -136,7 +132,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let cp = c
                     .get_checkpoint(pb::GetCheckpointRequest { fresh })
                     .await
-                    .map_err(status)?
+                    .map_err(client::status)?
                     .into_inner();
                 verify_checkpoint(&cp, &cp.public_key_pem)?;
                 std::fs::write(&out, serde_json::to_string_pretty(&to_json(&cp))?)?;
@@ -155,7 +151,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let new = c
                     .get_checkpoint(pb::GetCheckpointRequest { fresh: true })
                     .await
-                    .map_err(status)?
+                    .map_err(client::status)?
                     .into_inner();
                 verify_checkpoint(&new, &old.public_key_pem)
                     .map_err(|e| format!("the hub's new checkpoint: {e}"))?;
@@ -165,7 +161,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         second: new.tree_size,
                     })
                     .await
-                    .map_err(status)?
+                    .map_err(client::status)?
                     .into_inner();
                 let path = parse_hashes(&proof.path)?;
                 verify_consistency(
@@ -198,7 +194,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         tree_size: cp.tree_size,
                     })
                     .await
-                    .map_err(status)?
+                    .map_err(client::status)?
                     .into_inner();
                 let path = parse_hashes(&proof.path)?;
                 verify_inclusion(
@@ -415,7 +411,7 @@ async fn verify_remote(
     let now = c
         .get_checkpoint(pb::GetCheckpointRequest { fresh: true })
         .await
-        .map_err(status)?
+        .map_err(client::status)?
         .into_inner();
     let pinned = saved
         .as_ref()
@@ -430,11 +426,11 @@ async fn verify_remote(
             limit: now.tree_size,
         })
         .await
-        .map_err(status)?
+        .map_err(client::status)?
         .into_inner();
     let mut tree = MerkleTree::new();
     let mut prev = [0u8; 32];
-    while let Some(e) = stream.message().await.map_err(status)? {
+    while let Some(e) = stream.message().await.map_err(client::status)? {
         let at = tree.len();
         if e.offset != at {
             problems.push(format!("expected offset {at}, the hub sent {}", e.offset));

@@ -58,6 +58,11 @@ pub fn ingest(channel: Channel, token: &str) -> Result<Client, String> {
     )
 }
 
+/// A gRPC error as a line for the terminal: its code and the hub's message.
+pub fn status(s: tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
 /// A query client that presents a token.
 pub type Query = QueryServiceClient<InterceptedService<Channel, Bearer>>;
 

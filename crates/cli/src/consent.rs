@@ -145,10 +145,6 @@ pub enum ConsentCommand {
     },
 }
 
-fn status(s: tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
-
 fn parse_scope(s: &str) -> Result<pb::ConsentScope, String> {
     let (partners, categories) = s.split_once(':').ok_or_else(|| {
         format!("--share {s:?}: write PARTNERS:CATEGORIES, e.g. \"*:education,early_help\"")
@@ -198,7 +194,7 @@ pub fn run(cmd: ConsentCommand) -> Result<ExitCode, Box<dyn std::error::Error>> 
                             ..Default::default()
                         })
                         .await
-                        .map_err(status)?
+                        .map_err(client::status)?
                         .into_inner();
                     persons.extend(
                         fam.family
@@ -226,7 +222,7 @@ pub fn run(cmd: ConsentCommand) -> Result<ExitCode, Box<dyn std::error::Error>> 
                         consistency: None,
                     })
                     .await
-                    .map_err(status)?
+                    .map_err(client::status)?
                     .into_inner();
                 println!(
                     "consent {} recorded at offset {}, covering {} partner record(s)",
@@ -250,7 +246,7 @@ pub fn run(cmd: ConsentCommand) -> Result<ExitCode, Box<dyn std::error::Error>> 
                         reason,
                     })
                     .await
-                    .map_err(status)?
+                    .map_err(client::status)?
                     .into_inner();
                 println!(
                     "consent {id} withdrawn ({}, offset {}); other partners no longer see what it shared",
@@ -276,7 +272,7 @@ pub fn run(cmd: ConsentCommand) -> Result<ExitCode, Box<dyn std::error::Error>> 
                         consistency: None,
                     })
                     .await
-                    .map_err(status)?
+                    .map_err(client::status)?
                     .into_inner();
                 if r.consents.is_empty() {
                     println!("no consent recorded for this family");
@@ -341,7 +337,7 @@ pub fn run(cmd: ConsentCommand) -> Result<ExitCode, Box<dyn std::error::Error>> 
                         reason,
                     })
                     .await
-                    .map_err(status)?
+                    .map_err(client::status)?
                     .into_inner();
                 println!("decision {} recorded at offset {}", r.decision_id, r.offset);
             }
@@ -393,7 +389,7 @@ pub fn access_log(args: AccessLogArgs) -> Result<ExitCode, Box<dyn std::error::E
                     consistency: None,
                 })
                 .await
-                .map_err(status)?
+                .map_err(client::status)?
                 .into_inner();
             for e in &page.entries {
                 if args.json {
@@ -466,7 +462,7 @@ pub fn transparency(args: TransparencyArgs) -> Result<ExitCode, Box<dyn std::err
                 consistency: None,
             })
             .await
-            .map_err(status)?
+            .map_err(client::status)?
             .into_inner();
         print!("{}", r.text);
         Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
@@ -585,7 +581,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode, Box<dyn std::error::Error>> 
                 consistency: None,
             })
             .await
-            .map_err(status)?
+            .map_err(client::status)?
             .into_inner();
         std::fs::write(&args.out, &r.json)?;
         println!(
@@ -631,7 +627,7 @@ pub fn erase(args: EraseArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 note: args.note.clone(),
             })
             .await
-            .map_err(status)?
+            .map_err(client::status)?
             .into_inner();
         println!(
             "erased {}: {} data key(s) destroyed, {} event(s) now show an erased marker (erasure {} at offset {})",

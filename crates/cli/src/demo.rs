@@ -189,9 +189,7 @@ pub async fn ingest(
     drop(senders);
     let mut total = Ingested::default();
     for t in tasks {
-        let r = t
-            .await?
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+        let r = t.await?.map_err(client::status)?;
         total.accepted += r.accepted;
         total.duplicate += r.duplicate;
         total.rejected += r.rejected;
@@ -221,7 +219,7 @@ pub async fn wait_applied(
         match r {
             Ok(_) => return Ok(()),
             Err(s) if s.code() == tonic::Code::Unavailable => continue,
-            Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
+            Err(s) => return Err(client::status(s)),
         }
     }
     Err(format!(
@@ -301,10 +299,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     reason: "demo: the busiest family".into(),
                 })
                 .await
-                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                .map_err(client::status)?
                 .into_inner()
             }
-            Err(s) => return Err(format!("{:?}: {}", s.code(), s.message()).into()),
+            Err(s) => return Err(client::status(s).into()),
         };
         let Some(person) = found.persons.first() else {
             println!(

@@ -15,6 +15,7 @@ mod bench;
 mod client;
 mod consent;
 mod demo;
+mod matches;
 mod projbench;
 mod publish;
 mod serve;
@@ -39,6 +40,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Print a family's timeline: one line per event, newest first.
     Timeline(timeline::TimelineArgs),
+    /// The review queue of uncertain matches: list them, confirm or reject (safeguarding lead).
+    Matches {
+        #[command(subcommand)]
+        which: matches::MatchesCommand,
+    },
     /// Record, withdraw and list a family's consent; record sharing decisions.
     Consent {
         #[command(subcommand)]
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         Command::Publish(args) => publish::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Timeline(args) => timeline::run(args),
+        Command::Matches { which } => matches::run(which),
         Command::Rebuild(args) => projbench::rebuild(args),
         Command::Consent { which } => consent::run(which),
         Command::AccessLog(args) => consent::access_log(args),

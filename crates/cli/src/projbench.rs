@@ -906,7 +906,7 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }).await {
                     Ok(r) => { found = Some(r.into_inner()); break; }
                     Err(s) if s.code() == tonic::Code::Unavailable => continue,
-                    Err(s) => return Err(format!("{:?}: {}", s.code(), s.message()).into()),
+                    Err(s) => return Err(client::status(s).into()),
                 }
             }
             let found = found.ok_or("the hub did not apply the demo within 20 minutes")?;
@@ -936,7 +936,7 @@ pub fn query(args: QueryArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                             break;
                         }
                         Err(s) if s.code() == tonic::Code::PermissionDenied => continue,
-                        Err(s) => return Err(format!("{:?}: {}", s.code(), s.message()).into()),
+                        Err(s) => return Err(client::status(s).into()),
                     }
                 }
             }

@@ -106,7 +106,7 @@ async fn family_of(q: &mut client::Query, args: &TimelineArgs) -> Result<String,
             ..Default::default()
         })
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(client::status)?
         .into_inner();
     match found.persons.as_slice() {
         [] => Err("no person found".into()),
@@ -269,7 +269,7 @@ pub async fn show(
             ..Default::default()
         })
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(client::status)?
         .into_inner();
     if let Some(f) = &fam.family {
         print_family(f, fam.withheld);
@@ -295,7 +295,7 @@ pub async fn show(
                 ..Default::default()
             })
             .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .map_err(client::status)?
             .into_inner();
         print_items(&page.items);
         shown += page.items.len();
