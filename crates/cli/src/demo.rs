@@ -345,7 +345,16 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             },
             &why,
         )
-            .await?;
+        .await?;
+        if let Some(lead) = people
+            .iter()
+            .find(|p| p.roles.iter().any(|r| r == "safeguarding_lead"))
+        {
+            println!(
+                "\nuncertain matches wait for a person: tellonce matches list --as {}",
+                lead.user_id
+            );
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1054,14 +1054,21 @@ impl County {
                 let pending = self.referrals.entry(family).or_default();
                 if !pending.is_empty() && rng.chance(0.4) {
                     let (id, _) = pending.remove(0);
+                    let (decision, reason) = if rng.chance(0.8) {
+                        (
+                            ReferralDecision::Accepted,
+                            "Meets the threshold for the service.",
+                        )
+                    } else {
+                        (
+                            ReferralDecision::Declined,
+                            "Below the threshold; signposted to universal services.",
+                        )
+                    };
                     return Payload::ReferralDecided {
                         referral_id: id,
-                        decision: if rng.chance(0.8) {
-                            ReferralDecision::Accepted
-                        } else {
-                            ReferralDecision::Declined
-                        },
-                        reason: "Meets the threshold for the service.".into(),
+                        decision,
+                        reason: reason.into(),
                         feedback_sent: true,
                     };
                 }
