@@ -12,7 +12,7 @@ use crate::consent::Who;
 /// The subcommands of `tellonce matches`.
 #[derive(clap::Subcommand, Debug)]
 pub enum MatchesCommand {
-    /// List the match candidates waiting for a decision, best score first within each page.
+    /// List the match candidates waiting for a decision, oldest first.
     List {
         /// Also list confirmed, rejected and superseded candidates.
         #[arg(long)]
