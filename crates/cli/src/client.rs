@@ -63,6 +63,31 @@ pub fn status(s: tonic::Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
 }
 
+/// Most items one page is asked for (the hub's own limit).
+pub const MAX_PAGE: usize = 500;
+
+/// Asks for pages from `cursor` on (`fetch(page_size, cursor)` answers a page's items and the
+/// cursor after it), hands each page's items to `show`, until `limit` items were shown or none
+/// are left. Returns how many were shown and the cursor to go on from (empty: none left).
+pub async fn paged<T>(
+    limit: usize,
+    mut cursor: String,
+    mut fetch: impl AsyncFnMut(u32, String) -> Result<(Vec<T>, String), String>,
+    mut show: impl FnMut(&[T]),
+) -> Result<(usize, String), String> {
+    let mut shown = 0;
+    while shown < limit {
+        let (items, next) = fetch((limit - shown).min(MAX_PAGE) as u32, cursor).await?;
+        show(&items);
+        shown += items.len();
+        cursor = next;
+        if cursor.is_empty() || items.is_empty() {
+            break;
+        }
+    }
+    Ok((shown, cursor))
+}
+
 /// A query client that presents a token.
 pub type Query = QueryServiceClient<InterceptedService<Channel, Bearer>>;
 

@@ -376,60 +376,63 @@ pub fn access_log(args: AccessLogArgs) -> Result<ExitCode, Box<dyn std::error::E
     runtime.block_on(async move {
         let (channel, token) = args.who.channel_and_token().await?;
         let mut c = client::access_log(channel, &token)?;
-        let mut cursor = String::new();
-        let mut printed = 0;
-        while printed < args.limit {
-            let page = c
-                .get_access_log(pb::GetAccessLogRequest {
-                    family_id: args.family.clone().unwrap_or_default(),
-                    person_id: args.person.clone().unwrap_or_default(),
-                    user_id: args.user.clone().unwrap_or_default(),
-                    page_size: (args.limit - printed).min(500) as u32,
-                    cursor: cursor.clone(),
-                    consistency: None,
-                })
-                .await
-                .map_err(client::status)?
-                .into_inner();
-            for e in &page.entries {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "offset": e.offset, "access_id": e.access_id, "at": e.at,
-                            "user_id": e.user_id, "organisation": e.organisation, "roles": e.roles,
-                            "method": e.method, "asked": e.asked, "family_id": e.family_id,
-                            "person_ids": e.person_ids, "shown": e.shown, "withheld": e.withheld,
-                            "outcome": e.outcome, "standing": e.standing, "reason": e.reason,
-                            "break_glass": e.break_glass, "break_glass_until": e.break_glass_until,
-                        })
-                    );
-                } else {
-                    println!(
-                        "{}  {:<16} {:<20} {:<22} {:<9} shown {:<4} withheld {:<4} {}{}{}",
-                        e.at.get(..19).unwrap_or(&e.at),
-                        e.user_id,
-                        e.organisation,
-                        e.method,
-                        e.outcome,
-                        e.shown,
-                        e.withheld,
-                        e.asked,
-                        if e.reason.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" | reason: {}", e.reason)
-                        },
-                        if e.break_glass { " | BREAK GLASS" } else { "" }
-                    );
+        client::paged(
+            args.limit,
+            String::new(),
+            async |page_size, cursor| {
+                let page = c
+                    .get_access_log(pb::GetAccessLogRequest {
+                        family_id: args.family.clone().unwrap_or_default(),
+                        person_id: args.person.clone().unwrap_or_default(),
+                        user_id: args.user.clone().unwrap_or_default(),
+                        page_size,
+                        cursor,
+                        consistency: None,
+                    })
+                    .await
+                    .map_err(client::status)?
+                    .into_inner();
+                Ok((page.entries, page.next_cursor))
+            },
+            |entries| {
+                for e in entries {
+                    if args.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "offset": e.offset, "access_id": e.access_id, "at": e.at,
+                                "user_id": e.user_id, "organisation": e.organisation,
+                                "roles": e.roles, "method": e.method, "asked": e.asked,
+                                "family_id": e.family_id, "person_ids": e.person_ids,
+                                "shown": e.shown, "withheld": e.withheld,
+                                "outcome": e.outcome, "standing": e.standing,
+                                "reason": e.reason, "break_glass": e.break_glass,
+                                "break_glass_until": e.break_glass_until,
+                            })
+                        );
+                    } else {
+                        println!(
+                            "{}  {:<16} {:<20} {:<22} {:<9} shown {:<4} withheld {:<4} {}{}{}",
+                            e.at.get(..19).unwrap_or(&e.at),
+                            e.user_id,
+                            e.organisation,
+                            e.method,
+                            e.outcome,
+                            e.shown,
+                            e.withheld,
+                            e.asked,
+                            if e.reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" | reason: {}", e.reason)
+                            },
+                            if e.break_glass { " | BREAK GLASS" } else { "" }
+                        );
+                    }
                 }
-            }
-            printed += page.entries.len();
-            if page.next_cursor.is_empty() || page.entries.is_empty() {
-                break;
-            }
-            cursor = page.next_cursor;
-        }
+            },
+        )
+        .await?;
         Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)
     })
 }

@@ -107,27 +107,24 @@ pub fn run(cmd: MatchesCommand) -> Result<ExitCode, Box<dyn std::error::Error>> 
             } => {
                 let (channel, token) = who.channel_and_token().await?;
                 let mut q = client::query(channel, &token)?;
-                let mut cursor = cursor.unwrap_or_default();
-                let mut shown = 0;
-                while shown < limit {
-                    let page = q
-                        .list_match_candidates(pb::ListMatchCandidatesRequest {
-                            include_resolved: all,
-                            page_size: (limit - shown).min(500) as u32,
-                            cursor: cursor.clone(),
-                        })
-                        .await
-                        .map_err(client::status)?
-                        .into_inner();
-                    for c in &page.candidates {
-                        print_candidate(c);
-                    }
-                    shown += page.candidates.len();
-                    cursor = page.next_cursor;
-                    if cursor.is_empty() || page.candidates.is_empty() {
-                        break;
-                    }
-                }
+                let (shown, cursor) = client::paged(
+                    limit,
+                    cursor.unwrap_or_default(),
+                    async |page_size, cursor| {
+                        let page = q
+                            .list_match_candidates(pb::ListMatchCandidatesRequest {
+                                include_resolved: all,
+                                page_size,
+                                cursor,
+                            })
+                            .await
+                            .map_err(client::status)?
+                            .into_inner();
+                        Ok((page.candidates, page.next_cursor))
+                    },
+                    |candidates| candidates.iter().for_each(print_candidate),
+                )
+                .await?;
                 if shown == 0 {
                     println!("no match candidates{}", if all { "" } else { " waiting" });
                 } else if !cursor.is_empty() {

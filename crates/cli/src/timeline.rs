@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tellonce_domain::{Date, Timestamp};
+use tellonce_domain::time::{Date, Timestamp, MS_PER_DAY};
 use tellonce_proto::v1 as pb;
 
 use crate::client;
@@ -245,7 +245,7 @@ pub struct Filter {
 fn instant_of(flag: &str, text: &str, end: bool) -> Result<String, String> {
     if text.len() == 10 {
         let day = Date::parse(text).map_err(|e| format!("--{flag}: {e}"))?;
-        let start = day.start().0 + if end { 86_400_000 } else { 0 };
+        let start = day.start().0 + if end { MS_PER_DAY } else { 0 };
         return Ok(Timestamp(start).to_string());
     }
     Timestamp::parse(text)
@@ -277,34 +277,33 @@ pub async fn show(
     if let Some(a) = &fam.access {
         print_access(a);
     }
-    let limit = filter.limit;
-    let mut cursor = filter.cursor;
-    let (mut shown, mut total) = (0, 0);
+    let mut total = 0;
     println!();
-    while shown < limit {
-        let page = q
-            .get_timeline(pb::GetTimelineRequest {
-                scope: Some(pb::get_timeline_request::Scope::FamilyId(family_id.into())),
-                sources: filter.sources.clone(),
-                kinds: filter.kinds.clone(),
-                from: filter.from.clone(),
-                to: filter.to.clone(),
-                page_size: (limit - shown).min(500) as u32,
-                cursor: cursor.clone(),
-                reason: why.reason.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(client::status)?
-            .into_inner();
-        print_items(&page.items);
-        shown += page.items.len();
-        total = page.total;
-        cursor = page.next_cursor;
-        if cursor.is_empty() || page.items.is_empty() {
-            break;
-        }
-    }
+    let (shown, cursor) = client::paged(
+        filter.limit,
+        filter.cursor,
+        async |page_size, cursor| {
+            let page = q
+                .get_timeline(pb::GetTimelineRequest {
+                    scope: Some(pb::get_timeline_request::Scope::FamilyId(family_id.into())),
+                    sources: filter.sources.clone(),
+                    kinds: filter.kinds.clone(),
+                    from: filter.from.clone(),
+                    to: filter.to.clone(),
+                    page_size,
+                    cursor,
+                    reason: why.reason.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(client::status)?
+                .into_inner();
+            total = page.total;
+            Ok((page.items, page.next_cursor))
+        },
+        print_items,
+    )
+    .await?;
     if shown == 0 {
         println!("no events you may see match");
     } else if !cursor.is_empty() {
