@@ -159,6 +159,21 @@ fn damaged(what: String) -> ProjectionError {
     ProjectionError::Damaged(format!("timeline store: {what}"))
 }
 
+/// Bodies [`LineStore::append`] wrote that are not yet indexed: their index entries and the
+/// applied offset to store with them ([`LineStore::index`]).
+#[derive(Debug, Default)]
+pub(crate) struct Unindexed {
+    entries: Vec<(u64, Slot)>,
+    applied: Option<u64>,
+}
+
+impl Unindexed {
+    /// How many bodies wait to be indexed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 /// The durable copy of the timeline lines (see the module's doc).
 pub(crate) struct LineStore {
     db: sled::Db,
@@ -247,33 +262,20 @@ impl LineStore {
         removed: &[(u64, Slot)],
         applied: Option<u64>,
     ) -> Result<(), ProjectionError> {
-        let start = self.end.load(Ordering::SeqCst);
-        let mut pos = start;
         let bodies = fresh
             .iter()
             .map(|(o, b)| (*o, *b))
             .chain(rewritten.iter().map(|(o, b, _)| (*o, b.as_slice())));
         let mut batch = sled::Batch::default();
-        for (first, body) in bodies {
-            let len = u32::try_from(body.len())
-                .map_err(|_| damaged(format!("chunk at {first} is over 4 GiB")))?;
-            let slot = Slot {
-                pos,
-                len,
-                crc: crc32c::crc32c(body),
-            };
-            batch.insert(&chunk_key(first), &slot.encode());
-            // Each body straight from where it is (not copied into one buffer first).
-            self.file.write_all_at(body, pos).map_err(io)?;
-            pos += u64::from(len);
-        }
+        self.write_bodies(bodies, |first, slot| {
+            batch.insert(&chunk_key(first), &slot.encode())
+        })?;
         for (first, _) in removed {
             batch.remove(&chunk_key(*first));
         }
         if let Some(a) = applied {
             batch.insert(K_APPLIED, &a.to_be_bytes());
         }
-        self.end.store(pos, Ordering::SeqCst);
         // Where the bodies replaced or dropped lie.
         let replaced: Vec<(u64, u64)> = rewritten
             .iter()
@@ -293,6 +295,66 @@ impl LineStore {
             self.file.sync_data().map_err(io)?;
             self.release(replaced);
         }
+        Ok(())
+    }
+
+    /// Writes `bodies` (each chunk's first offset and body) one after another at the end of the
+    /// file, telling `written` where each lies. Not synced, not indexed.
+    fn write_bodies<'b>(
+        &self,
+        bodies: impl IntoIterator<Item = (u64, &'b [u8])>,
+        mut written: impl FnMut(u64, Slot),
+    ) -> Result<(), ProjectionError> {
+        let mut pos = self.end.load(Ordering::SeqCst);
+        for (first, body) in bodies {
+            let len = u32::try_from(body.len())
+                .map_err(|_| damaged(format!("chunk at {first} is over 4 GiB")))?;
+            let slot = Slot {
+                pos,
+                len,
+                crc: crc32c::crc32c(body),
+            };
+            // Each body straight from where it is (not copied into one buffer first).
+            self.file.write_all_at(body, pos).map_err(io)?;
+            written(first, slot);
+            pos += u64::from(len);
+        }
+        self.end.store(pos, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Appends `fresh` chunks (first offset, body: keys not yet in the store) to the file
+    /// without indexing them: their index entries and `applied` go to `unindexed`, which
+    /// [`LineStore::index`] stores in one sled batch. Until then a restart finds neither (the
+    /// stored applied offset is older, the bodies unreferenced and zeroed at start-up). For a
+    /// long catch-up's storer, where one sled batch per applied batch was most of its time,
+    /// blocked in sled. One caller at a time, as [`LineStore::store`].
+    pub fn append(
+        &self,
+        fresh: &[(u64, &[u8])],
+        applied: u64,
+        unindexed: &mut Unindexed,
+    ) -> Result<(), ProjectionError> {
+        let entries = &mut unindexed.entries;
+        self.write_bodies(fresh.iter().copied(), |first, slot| {
+            entries.push((first, slot))
+        })?;
+        unindexed.applied = Some(applied);
+        Ok(())
+    }
+
+    /// Stores the index entries and the applied offset [`LineStore::append`] left in
+    /// `unindexed` in one atomic sled batch, and empties it.
+    pub fn index(&self, unindexed: &mut Unindexed) -> Result<(), ProjectionError> {
+        let Some(applied) = unindexed.applied.take() else {
+            return Ok(());
+        };
+        let mut batch = sled::Batch::default();
+        for (first, slot) in unindexed.entries.drain(..) {
+            batch.insert(&chunk_key(first), &slot.encode());
+        }
+        batch.insert(K_APPLIED, &applied.to_be_bytes());
+        self.db.apply_batch(batch)?;
         Ok(())
     }
 
@@ -591,6 +653,49 @@ mod tests {
             .map(|c| c.0)
             .collect();
         assert_eq!(bodies, vec![0]);
+    }
+
+    #[test]
+    fn appended_bodies_are_found_once_indexed_and_unreferenced_after_a_crash_before() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        {
+            let s = holding(tmp.path(), b"[first]");
+            let mut unindexed = Unindexed::default();
+            s.append(&[(1, b"[second]"), (5, b"[third]")], 9, &mut unindexed)
+                .expect("append");
+            assert_eq!(unindexed.len(), 2);
+            // Neither the bodies nor the applied offset are in the index yet.
+            assert_eq!(body_at(&s, 3), b"[first]");
+            assert_eq!(s.applied().expect("applied"), 1);
+            s.index(&mut unindexed).expect("index");
+            assert_eq!(unindexed.len(), 0);
+            assert_eq!(body_at(&s, 3), b"[second]");
+            assert_eq!(body_at(&s, 7), b"[third]");
+            assert_eq!(s.applied().expect("applied"), 9);
+            // Nothing waiting: nothing stored, the applied offset kept.
+            s.index(&mut unindexed).expect("index nothing");
+            assert_eq!(s.applied().expect("applied"), 9);
+            // Appended after, then the store dropped without indexing (a crash).
+            s.append(&[(9, b"[lost-secret]")], 12, &mut unindexed)
+                .expect("append");
+            s.sync(9).expect("sync");
+        }
+        let (s, current) = LineStore::open(tmp.path()).expect("reopen");
+        assert!(current);
+        assert_eq!(s.applied().expect("applied"), 9, "the last index's offset");
+        assert_eq!(body_at(&s, 20), b"[third]");
+        s.zero_unreferenced().expect("tidy");
+        assert!(
+            !holds(tmp.path(), "lost-secret"),
+            "an unindexed body is zeroed"
+        );
+        let firsts: Vec<u64> = s
+            .slots_from(0)
+            .expect("slots")
+            .iter()
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(firsts, vec![0, 1, 5]);
     }
 
     #[test]

@@ -1183,11 +1183,14 @@ async fn family_memos_follow_the_log() {
 async fn a_catch_up_over_several_batches_leaves_sled_complete() {
     let tmp = tempfile::tempdir().expect("tmp");
     let log = open_log(tmp.path());
-    fill(log.as_ref(), 60, 11_000).await;
+    fill(log.as_ref(), 100, 21_000).await;
     let head = log.head().next_offset;
     // Each helper decodes at least two full batches (with two helpers; the test runs with
-    // one and with two, whatever the machine's cores).
+    // one and with two, whatever the machine's cores), and the storer indexes what it wrote
+    // both on the way (every `INDEX_EVERY` chunks) and at the end.
     assert!(head > 5 * APPLY_BATCH as u64, "several batches: {head}");
+    let chunks = head as usize / APPLY_BATCH * APPLY_BATCH.div_ceil(LINES_PER_CHUNK);
+    assert!(chunks > INDEX_EVERY, "{chunks} chunks");
     let dir = tmp.path().join("proj");
     let p = Projection::rebuild(&dir, log.as_ref(), None)
         .await
