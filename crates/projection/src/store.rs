@@ -14,6 +14,8 @@
 //! the projection moves what it holds in memory here, in one atomic batch, so memory and the
 //! snapshot hold only the reads since. Each key's offsets are a piece per move (at most
 //! [`ACCESS_PIECE`] offsets), delta-encoded as varints under `x<key>\xff<first offset>`.
+//! A long catch-up's storer appends bodies ([`LineStore::append`]) and indexes them with the
+//! applied offset every few batches ([`LineStore::index`]): until then a restart finds neither.
 //! Nothing here is fsynced per batch (the log is the truth and a restart re-applies it from
 //! the snapshot): [`LineStore::sync`] makes the file durable before a snapshot relies on it,
 //! and a body that does not match its checksum at start-up makes the projection rebuild.
