@@ -1597,17 +1597,16 @@ fn check_continues(entries: &[EntryAt], next: u64, last_hash: Hash) -> Result<()
     Ok(())
 }
 
-/// Decodes entries one after another on this thread: one result per entry, in order. The
-/// key store is read under one lock for all of them.
-fn decode_each(entries: &[StoredEntry], keys: Option<&KeyStore>) -> Vec<DecodeResult> {
+/// Decodes entries one after another on this thread onto the end of `out`: one result per
+/// entry, in order. The key store is read under one lock for all of them.
+fn decode_each(entries: &[StoredEntry], keys: Option<&KeyStore>, out: &mut Vec<DecodeResult>) {
     let view = keys.map(KeyStore::view);
     let mut d = Decoder::new(view.as_ref());
-    let mut out = Vec::with_capacity(entries.len());
+    out.reserve(entries.len());
     for e in entries {
-        d.push(e.view(), &mut out);
+        d.push(e.view(), out);
     }
-    d.finish(&mut out);
-    out
+    d.finish(out);
 }
 
 /// Runs `f`, which keeps its thread busy (decoding, applying), without holding up the other
@@ -1626,19 +1625,24 @@ fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
 /// Decodes entries, on two threads when there are many (decoding JSON is most of the cost of
 /// applying the log, and needs no lock). One result per entry, in order.
 fn decode_all(entries: &[StoredEntry], keys: Option<&KeyStore>) -> Vec<DecodeResult> {
+    // Room for all at once: growing it would copy the first half's results.
+    let mut out = Vec::with_capacity(entries.len());
     if entries.len() < 512 {
-        return decode_each(entries, keys);
+        decode_each(entries, keys, &mut out);
+        return out;
     }
     let (a, b) = entries.split_at(entries.len() / 2);
     std::thread::scope(|scope| {
-        let second = scope.spawn(|| decode_each(b, keys));
-        // Room for both halves at once: growing it would copy the first half's results.
-        let mut out = Vec::with_capacity(entries.len());
-        out.extend(decode_each(a, keys));
+        let second = scope.spawn(|| {
+            let mut rest = Vec::new();
+            decode_each(b, keys, &mut rest);
+            rest
+        });
+        decode_each(a, keys, &mut out);
         match second.join() {
             Ok(rest) => out.extend(rest),
             // A panic in decoding is a bug; decode the rest here so nothing is skipped.
-            Err(_) => out.extend(decode_each(b, keys)),
+            Err(_) => decode_each(b, keys, &mut out),
         }
         out
     })
@@ -3021,20 +3025,16 @@ impl Projection {
         // index or the stored applied offset: a flush (after which the applying thread may
         // rewrite stored chunks), a snapshot, the end.
         let mut unindexed = store::Unindexed::default();
-        let fail = |err: ProjectionError, failed: &mut Option<ProjectionError>| {
-            self.broken_by(&err);
-            *failed = Some(err);
-        };
         for job in storer.jobs {
+            // A flush is answered once what it asked is done, whether it went well.
+            let mut answer = None;
             let done = match job {
                 StoreJob::Flush(reply) => {
-                    if failed.is_none() {
-                        if let Err(err) = self.store.index(&mut unindexed) {
-                            fail(err, &mut failed);
-                        }
+                    answer = Some(reply);
+                    match failed {
+                        None => self.store.index(&mut unindexed),
+                        Some(_) => Ok(()),
                     }
-                    let _ = reply.send(failed.is_none());
-                    continue;
                 }
                 _ if failed.is_some() => continue,
                 StoreJob::Lines(lines, next, maker) => {
@@ -3057,15 +3057,20 @@ impl Projection {
                     .and_then(|()| self.install_snapshot(file)),
             };
             if let Err(err) = done {
-                fail(err, &mut failed);
+                self.broken_by(&err);
+                failed = Some(err);
+            }
+            if let Some(reply) = answer {
+                let _ = reply.send(failed.is_none());
             }
         }
-        if failed.is_none() {
-            if let Err(err) = self.store.index(&mut unindexed) {
-                fail(err, &mut failed);
-            }
+        match failed {
+            None => self
+                .store
+                .index(&mut unindexed)
+                .inspect_err(|err| self.broken_by(err)),
+            Some(err) => Err(err),
         }
-        failed.map_or(Ok(()), Err)
     }
 
     /// The stored chunks holding lines (below `first_new`) that `erasures` reach, rewritten
